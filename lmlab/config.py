@@ -1,0 +1,381 @@
+"""Configuration: one dataclass per concern, validated at construction.
+
+A run is described by a :class:`Config` holding a :class:`ModelConfig`, a
+:class:`DataConfig`, an :class:`ObjectiveConfig` and a :class:`TrainConfig`.
+Configs load from TOML files (``configs/*.toml``) and take command-line
+overrides of the form ``--train.max_steps 200`` or ``--train.max_steps=200``.
+Unknown keys are an error that lists the valid ones. Model presets are looked
+up by exact name (``gpt2-tiny``, ``llama-small``, ...).
+
+This module holds only serializable values and never imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from lmlab.errors import ConfigError
+
+Arch = Literal["encoder", "decoder", "encoder-decoder"]
+Norm = Literal["layernorm", "rmsnorm"]
+Position = Literal["learned", "rotary", "relative", "none"]
+Activation = Literal["gelu", "gelu_tanh", "relu", "swiglu", "geglu"]
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class ModelConfig:
+    """The Transformer's shape and options. ``vocab_size = 0`` means "take it from the tokenizer"."""
+
+    arch: Arch = "decoder"
+    vocab_size: int = 0
+    d_model: int = 256
+    n_layers: int = 4
+    n_decoder_layers: int = 0  # encoder-decoder only; 0 means n_layers
+    n_heads: int = 4
+    n_kv_heads: int = 0  # grouped-query attention; 0 means n_heads
+    d_head: int = 0  # 0 means d_model // n_heads
+    d_ff: int = 1024
+    max_seq_len: int = 512
+    norm: Norm = "layernorm"
+    norm_eps: float = 1e-5
+    prenorm: bool = True
+    position: Position = "learned"
+    rope_theta: float = 10000.0
+    rel_buckets: int = 32  # relative position bias (T5)
+    rel_max_distance: int = 128
+    activation: Activation = "gelu_tanh"
+    bias: bool = True
+    tie_embeddings: bool = True
+    type_vocab_size: int = 0  # BERT token-type embeddings; 0 means none
+    embed_norm: bool = False  # a norm right after the embeddings (BERT, post-norm)
+    mlm_transform: bool = False  # BERT's dense + activation + norm before the MLM output projection
+    dropout: float = 0.0
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        _check(self.arch in typing.get_args(Arch), f"model.arch must be one of {typing.get_args(Arch)}")
+        _check(self.norm in typing.get_args(Norm), f"model.norm must be one of {typing.get_args(Norm)}")
+        _check(self.position in typing.get_args(Position),
+               f"model.position must be one of {typing.get_args(Position)}")
+        _check(self.activation in typing.get_args(Activation),
+               f"model.activation must be one of {typing.get_args(Activation)}")
+        for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_seq_len"):
+            _check(getattr(self, name) > 0, f"model.{name} must be positive, got {getattr(self, name)}")
+        _check(self.vocab_size >= 0, "model.vocab_size must be >= 0 (0: take it from the tokenizer)")
+        _check(self.n_kv_heads >= 0 and self.n_decoder_layers >= 0 and self.d_head >= 0,
+               "model.n_kv_heads, model.n_decoder_layers and model.d_head must be >= 0")
+        if self.d_head == 0:
+            _check(self.d_model % self.n_heads == 0,
+                   f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+        _check(self.n_heads % self.kv_heads == 0,
+               f"model.n_heads ({self.n_heads}) must be a multiple of model.n_kv_heads ({self.kv_heads})")
+        if self.position == "rotary":
+            _check(self.head_dim % 2 == 0, f"rotary positions need an even head size, got {self.head_dim}")
+        _check(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
+        _check(self.norm_eps > 0 and self.init_std > 0, "model.norm_eps and model.init_std must be positive")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_head or self.d_model // self.n_heads
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.n_decoder_layers or self.n_layers
+
+
+@dataclass
+class DataConfig:
+    """Where the token shards are and how sequences are drawn from them."""
+
+    path: str = ""  # a directory written by `lmlab prepare` (holds train/, val/ and tokenizer.json)
+    seq_len: int = 256
+    decoder_seq_len: int = 0  # encoder-decoder objectives: target length; 0 means seq_len
+
+    def __post_init__(self) -> None:
+        _check(self.seq_len > 1, f"data.seq_len must be > 1, got {self.seq_len}")
+        _check(self.decoder_seq_len >= 0, "data.decoder_seq_len must be >= 0")
+
+
+@dataclass
+class ObjectiveConfig:
+    """Which training objective, and its knobs. The registry in ``lmlab.objectives`` checks the name."""
+
+    name: str = "clm"
+    # masked LM: the fraction of tokens chosen, and of those the fractions replaced by the
+    # mask token and by a random token (the rest stay unchanged).
+    mask_prob: float = 0.15
+    mask_token_frac: float = 0.8
+    random_token_frac: float = 0.1
+    # causal LM: whether attention and targets stop at document boundaries inside a packed sequence.
+    document_mask: bool = True
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "objective.name must not be empty")
+        _check(0.0 < self.mask_prob < 1.0, f"objective.mask_prob must be in (0, 1), got {self.mask_prob}")
+        _check(self.mask_token_frac >= 0 and self.random_token_frac >= 0
+               and self.mask_token_frac + self.random_token_frac <= 1.0,
+               "objective.mask_token_frac + objective.random_token_frac must be within [0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop: AdamW, warm-up + cosine schedule, accumulation, clipping, evaluation, checkpoints."""
+
+    out_dir: str = "runs/run"
+    batch_size: int = 8  # sequences per micro-batch, per process
+    grad_accum: int = 1
+    max_steps: int = 1000
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_every: int = 200
+    eval_batches: int = 20
+    save_every: int = 500
+    keep_last: int = 2
+    log_every: int = 10
+    seed: int = 1337
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
+    peak_flops: float = 0.0  # FLOP/s for MFU; 0 means measure once with a matmul benchmark
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "eval_batches", "save_every",
+                     "keep_last", "log_every"):
+            _check(getattr(self, name) > 0, f"train.{name} must be positive, got {getattr(self, name)}")
+        _check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
+        _check(0.0 <= self.min_lr_ratio <= 1.0, "train.min_lr_ratio must be within [0, 1]")
+        _check(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+        _check(self.weight_decay >= 0 and self.grad_clip >= 0 and self.peak_flops >= 0,
+               "train.weight_decay, train.grad_clip and train.peak_flops must be >= 0")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1 and train.beta2 must be within [0, 1)")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = ""  # a model preset name; its values are the base under [model]
+
+    def __post_init__(self) -> None:
+        _check(self.data.seq_len <= self.model.max_seq_len or self.model.position in ("rotary", "none"),
+               f"data.seq_len ({self.data.seq_len}) is above the model's maximum sequence length "
+               f"model.max_seq_len ({self.model.max_seq_len})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- presets
+
+_FAMILIES: dict[str, dict[str, Any]] = {
+    # BERT: post-norm, LayerNorm eps 1e-12, learned positions, token types, GELU (erf), MLM transform head.
+    "bert": dict(arch="encoder", norm="layernorm", norm_eps=1e-12, prenorm=False, position="learned",
+                 activation="gelu", bias=True, tie_embeddings=True, type_vocab_size=2, embed_norm=True,
+                 mlm_transform=True),
+    # GPT-2: pre-norm, learned positions, tanh-GELU, biases, tied embeddings.
+    "gpt2": dict(arch="decoder", norm="layernorm", norm_eps=1e-5, prenorm=True, position="learned",
+                 activation="gelu_tanh", bias=True, tie_embeddings=True),
+    # Llama: pre-norm RMSNorm, rotary positions, SwiGLU, no biases, untied head.
+    "llama": dict(arch="decoder", norm="rmsnorm", norm_eps=1e-5, prenorm=True, position="rotary",
+                  activation="swiglu", bias=False, tie_embeddings=False),
+    # T5 (v1.1 style): pre-norm RMSNorm, relative position bias, gated GELU, no biases.
+    "t5": dict(arch="encoder-decoder", norm="rmsnorm", norm_eps=1e-6, prenorm=True, position="relative",
+               activation="geglu", bias=False, tie_embeddings=False),
+}
+
+_SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(d_model=64, n_layers=2, n_heads=4, d_ff=256, max_seq_len=256),
+    "small": dict(d_model=384, n_layers=6, n_heads=6, d_ff=1536, max_seq_len=512),
+    "base": dict(d_model=768, n_layers=12, n_heads=12, d_ff=3072, max_seq_len=1024),
+}
+
+
+def _preset(family: str, size: str) -> dict[str, Any]:
+    values = {**_FAMILIES[family], **_SIZES[size]}
+    if family == "llama":  # SwiGLU keeps parameters equal to a 4x GELU MLP with 2/3 of the width
+        values["d_ff"] = int(values["d_ff"] * 2 / 3) // 32 * 32
+        values["n_kv_heads"] = values["n_heads"] // 2 if values["n_heads"] % 2 == 0 else 0
+    if family == "t5":
+        values["d_ff"] = int(values["d_ff"] * 2 / 3) // 32 * 32
+    return values
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    f"{family}-{size}": _preset(family, size) for family in _FAMILIES for size in _SIZES
+}
+
+
+def model_preset(name: str, **overrides: Any) -> ModelConfig:
+    """The :class:`ModelConfig` of a preset, looked up by exact name, with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
+    return _build(ModelConfig, {**PRESETS[name], **overrides}, "model")
+
+
+# --------------------------------------------------------------------------- loading
+
+_SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "objective": ObjectiveConfig,
+                              "train": TrainConfig}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; strings from the command line are parsed."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key} has the wrong type: {value!r}")
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module, not the user's
+
+
+def _build(cls: type, values: dict[str, Any], section: str) -> Any:
+    hints = typing.get_type_hints(cls, globalns=globals())
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; "
+                          f"valid keys in [{section}]: {', '.join(valid)}")
+    try:
+        return cls(**{k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
+    except TypeError as e:  # pragma: no cover - fields() guards the names
+        raise ConfigError(str(e)) from None
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build a :class:`Config` from nested plain values (a parsed TOML file, or ``Config.to_dict()``)."""
+    raw = dict(raw)
+    preset = raw.pop("preset", "")
+    if not isinstance(preset, str):
+        raise ConfigError(f"preset must be a string, got {preset!r}")
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(unknown)}; valid sections: preset, "
+                          f"{', '.join(_SECTIONS)}")
+    parts: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        values = raw.get(section, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table of keys, got {values!r}")
+        if section == "model" and preset:
+            if preset not in PRESETS:
+                raise ConfigError(f"unknown model preset {preset!r}; valid presets: {', '.join(sorted(PRESETS))}")
+            values = {**PRESETS[preset], **values}
+        parts[section] = _build(cls, values, section)
+    return Config(preset=preset, **parts)
+
+
+def parse_overrides(args: list[str]) -> dict[str, dict[str, str]]:
+    """Turn ``["--train.max_steps", "200", "--model.bias=false"]`` into ``{"train": {"max_steps": "200"}, ...}``."""
+    out: dict[str, dict[str, str]] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or "." not in arg:
+            raise ConfigError(f"expected an override like --train.max_steps 200, got {arg!r}")
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise ConfigError(f"override {arg} has no value")
+            key, value = arg[2:], args[i + 1]
+            i += 2
+        section, _, name = key.partition(".")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Load a TOML config file (or the defaults when ``path`` is None) and apply overrides.
+
+    Raises:
+        ConfigError: the file is missing or not valid TOML, or a key is unknown or ill-typed.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{p} is not a valid TOML file: {e}") from None
+    if overrides:
+        extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        for section, values in extra.items():
+            if section == "preset":
+                raw["preset"] = values
+                continue
+            if section not in _SECTIONS:
+                raise ConfigError(f"unknown section {section!r} in override; valid sections: {', '.join(_SECTIONS)}")
+            raw.setdefault(section, {}).update(values)
+    return config_from_dict(raw)
+
+
+def with_updates(cfg: Any, **changes: Any) -> Any:
+    """A copy of a config dataclass with fields changed (and validated again)."""
+    if not dataclasses.is_dataclass(cfg):
+        raise TypeError("with_updates takes a config dataclass")
+    return replace(cfg, **changes)

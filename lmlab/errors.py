@@ -1,0 +1,21 @@
+"""Errors a user can cause. The CLI prints their message and exits with code 2."""
+
+
+class LmlabError(Exception):
+    """Base class for every mistake a user can make (a path, a config value, a corrupt file)."""
+
+
+class ConfigError(LmlabError):
+    """A config file or override names an unknown key, has the wrong type or an invalid value."""
+
+
+class DataError(LmlabError):
+    """A corpus or a token shard directory is missing, empty, corrupt or does not match."""
+
+
+class CheckpointError(LmlabError):
+    """A checkpoint directory is missing, incomplete or corrupt."""
+
+
+class TokenizerError(LmlabError):
+    """A tokenizer cannot be trained or loaded."""

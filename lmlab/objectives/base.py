@@ -1,0 +1,65 @@
+"""The objective interface: what every training objective provides.
+
+An objective turns raw token sequences into a :class:`Batch` (deciding what is
+corrupted, what the model sees and what it must predict) and scores the model
+on that batch. It returns the *summed* loss and the number of scored targets;
+the trainer divides, so gradient accumulation and data-parallel ranks average
+correctly whatever the padding or masking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+IGNORE = -100  # target value of a position that is not scored
+
+
+@dataclass
+class Batch:
+    """Model inputs and targets. Shapes: B sequences of T (encoder/decoder) or T_dec (decoder side) tokens."""
+
+    input_ids: Tensor  # (B, T) long
+    targets: Tensor  # (B, T) or (B, T_dec) long; IGNORE where not scored
+    segment_ids: Tensor | None = None  # (B, T) document index in a packed row; attention stays inside one
+    position_ids: Tensor | None = None  # (B, T) positions, restarting at 0 for each packed document
+    attention_mask: Tensor | None = None  # (B, T) 1 for real tokens, 0 for padding
+    decoder_input_ids: Tensor | None = None  # (B, T_dec) encoder-decoder objectives
+    decoder_attention_mask: Tensor | None = None  # (B, T_dec)
+
+    def to(self, device: torch.device | str) -> Batch:
+        return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=True)
+                                for f in fields(self) if getattr(self, f.name) is not None})
+
+    def model_inputs(self) -> dict[str, Tensor]:
+        """Everything but the targets, as keyword arguments for the model's forward."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "targets" and getattr(self, f.name) is not None}
+
+    def num_tokens(self) -> int:
+        """Tokens the model processes (both sides for encoder-decoders): the unit of tokens/s."""
+        n = self.input_ids.numel()
+        return n + (self.decoder_input_ids.numel() if self.decoder_input_ids is not None else 0)
+
+
+class Objective:
+    """Base class. Subclasses set ``name`` and ``archs`` and implement :meth:`make_batch` and :meth:`loss`."""
+
+    name: str = ""
+    archs: tuple[str, ...] = ()  # model architectures this objective can train
+
+    def make_batch(self, tokens: Tensor, segment_ids: Tensor, generator: torch.Generator) -> Batch:
+        """Build a batch from packed token rows.
+
+        Args:
+            tokens: (B, T) long, documents packed back to back, each followed by a separator.
+            segment_ids: (B, T) long, the document index of each token within its row.
+            generator: the only source of randomness (its state is checkpointed).
+        """
+        raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Return ``(summed_loss, num_targets, metrics)``; metrics are sums too (e.g. correct predictions)."""
+        raise NotImplementedError
