@@ -33,6 +33,11 @@ class Batch:
         return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=True)
                                 for f in fields(self) if getattr(self, f.name) is not None})
 
+    def rows(self, index: slice) -> Batch:
+        """The sub-batch of rows ``index`` (a data-parallel rank's share of a global batch)."""
+        return replace(self, **{f.name: getattr(self, f.name)[index]
+                                for f in fields(self) if getattr(self, f.name) is not None})
+
     def model_inputs(self) -> dict[str, Tensor]:
         """Everything but the targets, as keyword arguments for the model's forward."""
         return {f.name: getattr(self, f.name) for f in fields(self)
@@ -48,6 +53,7 @@ class Objective:
     """Base class. Subclasses set ``name`` and ``archs`` and implement :meth:`make_batch` and :meth:`loss`."""
 
     name: str = ""
+    extra_tokens: int = 0  # the sampler draws data.seq_len + extra_tokens tokens per row
     archs: tuple[str, ...] = ()  # model architectures this objective can train
 
     def make_batch(self, tokens: Tensor, segment_ids: Tensor, generator: torch.Generator) -> Batch:

@@ -1,0 +1,39 @@
+"""Causal language modelling: predict each token from the ones before it."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lmlab.objectives.base import IGNORE, Batch, Objective
+
+
+class CausalLM(Objective):
+    """Next-token prediction, ``log P(x) = sum_t log P(x_t | x_<t)``.
+
+    With ``document_mask`` the rows the sampler packs stay separate: attention
+    never crosses a document boundary, positions restart at each document, and
+    the first token of a document is not predicted from the one before it.
+    """
+
+    name = "clm"
+    archs = ("decoder",)
+    extra_tokens = 1  # inputs and targets are the same row shifted by one
+
+    def __init__(self, document_mask: bool = True) -> None:
+        self.document_mask = document_mask
+
+    def make_batch(self, tokens: Tensor, segment_ids: Tensor, generator: torch.Generator) -> Batch:
+        inputs, targets = tokens[:, :-1], tokens[:, 1:].clone()  # (B, T) each
+        if not self.document_mask:
+            return Batch(input_ids=inputs, targets=targets)
+        seg = segment_ids[:, :-1]
+        targets[segment_ids[:, 1:] != seg] = IGNORE  # a document's first token, seen from the previous one
+        return Batch(input_ids=inputs, targets=targets, segment_ids=seg)
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        logits = model(**batch.model_inputs()).logits  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE,
+                               reduction="sum")
+        return loss, (batch.targets != IGNORE).sum(), {}

@@ -1,0 +1,224 @@
+"""Checkpoints: directories in Hugging Face layout, written atomically.
+
+A checkpoint directory holds::
+
+    config.json              the model configuration (model_type "lmlab")
+    model.safetensors        the weights
+    tokenizer.json           the tokenizer (+ tokenizer_config.json)
+    training_state.json      step, tokens seen, the full run config       (training checkpoints only)
+    optimizer.safetensors    AdamW moments and every random generator's state (training checkpoints only)
+
+It is written to a temporary sibling directory and renamed into place, so a
+crash never leaves a half-written checkpoint. Nothing here unpickles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lmlab.config import ModelConfig, _build
+from lmlab.errors import CheckpointError, ConfigError, LmlabError
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TOKENIZER = "tokenizer.json"
+STATE = "training_state.json"
+OPTIMIZER = "optimizer.safetensors"
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def _unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict without tied duplicates (safetensors stores each storage once)."""
+    seen: dict[int, str] = {}
+    out = {}
+    for name, t in model.state_dict().items():
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen and t.numel() > 0:
+            continue
+        seen[ptr] = name
+        out[name] = t.detach().contiguous()
+    return out
+
+
+def model_config_dict(cfg: ModelConfig, tokenizer=None) -> dict[str, Any]:
+    d = {"model_type": "lmlab", "architectures": [f"lmlab-{cfg.arch}"], **dataclasses.asdict(cfg)}
+    if tokenizer is not None:
+        d.update(pad_token_id=tokenizer.pad_id, bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id,
+                 mask_token_id=tokenizer.mask_id)
+    return d
+
+
+def save_model_dir(path: Path, model: torch.nn.Module, tokenizer=None) -> None:
+    """Write config.json, model.safetensors and the tokenizer into an existing directory."""
+    cfg: ModelConfig = model.config
+    (path / CONFIG).write_text(json.dumps(model_config_dict(cfg, tokenizer), indent=2))
+    save_file(_unique_state_dict(model), str(path / WEIGHTS), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save(path)
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, tokenizer, optimizer: torch.optim.Optimizer,
+                    generators: dict[str, torch.Generator], state: dict[str, Any], keep_last: int) -> Path:
+    """Write ``run_dir/step-NNNNNN`` atomically and delete all but the newest ``keep_last`` checkpoints."""
+    run_dir = Path(run_dir)
+    final = run_dir / f"step-{step:06d}"
+    tmp = run_dir / f".tmp-step-{step:06d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model_dir(tmp, model, tokenizer)
+    tensors = _optimizer_tensors(model, optimizer)
+    for name, g in generators.items():
+        tensors[f"rng.{name}"] = g.get_state()
+    tensors["rng.torch_global"] = torch.get_rng_state()
+    save_file(tensors, str(tmp / OPTIMIZER))
+    (tmp / STATE).write_text(json.dumps({**state, "step": step}, indent=2))
+    if final.exists():  # re-saving the same step (e.g. an interrupt right after a periodic save)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints under ``run_dir``, oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory itself, or the newest checkpoint in a run directory."""
+    path = Path(path)
+    if (path / CONFIG).is_file():
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        raise CheckpointError(f"{path} is neither a checkpoint directory (no {CONFIG}) nor a run directory "
+                              "with step-NNNNNN checkpoints")
+    return found[-1]
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path.parent} is incomplete: {path.name} is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is corrupt: {e}") from None
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path.parent} is incomplete: {path.name} is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is corrupt: {e}") from None
+
+
+def read_model_config(path: Path) -> ModelConfig:
+    raw = read_json(path / CONFIG)
+    if raw.get("model_type") != "lmlab":
+        raise CheckpointError(f"{path / CONFIG} has model_type {raw.get('model_type')!r}, not 'lmlab'")
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    try:
+        return _build(ModelConfig, {k: v for k, v in raw.items() if k in names}, "model")
+    except ConfigError as e:
+        raise CheckpointError(f"{path / CONFIG}: {e}") from None
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load ``model.safetensors`` strictly: a missing, unexpected or mis-shaped tensor is an error naming it."""
+    tensors = _read_tensors(path / WEIGHTS)
+    own = model.state_dict()
+    ptr_to_name: dict[int, str] = {}
+    for name, t in own.items():
+        ptr_to_name.setdefault(t.untyped_storage().data_ptr(), name)
+    required = {n for n, t in own.items() if ptr_to_name[t.untyped_storage().data_ptr()] == n}
+    missing = sorted(required - tensors.keys())
+    unexpected = sorted(tensors.keys() - own.keys())
+    if missing or unexpected:
+        raise CheckpointError(f"{path / WEIGHTS} does not match the model in {CONFIG}: "
+                              f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for name, t in tensors.items():
+        if t.shape != own[name].shape:
+            raise CheckpointError(f"{path / WEIGHTS}: tensor {name} has shape {tuple(t.shape)}, "
+                                  f"expected {tuple(own[name].shape)}")
+    with torch.no_grad():
+        for name, t in tensors.items():
+            own[name].copy_(t)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Load ``(model, tokenizer)`` from a checkpoint directory (or the newest checkpoint of a run).
+
+    Raises:
+        CheckpointError: the directory is missing, incomplete or corrupt.
+    """
+    from lmlab.model import build_model
+    from lmlab.tokenizer import Tokenizer
+
+    path = resolve_checkpoint(path)
+    model = build_model(read_model_config(path))
+    load_weights(model, path)
+    try:
+        tokenizer = Tokenizer.load(path / TOKENIZER)
+    except LmlabError as e:
+        raise CheckpointError(f"checkpoint {path}: {e}") from None
+    return model.to(device).eval(), tokenizer
+
+
+def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    """Restore weights, optimizer moments and generator states; return training_state.json."""
+    state = read_json(path / STATE)
+    load_weights(model, path)
+    tensors = _read_tensors(path / OPTIMIZER)
+    _load_optimizer_tensors(model, optimizer, tensors, path)
+    for name, g in generators.items():
+        if f"rng.{name}" not in tensors:
+            raise CheckpointError(f"{path / OPTIMIZER} has no state for the {name!r} random generator")
+        g.set_state(tensors[f"rng.{name}"])
+    torch.set_rng_state(tensors["rng.torch_global"])
+    return state
+
+
+def _param_names(model: torch.nn.Module) -> dict[int, str]:
+    return {id(p): n for n, p in model.named_parameters()}
+
+
+def _optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    names = _param_names(model)
+    out = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                out[f"{names[id(p)]}.{key}"] = value.detach().contiguous() if torch.is_tensor(value) \
+                    else torch.tensor(value)
+    return out
+
+
+def _load_optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                            tensors: dict[str, torch.Tensor], path: Path) -> None:
+    names = _param_names(model)
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            name = names[id(p)]
+            keys = [k for k in tensors if k.startswith(name + ".") and "." not in k[len(name) + 1:]]
+            if not keys:
+                raise CheckpointError(f"{path / OPTIMIZER} has no optimizer state for parameter {name}")
+            optimizer.state[p] = {k[len(name) + 1:]: tensors[k].to(p.device) if k.endswith(".step")
+                                  else tensors[k].to(p.device, p.dtype) for k in keys}

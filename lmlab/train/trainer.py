@@ -1,0 +1,263 @@
+"""The training loop: one loop for every objective and architecture.
+
+The objective builds batches and returns summed losses with target counts;
+this loop divides by the global number of targets of the whole optimizer step
+(all micro-batches, all ranks), so accumulation and data parallelism average
+correctly whatever the masking or padding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from lmlab.config import Config, config_from_dict
+from lmlab.data import Sampler, TokenDataset
+from lmlab.errors import CheckpointError, ConfigError
+from lmlab.model import build_model
+from lmlab.objectives import Batch, Objective, build_objective
+from lmlab.tokenizer import Tokenizer
+from lmlab.train import checkpoint as ckpt
+from lmlab.train.distributed import Dist, all_reduce_sum, setup
+from lmlab.train.flops import measure_peak_flops
+from lmlab.train.log import MetricsLog, plot_losses
+from lmlab.train.optim import build_optimizer, lr_at
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    step: int
+    checkpoint: Path | None
+    interrupted: bool = False
+    last_eval: dict[str, float] = field(default_factory=dict)
+
+
+class _ObjectiveModule(torch.nn.Module):
+    """The model and its objective as one module, so DDP sees a ``forward`` however the objective
+    reaches into the model (``model.hidden`` + ``model.logits`` for sparse heads, for example)."""
+
+    def __init__(self, model: torch.nn.Module, objective: Objective) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, batch: Batch):
+        return self.objective.loss(self.model, batch)
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a request to save and stop after the current step."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.set:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def prepare_config(cfg: Config, tokenizer: Tokenizer) -> Config:
+    """Fill ``model.vocab_size`` from the tokenizer and check the two agree."""
+    vocab = cfg.model.vocab_size or tokenizer.vocab_size
+    if vocab < tokenizer.vocab_size:
+        raise ConfigError(f"model.vocab_size ({vocab}) is smaller than the tokenizer's vocabulary "
+                          f"({tokenizer.vocab_size}); leave it at 0 to take it from the tokenizer")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, objective: Objective, dataset: TokenDataset, seq_len: int, batch_size: int,
+             n_batches: int, device: torch.device, seed: int = 0) -> dict[str, float]:
+    """Validation loss (nats per target), perplexity and, for objectives that report it, accuracy.
+
+    The windows and the objective's random choices are the same at every call, so values are comparable.
+    """
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    sampler = Sampler(dataset, seq_len, batch_size, torch.Generator().manual_seed(seed))
+    loss_sum = n_sum = correct = 0.0
+    has_correct = False
+    for tokens, segments in sampler.eval_batches(n_batches):
+        batch = objective.make_batch(tokens, segments, generator).to(device)
+        loss, n, metrics = objective.loss(model, batch)
+        loss_sum += loss.item()
+        n_sum += n.item()
+        if "correct" in metrics:
+            has_correct = True
+            correct += metrics["correct"].item()
+    model.train(was_training)
+    val_loss = loss_sum / max(n_sum, 1)
+    out = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))}
+    if has_correct:
+        out["val_accuracy"] = correct / max(n_sum, 1)
+    return out
+
+
+def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | None = None) -> TrainResult:
+    """Train a model as ``cfg`` describes; run it plainly or under ``torchrun`` for data parallelism.
+
+    Args:
+        cfg: the run's configuration; ``cfg.data.path`` is a directory written by ``lmlab prepare``.
+        resume: a checkpoint directory, or a run directory (its newest checkpoint), to continue exactly.
+        stop_after: stop (and save) after this step even though the schedule runs to ``train.max_steps``.
+
+    Returns:
+        A :class:`TrainResult` with the last checkpoint written.
+
+    Raises:
+        ConfigError, DataError, CheckpointError: bad configuration, shards or checkpoint.
+    """
+    d = setup(cfg.train.device)
+    resume_path = ckpt.resolve_checkpoint(resume) if resume is not None else None
+    if not cfg.data.path:
+        raise ConfigError("data.path is empty: set it to a directory written by `lmlab prepare`")
+    tokenizer = Tokenizer.load(Path(cfg.data.path) / "tokenizer.json")
+    cfg = prepare_config(cfg, tokenizer)
+    objective = build_objective(cfg, tokenizer)
+    out_dir = Path(cfg.train.out_dir)
+    if resume_path is None and ckpt.list_checkpoints(out_dir):
+        raise CheckpointError(f"{out_dir} already holds checkpoints; continue with --resume {out_dir}, "
+                              "or choose another train.out_dir")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    train_set = TokenDataset.open(cfg.data.path, "train", tokenizer)
+    val_set = TokenDataset.open(cfg.data.path, "val", tokenizer)
+    seq_len = cfg.data.seq_len + objective.extra_tokens
+    tc = cfg.train
+
+    # Every random choice comes from these generators, saved in each checkpoint.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(tc.seed)
+        model = build_model(cfg.model).to(d.device)
+    generators = {"data": torch.Generator().manual_seed(tc.seed), "objective": torch.Generator().manual_seed(tc.seed + 1)}
+    # Each rank draws the global batch and keeps its rows: a 2-process run sees what 1 process sees.
+    sampler = Sampler(train_set, seq_len, tc.batch_size * d.world_size, generators["data"])
+    optimizer = build_optimizer(model, tc)
+
+    step, tokens_seen = 0, 0
+    if resume_path is not None:
+        state = ckpt.load_training_state(resume_path, model, optimizer, generators)
+        step, tokens_seen = state["step"], state.get("tokens_seen", 0)
+    step_module = _ObjectiveModule(model, objective)
+    runner = DDP(step_module) if d.world_size > 1 else step_module
+    log = MetricsLog(out_dir / "metrics.jsonl", resume_step=step if resume_path else None) if d.is_main else None
+
+    n_params = model.num_params()
+    flops_per_token = model.flops_per_token(cfg.data.seq_len)
+    peak = tc.peak_flops or measure_peak_flops(d.device)
+    state_common = {"config": cfg.to_dict(), "world_size": d.world_size}
+    if log is not None and resume_path is None:
+        log.write({"step": 0, "event": "start", "params": n_params, "flops_per_token": flops_per_token,
+                   "peak_flops": peak, "world_size": d.world_size})
+
+    last_step = min(tc.max_steps, stop_after) if stop_after is not None else tc.max_steps
+    bar = tqdm(total=last_step, initial=step, disable=not (tc.progress and d.is_main), unit="step",
+               dynamic_ncols=True, desc=f"{cfg.objective.name}")
+    checkpoint: Path | None = resume_path
+    last_eval: dict[str, float] = {}
+    interrupted = False
+    rows = slice(d.rank * tc.batch_size, (d.rank + 1) * tc.batch_size)
+
+    def save() -> Path:
+        path = ckpt.save_checkpoint(out_dir, step, model, tokenizer, optimizer, generators,
+                                    {**state_common, "tokens_seen": tokens_seen, "last_eval": last_eval},
+                                    tc.keep_last) if d.is_main else None
+        if d.world_size > 1:
+            torch.distributed.barrier()
+        return path
+
+    model.train()
+    window_t, window_tokens = time.perf_counter(), 0
+    with _StopFlag() as stop:
+        while step < last_step:
+            lr = lr_at(step, tc)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            # Build all micro-batches first so that the global target count is known before any backward.
+            batches = []
+            for _ in range(tc.grad_accum):
+                tokens, segments = sampler.sample()
+                batches.append(objective.make_batch(tokens, segments, generators["objective"]).rows(rows))
+            n_local = sum(int((b.targets != -100).sum()) for b in batches)
+            n_global = all_reduce_sum(torch.tensor([float(n_local)]), d).item()
+            loss_total = torch.zeros((), device=d.device)
+            for i, batch in enumerate(batches):
+                batch = batch.to(d.device)
+                sync = i == len(batches) - 1 or d.world_size == 1
+                ctx = contextlib.nullcontext() if sync else runner.no_sync()
+                with ctx:
+                    loss_sum, _, _ = runner(batch)
+                    # DDP averages gradients over ranks; scale so the result is sum / global targets.
+                    (loss_sum * (d.world_size / max(n_global, 1.0))).backward()
+                loss_total += loss_sum.detach()
+                window_tokens += batch.num_tokens() * d.world_size
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens_seen += sum(b.num_tokens() for b in batches) * d.world_size
+
+            if step % tc.log_every == 0 or step == last_step:
+                loss = all_reduce_sum(loss_total.reshape(1).cpu(), d).item() / max(n_global, 1.0)
+                elapsed = time.perf_counter() - window_t
+                tps = window_tokens / max(elapsed, 1e-9)
+                mfu = tps * flops_per_token / (peak * d.world_size)
+                window_t, window_tokens = time.perf_counter(), 0
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{mfu:.1%}", refresh=False)
+                if log is not None:
+                    log.write({"step": step, "loss": loss, "lr": lr, "tokens": tokens_seen, "tokens_per_s": tps,
+                               "mfu": mfu})
+            if step % tc.eval_every == 0 or step == last_step:
+                last_eval = evaluate(model, objective, val_set, seq_len, tc.batch_size, tc.eval_batches, d.device)
+                if log is not None:
+                    log.write({"step": step, **last_eval})
+                    plot_losses(log.read(), out_dir / "loss.png", f"{cfg.objective.name} · {cfg.model.arch}")
+                if d.is_main and tc.progress:
+                    bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+            bar.update(1)
+            stopping = stop.set or step == last_step
+            if d.world_size > 1:  # every rank must agree to stop, or the others hang in the next all-reduce
+                stopping = bool(all_reduce_sum(torch.tensor([float(stopping)]), d).item())
+            if step % tc.save_every == 0 or stopping:
+                checkpoint = save()
+            if stopping:
+                interrupted = stop.set
+                break
+    bar.close()
+    return TrainResult(out_dir=out_dir, step=step, checkpoint=checkpoint, interrupted=interrupted,
+                       last_eval=last_eval)
+
+
+def config_from_checkpoint(path: str | Path) -> Config:
+    """The full run configuration a training checkpoint was written with."""
+    path = ckpt.resolve_checkpoint(path)
+    state = ckpt.read_json(path / ckpt.STATE)
+    if "config" not in state:
+        raise CheckpointError(f"{path / ckpt.STATE} has no run configuration")
+    return config_from_dict(state["config"])
