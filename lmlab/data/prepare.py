@@ -1,0 +1,140 @@
+"""Tokenize a corpus into memory-mapped token shards (see :mod:`lmlab.data.shards` for the layout)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from lmlab.data.corpus import CorpusStats, read_documents
+from lmlab.data.shards import MANIFEST, OFFSETS_FILE, SPLITS, TOKENS_FILE, Manifest, SplitInfo, token_dtype
+from lmlab.errors import DataError
+
+CHUNK_DOCS = 2000  # documents encoded per call: large enough to keep the Rust threads busy
+
+
+def _count_documents(path: Path) -> int:
+    return sum(1 for _ in read_documents(path))
+
+
+def _val_mask(n_docs: int, val_fraction: float, seed: int) -> np.ndarray:
+    """(n_docs,) bool: which documents go to validation; a fixed-seed random choice of at least one."""
+    n_val = min(max(1, round(n_docs * val_fraction)), n_docs - 1)
+    mask = np.zeros(n_docs, dtype=bool)
+    mask[np.random.default_rng(seed).choice(n_docs, size=n_val, replace=False)] = True
+    return mask
+
+
+def _chunks(docs: Iterator[str], size: int) -> Iterator[list[str]]:
+    while chunk := list(islice(docs, size)):
+        yield chunk
+
+
+class _SplitWriter:
+    """Appends token arrays of whole documents to ``tokens_000.bin`` and keeps their offsets."""
+
+    def __init__(self, directory: Path, dtype: np.dtype) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.file = open(directory / TOKENS_FILE, "wb")  # noqa: SIM115 - closed in finish()
+        self.directory, self.dtype = directory, dtype
+        self.lengths: list[np.ndarray] = []
+
+    def write(self, stream: np.ndarray, lengths: np.ndarray) -> None:
+        self.file.write(stream.astype(self.dtype, copy=False).tobytes())
+        self.lengths.append(lengths)
+
+    def finish(self) -> SplitInfo:
+        self.file.close()
+        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        np.save(self.directory / OFFSETS_FILE, offsets)
+        return SplitInfo(docs=len(lengths), tokens=int(offsets[-1]))
+
+
+def prepare(corpus_path: str | Path, tokenizer: Any, out_dir: str | Path, val_fraction: float = 0.01,
+            num_workers: int | None = None, seed: int = 0, progress: bool = True) -> Manifest:
+    """Tokenize a corpus into ``out_dir/{train,val}`` token shards, a manifest and a copy of the tokenizer.
+
+    Each document is encoded without special tokens and followed by the tokenizer's eos token (``</s>``;
+    ``[SEP]`` for WordPiece), the separator that tells documents apart in a packed row. Documents are
+    split between train and validation at random with a fixed ``seed``; the same corpus and seed always
+    give the same split. The corpus is read twice (once to count documents), so memory holds only one
+    chunk of documents at a time.
+
+    Encoding runs on the Rust threads of ``tokenizers`` (``encode_batch``), which measured as fast as a
+    pool of worker processes on this kind of corpus while avoiding forking a threaded process.
+
+    Args:
+        corpus_path: a ``.txt``/``.md``/``.jsonl`` file or a directory
+            (see :func:`lmlab.data.read_documents`).
+        tokenizer: the :class:`lmlab.tokenizer.Tokenizer` to encode with.
+        out_dir: the directory to write; an existing manifest and splits in it are replaced.
+        val_fraction: the fraction of documents held out for validation (at least one document).
+        num_workers: 1 encodes one document at a time in this thread; more (default: all cores) encodes
+            chunks in parallel on the library's thread pool (its size is set by ``RAYON_NUM_THREADS``).
+        seed: seeds the choice of validation documents.
+        progress: show a tqdm progress bar over documents.
+
+    Returns:
+        The :class:`Manifest` written to ``out_dir/manifest.json``.
+
+    Raises:
+        DataError: the corpus is missing, empty or has a single document; ``val_fraction`` is out of
+            (0, 1); the tokenizer has no eos token to separate documents with.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction must be within (0, 1), got {val_fraction}")
+    sep = tokenizer.eos_id
+    if sep is None:
+        raise DataError("the tokenizer has no eos/sep token to put between documents; use a tokenizer "
+                        "with one (every tokenizer trained by lmlab has it)")
+    corpus_path = Path(corpus_path)
+    n_docs = _count_documents(corpus_path)
+    if n_docs < 2:
+        raise DataError(f"corpus {corpus_path} holds a single document, which cannot be split into train and "
+                        "validation; separate documents with blank lines or give several files")
+    is_val = _val_mask(n_docs, val_fraction, seed)
+    dtype = token_dtype(tokenizer.vocab_size)
+    workers = num_workers or os.cpu_count() or 1
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # no manifest until every file is complete
+    for split in SPLITS:
+        shutil.rmtree(out / split, ignore_errors=True)
+    writers = {s: _SplitWriter(out / s, dtype) for s in SPLITS}
+    stats = CorpusStats()
+    bar = tqdm(total=n_docs, unit="doc", disable=not progress, dynamic_ncols=True, desc="tokenizing")
+    start = 0
+    try:
+        for chunk in _chunks(read_documents(corpus_path, stats), CHUNK_DOCS):
+            ids = tokenizer.encode_batch(chunk) if workers > 1 else [tokenizer.encode(d) for d in chunk]
+            for x in ids:
+                x.append(sep)  # each document is closed by the separator
+            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+            # chain.from_iterable walks the lists in C: no Python bytecode per token.
+            stream = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+            doc_val = is_val[start:start + len(chunk)]
+            tok_val = np.repeat(doc_val, lengths)
+            writers["train"].write(stream[~tok_val], lengths[~doc_val])
+            writers["val"].write(stream[tok_val], lengths[doc_val])
+            start += len(chunk)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        infos = {s: w.finish() for s, w in writers.items()}
+
+    tokenizer.save(out)
+    manifest = Manifest(dtype=dtype.str, vocab_size=tokenizer.vocab_size,
+                        tokenizer_fingerprint=tokenizer.fingerprint, separator_id=int(sep), splits=infos,
+                        source=str(corpus_path.resolve()), replaced_bytes=stats.replaced_bytes,
+                        val_fraction=val_fraction, seed=seed)
+    manifest.write(out)
+    return manifest
