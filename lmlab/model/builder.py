@@ -1,0 +1,91 @@
+"""Turn a :class:`~lmlab.config.ModelConfig` into a :class:`~lmlab.model.transformer.Transformer`."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from lmlab.config import ModelConfig
+from lmlab.errors import ConfigError
+from lmlab.model.attention import Attention
+from lmlab.model.layers import GATED, MLP, Activation, make_norm
+from lmlab.model.positions import RelativePositionBias, Rotary
+from lmlab.model.transformer import Block, Head, Stack, Transformer
+
+
+def _block(cfg: ModelConfig, cross: bool) -> Block:
+    scale = 1.0 if cfg.position == "relative" else None  # T5 does not scale attention scores
+    norm = lambda: make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+    attn = lambda is_cross: Attention(cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.bias,
+                                      cfg.dropout, scale, cross=is_cross)
+    mlp = MLP(cfg.d_model, cfg.d_ff, cfg.activation, cfg.bias)
+    return Block(attn(False), mlp, norm(), norm(), cfg.prenorm, cfg.dropout,
+                 cross_attn=attn(True) if cross else None, cross_norm=norm() if cross else None)
+
+
+def _stack(cfg: ModelConfig, n_layers: int, causal: bool, cross: bool, token_types: bool) -> Stack:
+    norm = lambda: make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+    types = token_types and cfg.type_vocab_size > 0
+    return Stack(
+        [_block(cfg, cross) for _ in range(n_layers)],
+        causal=causal,
+        pos_emb=nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.position == "learned" else None,
+        type_emb=nn.Embedding(cfg.type_vocab_size, cfg.d_model) if types else None,
+        embed_norm=norm() if cfg.embed_norm else None,
+        rotary=Rotary(cfg.head_dim, cfg.rope_theta) if cfg.position == "rotary" else None,
+        rel_bias=RelativePositionBias(cfg.n_heads, cfg.rel_buckets, cfg.rel_max_distance,
+                                      bidirectional=not causal) if cfg.position == "relative" else None,
+        final_norm=norm() if cfg.prenorm else None,
+        dropout=cfg.dropout,
+    )
+
+
+def init_weights(model: Transformer, std: float) -> None:
+    """normal(0, std) for linear and embedding weights, zeros for biases, ones for norms; residual output
+    projections (``attn.o``, ``cross_attn.o``, ``mlp.down``) get ``std / sqrt(2 * n_layers)`` (GPT-2)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, 0.0, std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+            nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+    for stack in (model.encoder, model.decoder):
+        if stack is None:
+            continue
+        scaled = std / math.sqrt(2 * len(stack.layers))
+        for block in stack.layers:
+            for proj in (block.attn.o, block.mlp.down) + ((block.cross_attn.o,) if block.cross_attn else ()):
+                nn.init.normal_(proj.weight, 0.0, scaled)
+
+
+def build_model(cfg: ModelConfig) -> Transformer:
+    """Build and initialise the model ``cfg`` describes; ``model.config`` is ``cfg``.
+
+    Raises:
+        ConfigError: ``cfg.vocab_size`` is 0.
+    """
+    if cfg.vocab_size <= 0:
+        raise ConfigError("model.vocab_size is 0: set model.vocab_size, or take it from the tokenizer "
+                          "(dataclasses.replace(cfg, vocab_size=tokenizer.vocab_size)) before building")
+    encoder = decoder = None
+    if cfg.arch in ("encoder", "encoder-decoder"):
+        encoder = _stack(cfg, cfg.n_layers, causal=False, cross=False, token_types=True)
+    if cfg.arch == "decoder":
+        decoder = _stack(cfg, cfg.n_layers, causal=True, cross=False, token_types=True)
+    if cfg.arch == "encoder-decoder":
+        decoder = _stack(cfg, cfg.decoder_layers, causal=True, cross=True, token_types=False)
+    transform = None
+    if cfg.mlm_transform:  # BERT: dense, activation (the gate's function for gated ones), norm
+        act = {"swiglu": "gelu", "geglu": "gelu_tanh"}.get(cfg.activation, cfg.activation)
+        assert act not in GATED
+        transform = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias), Activation(act),
+                                  make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias))
+    head = Head(nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.mlm_transform and cfg.bias), transform)
+    model = Transformer(nn.Embedding(cfg.vocab_size, cfg.d_model), head, encoder, decoder, cfg.tie_embeddings)
+    init_weights(model, cfg.init_std)
+    model.config = cfg
+    return model

@@ -1,0 +1,345 @@
+"""The Transformer: one block, stacked into an encoder, a decoder or an encoder-decoder.
+
+Layout (parameter names a weight map can rely on)::
+
+    embed                      token embedding (V, D), shared by encoder and decoder
+    encoder / decoder          Stack: pos_emb, type_emb, embed_norm, rel_bias | rotary, layers[i], final_norm
+      layers[i]                Block: attn_norm, attn (qkv, o), [cross_norm, cross_attn (q, kv, o)], mlp_norm,
+                               mlp (up, down)
+    head                       [transform (dense, act, norm)], proj (V, D) (tied to embed when asked) [+ bias]
+
+Pre-norm blocks compute ``x + f(norm(x))``; post-norm blocks ``norm(x + f(x))`` (BERT, BART).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from lmlab.model.attention import Attention, build_mask
+from lmlab.model.cache import KVCache
+from lmlab.model.layers import MLP
+from lmlab.model.positions import RelativePositionBias, Rotary, positions_from_segments
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor  # (B, T, V); decoder side for encoder-decoders
+    hidden_states: Tensor  # (B, T, D) final hidden states (after the final norm)
+    encoder_hidden_states: Tensor | None = None  # (B, S, D) encoder-decoders only
+
+
+class Block(nn.Module):
+    """Self-attention, optional cross-attention, MLP; each a residual branch with its norm."""
+
+    def __init__(self, attn: Attention, mlp: MLP, attn_norm: nn.Module, mlp_norm: nn.Module, prenorm: bool,
+                 dropout: float = 0.0, cross_attn: Attention | None = None,
+                 cross_norm: nn.Module | None = None) -> None:
+        super().__init__()
+        self.prenorm = prenorm
+        self.attn_norm, self.attn = attn_norm, attn
+        self.cross_norm, self.cross_attn = cross_norm, cross_attn
+        self.mlp_norm, self.mlp = mlp_norm, mlp
+        self.drop = nn.Dropout(dropout)
+
+    def _residual(self, x: Tensor, norm: nn.Module, f) -> Tensor:
+        if self.prenorm:
+            return x + self.drop(f(norm(x)))
+        return norm(x + self.drop(f(x)))
+
+    def forward(self, x: Tensor, *, mask: Tensor | None, is_causal: bool, rope: tuple[Tensor, Tensor] | None,
+                context: Tensor | None, context_mask: Tensor | None, cache: KVCache | None,
+                layer: int) -> Tensor:
+        attn = lambda h: self.attn(h, mask=mask, is_causal=is_causal, rope=rope, cache=cache, layer=layer)
+        x = self._residual(x, self.attn_norm, attn)
+        if self.cross_attn is not None:
+            cross = lambda h: self.cross_attn(h, mask=context_mask, context=context, cache=cache, layer=layer)
+            x = self._residual(x, self.cross_norm, cross)
+        return self._residual(x, self.mlp_norm, self.mlp)
+
+
+class Stack(nn.Module):
+    """Embedding additions, a list of blocks and the final norm: an encoder or a decoder.
+
+    It takes token embeddings and adds what positions need: learned position embeddings (``pos_emb``),
+    token types (``type_emb``), a norm (``embed_norm``); rotary tables (``rotary``) or a relative position
+    bias (``rel_bias``) go to the attention of every layer.
+    """
+
+    def __init__(self, layers: list[Block], *, causal: bool, pos_emb: nn.Embedding | None = None,
+                 type_emb: nn.Embedding | None = None, embed_norm: nn.Module | None = None,
+                 rotary: Rotary | None = None, rel_bias: RelativePositionBias | None = None,
+                 final_norm: nn.Module | None = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.causal = causal
+        self.pos_emb, self.type_emb, self.embed_norm = pos_emb, type_emb, embed_norm
+        self.rotary, self.rel_bias = rotary, rel_bias
+        self.drop = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(layers)
+        self.final_norm = final_norm
+
+    def forward(self, x: Tensor, positions: Tensor, *, causal: bool, token_type_ids: Tensor | None = None,
+                key_padding: Tensor | None = None, segment_ids: Tensor | None = None,
+                context: Tensor | None = None, context_mask: Tensor | None = None,
+                cache: KVCache | None = None) -> Tensor:
+        """Run the stack on token embeddings ``x`` (B, T, D) at ``positions`` (B or 1, T).
+
+        ``key_padding`` (B, Tk) covers every key, cached ones included; ``context_mask`` is the boolean
+        cross-attention mask to ``context`` (B, S, D).
+        """
+        B, T, _ = x.shape
+        offset = cache.length if cache is not None else 0
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)
+        if self.type_emb is not None:
+            types = token_type_ids if token_type_ids is not None else torch.zeros_like(positions)
+            x = x + self.type_emb(types)
+        elif token_type_ids is not None:
+            raise ValueError("token_type_ids given, but the model has no token-type embeddings "
+                             "(model.type_vocab_size is 0)")
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
+        x = self.drop(x)
+
+        k_len = offset + T
+        mask = build_mask(T, k_len, causal=causal, offset=offset, key_padding=key_padding,
+                          q_segments=segment_ids, k_segments=segment_ids, device=x.device)
+        is_causal = causal and mask is None and offset == 0
+        rope = self.rotary(positions) if self.rotary is not None else None
+        if self.rel_bias is not None:  # T5: additive float bias, no 1/sqrt(d) scaling (set on the attention)
+            k_pos = positions if cache is None else torch.arange(k_len, device=x.device)[None]
+            if causal and mask is None:
+                mask = build_mask(T, k_len, causal=True, offset=offset, device=x.device)
+            bias = self.rel_bias(positions, k_pos).to(x.dtype)  # (B or 1, nh, T, Tk)
+            mask = bias if mask is None else bias.masked_fill(~mask, torch.finfo(x.dtype).min)
+            is_causal = False
+
+        for i, block in enumerate(self.layers):
+            x = block(x, mask=mask, is_causal=is_causal, rope=rope, context=context,
+                      context_mask=context_mask, cache=cache, layer=i)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x
+
+
+class Head(nn.Module):
+    """Hidden states to logits: BERT's optional ``transform`` (dense, activation, norm), then ``proj``."""
+
+    def __init__(self, proj: nn.Linear, transform: nn.Module | None = None) -> None:
+        super().__init__()
+        self.transform, self.proj = transform, proj
+
+    def forward(self, h: Tensor) -> Tensor:
+        if self.transform is not None:
+            h = self.transform(h)
+        return self.proj(h)
+
+
+class Transformer(nn.Module):
+    """An encoder, a decoder or an encoder-decoder language model that maps tokens to logits.
+
+    It never computes a loss. Build it with :func:`lmlab.model.build_model`, which also sets
+    :attr:`config`. ``embed`` is shared by both stacks; with ``tie_embeddings`` the head's projection
+    is the same tensor.
+    """
+
+    config = None  # the ModelConfig it was built from (set by the builder; used to save it)
+
+    def __init__(self, embed: nn.Embedding, head: Head, encoder: Stack | None = None,
+                 decoder: Stack | None = None, tie_embeddings: bool = False) -> None:
+        super().__init__()
+        if encoder is None and decoder is None:
+            raise ValueError("a Transformer needs an encoder, a decoder or both")
+        self.embed, self.encoder, self.decoder, self.head = embed, encoder, decoder, head
+        if tie_embeddings:
+            self.head.proj.weight = self.embed.weight
+
+    @property
+    def arch(self) -> str:
+        if self.encoder is not None and self.decoder is not None:
+            return "encoder-decoder"
+        return "encoder" if self.decoder is None else "decoder"
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, input_ids: Tensor | None, *, attention_mask: Tensor | None = None,
+                segment_ids: Tensor | None = None, position_ids: Tensor | None = None,
+                token_type_ids: Tensor | None = None, decoder_input_ids: Tensor | None = None,
+                decoder_attention_mask: Tensor | None = None, decoder_segment_ids: Tensor | None = None,
+                decoder_position_ids: Tensor | None = None, causal: bool | None = None,
+                kv_cache: KVCache | None = None) -> ModelOutput:
+        """Logits and hidden states.
+
+        Args:
+            input_ids: (B, T) tokens of the encoder (encoder, encoder-decoder) or the decoder (decoder-only).
+                An encoder-decoder whose ``kv_cache`` already holds the encoder output takes ``None``.
+            attention_mask: (B, T) 1 for real tokens, 0 for padding. With a ``kv_cache`` on a decoder-only
+                model it covers every key: (B, cached + T).
+            segment_ids: (B, T) document ids of packed rows: attention stays inside a document, and
+                positions restart at each document unless ``position_ids`` are given.
+            position_ids: (B, T) explicit positions (default: arange, continuing after the cache).
+            token_type_ids: (B, T) token types (models with ``type_vocab_size > 0``; default zeros).
+            decoder_*: the same for the decoder side of an encoder-decoder (its ``decoder_attention_mask``
+                covers cached keys too).
+            causal: None: decoders are causal, encoders bidirectional. ``False`` runs a decoder
+                bidirectionally (masked LM on a decoder); for encoder-decoders it applies to the decoder.
+            kv_cache: a :class:`KVCache` to append to and attend over (decoders; incremental decoding).
+
+        Returns:
+            :class:`ModelOutput` with ``logits`` (B, T, V), ``hidden_states`` (B, T, D) and, for
+            encoder-decoders, ``encoder_hidden_states`` (B, S, D).
+
+        Raises:
+            ValueError: arguments that do not fit the architecture (decoder inputs for a single stack,
+                a cache for an encoder, segments with a cache, positions beyond learned embeddings).
+        """
+        hidden, enc = self._run(input_ids, attention_mask, segment_ids, position_ids, token_type_ids,
+                                decoder_input_ids, decoder_attention_mask, decoder_segment_ids,
+                                decoder_position_ids, causal, kv_cache)
+        return ModelOutput(logits=self.logits(hidden), hidden_states=hidden, encoder_hidden_states=enc)
+
+    def hidden(self, input_ids: Tensor | None, *, attention_mask: Tensor | None = None,
+               segment_ids: Tensor | None = None, position_ids: Tensor | None = None,
+               token_type_ids: Tensor | None = None, decoder_input_ids: Tensor | None = None,
+               decoder_attention_mask: Tensor | None = None, decoder_segment_ids: Tensor | None = None,
+               decoder_position_ids: Tensor | None = None, causal: bool | None = None,
+               kv_cache: KVCache | None = None) -> Tensor:
+        """Final hidden states (B, T, D), the decoder's for encoder-decoders, without the head."""
+        return self._run(input_ids, attention_mask, segment_ids, position_ids, token_type_ids,
+                         decoder_input_ids, decoder_attention_mask, decoder_segment_ids, decoder_position_ids,
+                         causal, kv_cache)[0]
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """The head on hidden states of any leading shape: (..., D) -> (..., V), e.g. ``hidden[mask]``."""
+        return self.head(hidden)
+
+    def encode(self, input_ids: Tensor, *, attention_mask: Tensor | None = None,
+               segment_ids: Tensor | None = None, position_ids: Tensor | None = None,
+               token_type_ids: Tensor | None = None, causal: bool | None = None) -> Tensor:
+        """Hidden states (B, T, D) of the encoder stack (encoder and encoder-decoder models)."""
+        if self.encoder is None:
+            raise ValueError("encode() needs a model with an encoder; this one is a decoder")
+        return self._stack(self.encoder, input_ids, attention_mask, segment_ids, position_ids, token_type_ids,
+                           causal if causal is not None else self.encoder.causal)
+
+    def _stack(self, stack: Stack, ids: Tensor, attention_mask: Tensor | None, segment_ids: Tensor | None,
+               position_ids: Tensor | None, token_type_ids: Tensor | None, causal: bool,
+               cache: KVCache | None = None, context: Tensor | None = None,
+               context_mask: Tensor | None = None) -> Tensor:
+        offset = cache.length if cache is not None else 0
+        if cache is not None and segment_ids is not None:
+            raise ValueError("segment ids (packed documents) cannot be combined with a KV cache")
+        if position_ids is None:
+            n, limit = offset + ids.shape[1], stack.pos_emb.num_embeddings if stack.pos_emb else None
+            if limit is not None and n > limit:
+                raise ValueError(f"{n} positions are more than the model's maximum sequence length "
+                                 f"({limit}) for learned position embeddings")
+            if segment_ids is not None:
+                position_ids = positions_from_segments(segment_ids)  # (B, T)
+            else:
+                position_ids = torch.arange(offset, offset + ids.shape[1], device=ids.device)[None]  # (1, T)
+        if attention_mask is not None and attention_mask.shape[1] != offset + ids.shape[1]:
+            raise ValueError(f"attention mask has {attention_mask.shape[1]} positions, expected "
+                             f"{offset + ids.shape[1]} (cached + new tokens)")
+        x = self.embed(ids)  # (B, T, D)
+        h = stack(x, position_ids, causal=causal, token_type_ids=token_type_ids, key_padding=attention_mask,
+                  segment_ids=segment_ids, context=context, context_mask=context_mask, cache=cache)
+        if cache is not None:
+            cache.advance(ids.shape[1])
+        return h
+
+    def _run(self, input_ids, attention_mask, segment_ids, position_ids, token_type_ids, decoder_input_ids,
+             decoder_attention_mask, decoder_segment_ids, decoder_position_ids, causal, kv_cache):
+        decoder_args = (decoder_input_ids, decoder_attention_mask, decoder_segment_ids, decoder_position_ids)
+        if self.arch != "encoder-decoder":
+            if any(a is not None for a in decoder_args):
+                raise ValueError(f"decoder_* inputs are for encoder-decoder models; this is an {self.arch} "
+                                 "model: pass its tokens as input_ids")
+            if input_ids is None:
+                raise ValueError("input_ids are required")
+            stack = self.encoder if self.decoder is None else self.decoder
+            if kv_cache is not None and stack is self.encoder:
+                raise ValueError("a KV cache is for decoders; this model is an encoder")
+            h = self._stack(stack, input_ids, attention_mask, segment_ids, position_ids, token_type_ids,
+                            causal if causal is not None else stack.causal, kv_cache)
+            return h, None
+
+        if decoder_input_ids is None:
+            raise ValueError("an encoder-decoder model needs decoder_input_ids "
+                             "(use encode() for the encoder alone)")
+        if kv_cache is not None and kv_cache.cross:  # the encoder ran on an earlier call
+            if input_ids is not None:
+                raise ValueError("the KV cache already holds the encoder output; pass input_ids=None")
+            enc, context_mask = None, kv_cache.cross_mask
+        else:
+            if input_ids is None:
+                raise ValueError("input_ids (the encoder's tokens) are required")
+            enc = self.encode(input_ids, attention_mask=attention_mask, segment_ids=segment_ids,
+                              position_ids=position_ids, token_type_ids=token_type_ids)
+            context_mask = build_mask(decoder_input_ids.shape[1], input_ids.shape[1], causal=False,
+                                      key_padding=attention_mask, q_segments=decoder_segment_ids,
+                                      k_segments=segment_ids if decoder_segment_ids is not None else None,
+                                      self_attention=False, device=input_ids.device)
+            if kv_cache is not None:
+                if decoder_segment_ids is not None:
+                    raise ValueError("segment ids (packed documents) cannot be combined with a KV cache")
+                kv_cache.cross_mask = context_mask
+        dec_causal = causal if causal is not None else self.decoder.causal
+        h = self._stack(self.decoder, decoder_input_ids, decoder_attention_mask, decoder_segment_ids,
+                        decoder_position_ids, None, dec_causal, kv_cache, context=enc,
+                        context_mask=context_mask)
+        return h, enc
+
+    # ------------------------------------------------------------------ accounting
+
+    def _embedding_tables(self) -> list[nn.Embedding]:
+        """Lookup tables that do no matmul: position and token-type embeddings, and the token embedding when
+        the head has its own projection (untied)."""
+        tables = [m for s in (self.encoder, self.decoder) if s is not None for m in (s.pos_emb, s.type_emb)
+                  if m is not None]
+        if self.head.proj.weight is not self.embed.weight:
+            tables.append(self.embed)
+        return tables
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Number of parameters (tied tensors counted once).
+
+        With ``non_embedding`` the lookup-only tables are left out: position and token-type embeddings
+        (nanoGPT's convention) and, when the head is untied, the input token embedding. A tied token
+        embedding is counted, since it is also the output projection.
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= sum(t.weight.numel() for t in self._embedding_tables())
+        return n
+
+    def flops_per_token(self, seq_len: int, decoder_seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward = 3 x forward), matmuls only.
+
+        Forward FLOPs per token of a stack = ``2 * sum(in * out)`` over its Linear layers (so GQA, gated
+        MLPs and cross-attention count with their real shapes) ``+ 4 * n_heads * head_dim * T_k`` per
+        attention layer (scores ``QK^T`` and ``AV``; full ``T_k`` even when causal, as in nanoGPT/PaLM:
+        ``6N + 12 L d T``). The head adds ``2 * sum(in * out)`` of its Linear layers (the projection
+        ``2 D V``, and BERT's transform) for every output token. Embedding lookups, norms and activations
+        are not counted. Encoder-decoders average over all ``seq_len + decoder_seq_len`` tokens (the unit
+        of :meth:`Batch.num_tokens`); ``decoder_seq_len`` defaults to ``seq_len``.
+        """
+        def linear(module: nn.Module) -> int:
+            return sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, nn.Linear))
+
+        def stack_flops(stack: Stack, t_self: int, t_cross: int) -> float:
+            attn = sum(4 * b.attn.n_heads * b.attn.head_dim * t_self
+                       + (4 * b.cross_attn.n_heads * b.cross_attn.head_dim * t_cross if b.cross_attn else 0)
+                       for b in stack.layers)
+            return 2 * linear(stack) + attn
+
+        head = 2 * linear(self.head)
+        if self.arch == "encoder-decoder":
+            t_dec = decoder_seq_len or seq_len
+            total = seq_len * stack_flops(self.encoder, seq_len, 0) + t_dec * (
+                stack_flops(self.decoder, t_dec, seq_len) + head)
+            return 3 * total / (seq_len + t_dec)
+        stack = self.encoder if self.decoder is None else self.decoder
+        return 3 * (stack_flops(stack, seq_len, 0) + head)
