@@ -1,0 +1,147 @@
+"""Training throughput: lmlab against Hugging Face ``transformers`` on the same architecture, in one process.
+
+Both sides: same sizes, same batch, fp32, dropout 0, SDPA attention, AdamW; a few warm-up steps, then
+timed steps. Rows: a GPT-2-like causal LM and a BERT-like masked LM (15% of positions scored). The
+lmlab loss is computed as an objective would: cross-entropy on ``model(...).logits`` for the causal LM,
+and on ``model.logits(hidden[mask])`` (the projection only at scored positions) for the masked LM;
+Hugging Face uses its ``labels=`` path with -100. MFU is lmlab's, against a peak measured here with
+fp32 matmuls, from the FLOPs lmlab executes: ``model.flops_per_token`` (matmuls, 3x forward), less the
+output head at unscored positions for the masked LM.
+
+    .venv/bin/python benchmarks/train_throughput.py [--steps 10] [--warmup 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import transformers
+
+from lmlab.config import model_preset
+from lmlab.model import build_model
+
+
+@dataclass
+class Size:
+    vocab: int
+    d: int
+    layers: int
+    heads: int
+    gpt_batch: tuple[int, int]
+    bert_batch: tuple[int, int]
+
+
+FULL = Size(vocab=8192, d=384, layers=6, heads=6, gpt_batch=(8, 256), bert_batch=(16, 128))
+QUICK = Size(vocab=512, d=64, layers=2, heads=4, gpt_batch=(4, 64), bert_batch=(4, 64))
+
+
+def peak_flops(n: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 FLOP/s of ``n x n`` matmuls over a few tries."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def time_steps(step, params, warmup: int, steps: int) -> float:
+    """Seconds per optimizer step of ``step()`` (which returns a loss) with AdamW on ``params``."""
+    opt = torch.optim.AdamW(params, lr=1e-4)
+
+    def one():
+        loss = step()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        one()
+    t = time.perf_counter()
+    for _ in range(steps):
+        one()
+    return (time.perf_counter() - t) / steps
+
+
+def gpt_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float]:
+    B, T = s.gpt_batch
+    cfg = model_preset("gpt2-small", vocab_size=s.vocab, d_model=s.d, n_layers=s.layers, n_heads=s.heads,
+                       d_ff=4 * s.d, max_seq_len=T)
+    ours = build_model(cfg).train()
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=s.vocab, n_positions=T, n_embd=s.d, n_layer=s.layers, n_head=s.heads,
+        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        attn_implementation="sdpa", bos_token_id=0, eos_token_id=0)).train()
+    assert hf.config._attn_implementation == "sdpa"
+    x = torch.randint(0, s.vocab, (B, T), generator=torch.Generator().manual_seed(0))
+
+    targets = torch.cat([x[:, 1:], torch.full((B, 1), -100)], dim=1)  # (B, T): token t+1, none for the last
+
+    def lmlab_step():  # as the causal-LM objective: full logits, unscored positions ignored
+        logits = ours(x).logits  # (B, T, V)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+    ours_s = time_steps(lmlab_step, ours.parameters(), warmup, steps)
+    hf_s = time_steps(lambda: hf(x, labels=x).loss, hf.parameters(), warmup, steps)
+    return B * T / ours_s, B * T / hf_s, ours.flops_per_token(T)
+
+
+def bert_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float]:
+    B, T = s.bert_batch
+    cfg = model_preset("bert-small", vocab_size=s.vocab, d_model=s.d, n_layers=s.layers, n_heads=s.heads,
+                       d_ff=4 * s.d, max_seq_len=T)
+    ours = build_model(cfg).train()
+    hf = transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=s.vocab, hidden_size=s.d, num_hidden_layers=s.layers, num_attention_heads=s.heads,
+        intermediate_size=4 * s.d, max_position_embeddings=T, type_vocab_size=2, hidden_act="gelu",
+        layer_norm_eps=1e-12, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        attn_implementation="sdpa")).train()
+    assert hf.config._attn_implementation == "sdpa"
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, s.vocab, (B, T), generator=g)
+    scored = torch.rand(B, T, generator=g) < 0.15
+    labels = torch.where(scored, x, -100)
+
+    def lmlab_step():
+        hidden = ours.hidden(x)  # (B, T, D)
+        return F.cross_entropy(ours.logits(hidden[scored]), x[scored])  # (N, V): only scored positions
+
+    ours_s = time_steps(lmlab_step, ours.parameters(), warmup, steps)
+    hf_s = time_steps(lambda: hf(x, labels=labels).loss, hf.parameters(), warmup, steps)
+    # the head (transform + projection) runs only at the scored fraction of positions
+    linears = [m for m in ours.head.modules() if isinstance(m, torch.nn.Linear)]
+    head = 3 * 2 * sum(m.in_features * m.out_features for m in linears)
+    executed = ours.flops_per_token(T) - (1 - scored.float().mean().item()) * head
+    return B * T / ours_s, B * T / hf_s, executed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per model")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: runs in seconds")
+    args = parser.parse_args()
+    s = QUICK if args.quick else FULL
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    peak = peak_flops(512 if args.quick else 2048)
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"{torch.get_num_threads()} threads, fp32; peak (matmul) {peak / 1e9:.1f} GFLOP/s")
+    print(f"model: {s.layers} layers, d {s.d}, {s.heads} heads, vocab {s.vocab}; "
+          f"{args.warmup} warm-up + {args.steps} timed steps")
+    print(f"{'row':<28}{'lmlab tok/s':>12}{'HF tok/s':>12}{'ratio':>8}{'lmlab MFU':>11}")
+    rows = [(f"GPT-2-like CLM {s.gpt_batch[0]}x{s.gpt_batch[1]}", gpt_row),
+            (f"BERT-like MLM {s.bert_batch[0]}x{s.bert_batch[1]}", bert_row)]
+    for name, row in rows:
+        ours, hf, fpt = row(s, args.warmup, args.steps)
+        print(f"{name:<28}{ours:>12.0f}{hf:>12.0f}{ours / hf:>8.2f}{ours * fpt / peak:>10.1%}")
+
+
+if __name__ == "__main__":
+    main()
