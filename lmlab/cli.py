@@ -25,28 +25,38 @@ def _prepare(args: argparse.Namespace) -> None:
 
     manifest = prepare(args.corpus, Tokenizer.load(args.tokenizer), args.out, val_fraction=args.val_fraction,
                        num_workers=args.workers, progress=not args.quiet)
-    print(json.dumps(manifest if isinstance(manifest, dict) else getattr(manifest, "__dict__", manifest),
-                     indent=2, default=str))
+    print(json.dumps(manifest.to_dict(), indent=2))
 
 
 def _pretrain(args: argparse.Namespace, overrides: list[str]) -> None:
-    from lmlab.config import load_config
+    from lmlab.config import config_from_dict, load_config, parse_overrides
     from lmlab.objectives import check_objective
     from lmlab.train import config_from_checkpoint, pretrain
+    from lmlab.train.distributed import teardown
 
-    if args.resume and not args.config:
-        from lmlab.config import config_from_dict, parse_overrides
-
+    extra: dict = parse_overrides(overrides)
+    if args.preset:
+        extra["preset"] = args.preset
+    if args.resume and not args.config:  # continue with the run's own configuration
         base = config_from_checkpoint(args.resume).to_dict()
-        for section, values in parse_overrides(overrides).items():
-            base.setdefault(section, {}).update(values)
+        for section, values in extra.items():
+            if section == "preset":
+                base["preset"] = values
+            else:
+                base.setdefault(section, {}).update(values)
         cfg = config_from_dict(base)
     else:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, extra)
     check_objective(cfg)
-    result = pretrain(cfg, resume=args.resume)
-    what = "interrupted; saved" if result.interrupted else "done; saved"
-    print(f"{what} step {result.step} to {result.checkpoint}")
+    try:
+        result = pretrain(cfg, resume=args.resume)
+    finally:
+        teardown()
+    if result.interrupted:
+        print(f"interrupted; saved step {result.step} to {result.checkpoint}; continue with --resume "
+              f"{result.out_dir}", file=sys.stderr)
+        raise KeyboardInterrupt
+    print(f"done; saved step {result.step} to {result.checkpoint}")
 
 
 def _demo(args: argparse.Namespace, overrides: list[str]) -> None:
@@ -117,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train as a TOML config describes; override any key with "
                         "--section.key value (e.g. --train.max_steps 200). Runs unchanged under torchrun.")
     pt.add_argument("--config", help="a TOML config file (e.g. configs/gpt2-small.toml)")
+    pt.add_argument("--preset", help="a model preset (e.g. gpt2-tiny, bert-small, llama-small, t5-base)")
     pt.add_argument("--resume", help="a checkpoint or run directory to continue exactly")
     pt.set_defaults(func=_pretrain, takes_overrides=True)
 

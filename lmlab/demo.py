@@ -59,6 +59,9 @@ def run_demo(corpus: str | Path | None = None, out_dir: str | Path = "runs/demo"
         kind = "decoder, causal LM" if name == "clm" else "encoder, masked LM"
         print(f"[{3 + i}/4] pretraining a {cfg.model.n_layers}-layer {kind} for {cfg.train.max_steps} steps")
         result = pretrain(cfg)
+        if result.interrupted:
+            print(f"interrupted; the last checkpoint is {result.checkpoint}")
+            raise KeyboardInterrupt
         # The unigram model scores the same kind of targets: every token for causal LM, the non-special
         # tokens an MLM may choose for masked LM.
         exclude = list(tokenizer.special_ids) if name == "mlm" else None
@@ -79,7 +82,7 @@ def run_demo(corpus: str | Path | None = None, out_dir: str | Path = "runs/demo"
     for text in FILL_MASK_TEXTS:
         print(f"  {text}")
         for candidates in fill_mask(mlm, mlm_tok, text, top_k=5):
-            print("    " + "   ".join(f"{t.strip()!r} {p:.2f}" for t, p in candidates))
+            print("    " + "   ".join(f"{t!r} {p:.2f}" for t, p in candidates))
     clm, clm_tok = load_model(checkpoints["clm"])
     print("\nsampled continuations (causal LM, temperature 0.8, top-k 40):")
     for prompt in PROMPTS:
