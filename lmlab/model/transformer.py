@@ -315,7 +315,8 @@ class Transformer(nn.Module):
             n -= sum(t.weight.numel() for t in self._embedding_tables())
         return n
 
-    def flops_per_token(self, seq_len: int, decoder_seq_len: int | None = None) -> float:
+    def flops_per_token(self, seq_len: int, decoder_seq_len: int | None = None,
+                        head_fraction: float = 1.0) -> float:
         """Training FLOPs per token (forward + backward = 3 x forward), matmuls only.
 
         Forward FLOPs per token of a stack = ``2 * sum(in * out)`` over its Linear layers (so GQA, gated
@@ -323,8 +324,10 @@ class Transformer(nn.Module):
         attention layer (scores ``QK^T`` and ``AV``; full ``T_k`` even when causal, as in nanoGPT/PaLM:
         ``6N + 12 L d T``). The head adds ``2 * sum(in * out)`` of its Linear layers (the projection
         ``2 D V``, and BERT's transform) for every output token. Embedding lookups, norms and activations
-        are not counted. Encoder-decoders average over all ``seq_len + decoder_seq_len`` tokens (the unit
-        of :meth:`Batch.num_tokens`); ``decoder_seq_len`` defaults to ``seq_len``.
+        are not counted. ``head_fraction`` is the share of tokens the head runs at (an objective that
+        projects only its scored positions, like masked LM, runs it at about 15%). Encoder-decoders
+        average over all ``seq_len + decoder_seq_len`` tokens (the unit of :meth:`Batch.num_tokens`);
+        ``decoder_seq_len`` defaults to ``seq_len``.
         """
         def linear(module: nn.Module) -> int:
             return sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, nn.Linear))
@@ -335,7 +338,7 @@ class Transformer(nn.Module):
                        for b in stack.layers)
             return 2 * linear(stack) + attn
 
-        head = 2 * linear(self.head)
+        head = 2 * linear(self.head) * head_fraction
         if self.arch == "encoder-decoder":
             t_dec = decoder_seq_len or seq_len
             total = seq_len * stack_flops(self.encoder, seq_len, 0) + t_dec * (

@@ -55,6 +55,7 @@ class Objective:
     name: str = ""
     extra_tokens: int = 0  # the sampler draws data.seq_len + extra_tokens tokens per row
     archs: tuple[str, ...] = ()  # model architectures this objective can train
+    head_fraction: float = 1.0  # the share of positions where the output projection runs (for MFU)
 
     def make_batch(self, tokens: Tensor, segment_ids: Tensor, generator: torch.Generator) -> Batch:
         """Build a batch from packed token rows.

@@ -28,6 +28,7 @@ class MaskedLM(Objective):
                  mask_token_frac: float = 0.8, random_token_frac: float = 0.1) -> None:
         self.mask_id = mask_id
         self.mask_prob = mask_prob
+        self.head_fraction = mask_prob  # logits only at the chosen positions
         self.mask_token_frac = mask_token_frac
         self.random_token_frac = random_token_frac
         is_special = torch.zeros(vocab_size, dtype=torch.bool)

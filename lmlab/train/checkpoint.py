@@ -80,6 +80,8 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
     for name, g in generators.items():
         tensors[f"rng.{name}"] = g.get_state()
     tensors["rng.torch_global"] = torch.get_rng_state()
+    if torch.cuda.is_initialized():
+        tensors["rng.torch_cuda"] = torch.cuda.get_rng_state()
     save_file(tensors, str(tmp / OPTIMIZER))
     (tmp / STATE).write_text(json.dumps({**state, "step": step}, indent=2))
     if final.exists():  # re-saving the same step (e.g. an interrupt right after a periodic save)
@@ -193,6 +195,8 @@ def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.opt
             raise CheckpointError(f"{path / OPTIMIZER} has no state for the {name!r} random generator")
         g.set_state(tensors[f"rng.{name}"])
     torch.set_rng_state(tensors["rng.torch_global"])
+    if "rng.torch_cuda" in tensors and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(tensors["rng.torch_cuda"])
     return state
 
 

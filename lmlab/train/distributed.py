@@ -46,9 +46,12 @@ def setup(device_name: str) -> Dist:
 
 
 def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
-    if d.world_size > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
+    """Sum ``t`` over ranks; it may live on the CPU whatever the backend (NCCL reduces on the GPU)."""
+    if d.world_size == 1:
+        return t
+    on_device = t.to(d.device)
+    dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
+    return on_device.to(t.device)
 
 
 def teardown() -> None:

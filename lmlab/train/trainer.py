@@ -147,14 +147,26 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
 
     train_set = TokenDataset.open(cfg.data.path, "train", tokenizer)
     val_set = TokenDataset.open(cfg.data.path, "val", tokenizer)
-    seq_len = cfg.data.seq_len + objective.extra_tokens
     tc = cfg.train
 
-    # Every random choice comes from these generators, saved in each checkpoint.
-    with torch.random.fork_rng(devices=[]):
+    # Every random choice comes from these generators and the global one (dropout), all saved in each
+    # checkpoint; the caller's global generator is restored on return.
+    rng_devices = [d.device.index or 0] if d.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(tc.seed)
         model = build_model(cfg.model).to(d.device)
-    generators = {"data": torch.Generator().manual_seed(tc.seed), "objective": torch.Generator().manual_seed(tc.seed + 1)}
+        torch.manual_seed(tc.seed + 2 + d.rank)  # dropout differs across ranks
+        return _train(cfg, d, tokenizer, objective, model, train_set, val_set, resume_path, stop_after)
+
+
+def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, model: torch.nn.Module,
+           train_set: TokenDataset, val_set: TokenDataset, resume_path: Path | None,
+           stop_after: int | None) -> TrainResult:
+    tc = cfg.train
+    out_dir = Path(tc.out_dir)
+    seq_len = cfg.data.seq_len + objective.extra_tokens
+    generators = {"data": torch.Generator().manual_seed(tc.seed),
+                  "objective": torch.Generator().manual_seed(tc.seed + 1)}
     # Each rank draws the global batch and keeps its rows: a 2-process run sees what 1 process sees.
     sampler = Sampler(train_set, seq_len, tc.batch_size * d.world_size, generators["data"])
     optimizer = build_optimizer(model, tc)
@@ -168,7 +180,7 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
     log = MetricsLog(out_dir / "metrics.jsonl", resume_step=step if resume_path else None) if d.is_main else None
 
     n_params = model.num_params()
-    flops_per_token = model.flops_per_token(cfg.data.seq_len)
+    flops_per_token = model.flops_per_token(cfg.data.seq_len, head_fraction=objective.head_fraction)
     peak = tc.peak_flops or measure_peak_flops(d.device)
     state_common = {"config": cfg.to_dict(), "world_size": d.world_size}
     if log is not None and resume_path is None:
@@ -234,7 +246,9 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
                     log.write({"step": step, "loss": loss, "lr": lr, "tokens": tokens_seen, "tokens_per_s": tps,
                                "mfu": mfu})
             if step % tc.eval_every == 0 or step == last_step:
+                eval_t = time.perf_counter()
                 last_eval = evaluate(model, objective, val_set, seq_len, tc.batch_size, tc.eval_batches, d.device)
+                window_t += time.perf_counter() - eval_t  # tokens/s counts training time only
                 if log is not None:
                     log.write({"step": step, **last_eval})
                     plot_losses(log.read(), out_dir / "loss.png", f"{cfg.objective.name} · {cfg.model.arch}")
