@@ -1,0 +1,120 @@
+"""The ``lmlab`` command end to end: tokenizer train -> prepare -> pretrain -> --resume -> use; errors exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lmlab.cli import build_parser, main
+
+TRAIN = ["--data.seq_len", "32", "--train.batch_size", "4", "--train.max_steps", "4", "--train.save_every", "2",
+         "--train.eval_every", "2", "--train.eval_batches", "1", "--train.progress", "false",
+         "--train.peak_flops", "1e11"]
+
+
+@pytest.fixture(scope="module")
+def cli_shards(tmp_path_factory, corpus_file):
+    root = tmp_path_factory.mktemp("cli")
+    assert main(["tokenizer", "train", str(corpus_file), "--out", str(root / "tok"), "--vocab-size", "300"]) == 0
+    assert main(["prepare", str(corpus_file), "--tokenizer", str(root / "tok"), "--out", str(root / "shards"),
+                 "--val-fraction", "0.05", "--quiet", "--workers", "1"]) == 0
+    return root / "shards"
+
+
+def test_pretrain_resume_generate(cli_shards, tmp_path, capsys):
+    run = tmp_path / "clm"
+    assert main(["pretrain", "--preset", "gpt2-tiny", "--data.path", str(cli_shards), "--train.out_dir", str(run),
+                 *TRAIN]) == 0
+    assert sorted(p.name for p in run.glob("step-*")) == ["step-000002", "step-000004"]
+    # --resume alone continues with the run's own configuration; overrides extend it
+    assert main(["pretrain", "--resume", str(run), "--train.max_steps", "6"]) == 0
+    assert (run / "step-000006").is_dir()
+    state = json.loads((run / "step-000006" / "training_state.json").read_text())
+    assert state["step"] == 6 and state["config"]["train"]["max_steps"] == 6
+    capsys.readouterr()
+    assert main(["generate", str(run), "the quick", "--max-new-tokens", "5", "--seed", "1"]) == 0
+    assert capsys.readouterr().out.startswith("the quick")
+
+
+def test_pretrain_mlm_and_fill_mask(cli_shards, tmp_path, capsys):
+    run = tmp_path / "mlm"
+    assert main(["pretrain", "--preset", "bert-tiny", "--objective.name", "mlm", "--data.path", str(cli_shards),
+                 "--train.out_dir", str(run), *TRAIN]) == 0
+    capsys.readouterr()
+    assert main(["fill-mask", str(run), "the quick [MASK] fox", "--top-k", "3"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("mask 0:")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["prepare", "/nonexistent/corpus.txt", "--tokenizer", "X", "--out", "Y"], "does not exist"),
+    (["pretrain", "--preset", "gpt2-tiny", "--train.bogus", "1"], "valid keys"),
+    (["pretrain", "--preset", "gpt2-tiny", "--train.max_steps", "many"], "max_steps"),
+    (["pretrain", "--preset", "gpt2-nano"], "valid presets"),
+    (["pretrain", "--preset", "gpt2-tiny", "--data.seq_len", "4096"], "max_seq_len"),
+    (["pretrain", "--preset", "bert-tiny", "--objective.name", "clm"], "encoder"),
+])
+def test_bad_input_exits_2_with_a_message(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmlab: error:") and message in err
+
+
+def test_bad_checkpoints_and_texts(cli_shards, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["pretrain", "--resume", str(empty)]) == 2
+    assert main(["generate", str(empty), "hello"]) == 2
+    assert "neither a checkpoint" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert main(["pretrain", "--preset", "gpt2-tiny", "--data.path", str(cli_shards), "--train.out_dir", str(run),
+                 *TRAIN]) == 0
+    assert main(["fill-mask", str(run), "a text without a mask"]) == 2
+    assert "no mask token" in capsys.readouterr().err
+    assert main(["generate", str(run), ""]) == 2
+    assert "empty" in capsys.readouterr().err
+    (run / "step-000004" / "model.safetensors").write_bytes(b"not a safetensors file")
+    assert main(["generate", str(run), "hello"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    (run / "step-000004" / "model.safetensors").unlink()
+    assert main(["generate", str(run), "hello"]) == 2
+    assert "incomplete" in capsys.readouterr().err
+
+
+def test_tokenizer_must_match_the_shards(cli_shards, corpus_file, tmp_path, capsys):
+    import shutil
+
+    shards = tmp_path / "shards"
+    shutil.copytree(cli_shards, shards)
+    assert main(["tokenizer", "train", str(corpus_file), "--out", str(tmp_path / "other"), "--vocab-size",
+                 "280"]) == 0
+    shutil.copy(tmp_path / "other" / "tokenizer.json", shards / "tokenizer.json")
+    assert main(["pretrain", "--preset", "gpt2-tiny", "--data.path", str(shards), "--train.out_dir",
+                 str(tmp_path / "run"), *TRAIN]) == 2
+    assert "tokenizer" in capsys.readouterr().err
+
+
+def test_every_command_has_help(capsys):
+    parser = build_parser()
+    commands = [["demo"], ["tokenizer"], ["tokenizer", "train"], ["prepare"], ["pretrain"], ["fill-mask"],
+                ["generate"]]
+    for argv in [[], *commands]:
+        with pytest.raises(SystemExit) as e:
+            parser.parse_args([*argv, "--help"])
+        assert e.value.code == 0
+        assert "usage: lmlab" in capsys.readouterr().out
+
+
+def test_no_traceback_from_the_installed_command(tmp_path):
+    """The real process: a user mistake prints one line and exits 2."""
+    proc = subprocess.run([sys.executable, "-m", "lmlab", "prepare", str(tmp_path / "missing"), "--tokenizer",
+                           "x", "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("lmlab: error:")
+    top = subprocess.run([sys.executable, "-m", "lmlab", "--help"], capture_output=True, text=True)
+    assert top.returncode == 0
+    for command in ("demo", "tokenizer", "prepare", "pretrain", "fill-mask", "generate"):
+        assert command in top.stdout

@@ -1,0 +1,106 @@
+"""The training loop: exact resume, accumulation, evaluation, interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lmlab.config import load_config
+from lmlab.errors import CheckpointError, ConfigError
+from lmlab.train import config_from_checkpoint, pretrain
+
+
+def _cfg(shards, out_dir, objective="clm", dropout=0.1, **train):
+    """A tiny run: 6 steps of 2 x 4 sequences of 32 tokens, evaluating every 2 steps and saving every 4."""
+    return load_config(None, {
+        "preset": "gpt2-tiny" if objective == "clm" else "bert-tiny",
+        "model": {"dropout": dropout}, "data": {"path": str(shards), "seq_len": 32},
+        "objective": {"name": objective},
+        "train": {"out_dir": str(out_dir), "batch_size": 4, "grad_accum": 2, "max_steps": 6, "warmup_steps": 2,
+                  "lr": 1e-2, "eval_every": 2, "eval_batches": 2, "save_every": 4, "log_every": 1,
+                  "peak_flops": 1e11, "progress": False, **train}})
+
+
+def _tensors(path):
+    return {**load_file(str(path / "model.safetensors")), **load_file(str(path / "optimizer.safetensors"))}
+
+
+@pytest.mark.parametrize("objective", ["clm", "mlm"])
+def test_resume_is_bit_identical(shards, tmp_path, objective):
+    """2N steps in one run == N steps, stop, resume, N steps: weights, AdamW moments and generators."""
+    whole = pretrain(_cfg(shards, tmp_path / "whole", objective))
+    half = pretrain(_cfg(shards, tmp_path / "split", objective), stop_after=3)
+    assert half.step == 3 and half.checkpoint.name == "step-000003"
+    rest = pretrain(_cfg(shards, tmp_path / "split", objective), resume=tmp_path / "split")
+    assert whole.step == rest.step == 6
+    a, b = _tensors(whole.checkpoint), _tensors(rest.checkpoint)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert whole.last_eval == rest.last_eval
+    # the metrics log of the resumed run continues the first one, without duplicate steps
+    steps = [r["step"] for r in map(json.loads, (tmp_path / "split" / "metrics.jsonl").read_text().splitlines())
+             if "loss" in r]
+    assert steps == sorted(set(steps)) == list(range(1, 7))
+
+
+def test_training_lowers_loss_and_writes_artifacts(shards, tmp_path):
+    cfg = _cfg(shards, tmp_path / "run", max_steps=30, eval_every=30, save_every=10, keep_last=2)
+    first = pretrain(_cfg(shards, tmp_path / "probe", max_steps=1)).last_eval["val_loss"]
+    result = pretrain(cfg)
+    assert result.last_eval["val_loss"] < first - 1.0
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith("step-")) == ["step-000020", "step-000030"]
+    assert not [p for p in run.iterdir() if p.name.startswith(".tmp")]
+    assert (run / "loss.png").stat().st_size > 1000
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["event"] == "start" and records[0]["params"] > 0
+    train_records = [r for r in records if "loss" in r]
+    assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] for r in train_records)
+    assert train_records[-1]["tokens"] == 30 * 2 * 4 * 32
+    ckpt = result.checkpoint
+    assert {"config.json", "model.safetensors", "tokenizer.json", "training_state.json",
+            "optimizer.safetensors"} <= {p.name for p in ckpt.iterdir()}
+    assert config_from_checkpoint(run).train.max_steps == 30
+
+
+def test_accumulation_equals_a_larger_batch(shards, tmp_path):
+    """2 micro-batches of 4 take the same step as 1 batch of 8: the loss is divided by the global target count."""
+    a = pretrain(_cfg(shards, tmp_path / "a", dropout=0.0, grad_accum=2, batch_size=4, max_steps=2))
+    b = pretrain(_cfg(shards, tmp_path / "b", dropout=0.0, grad_accum=1, batch_size=8, max_steps=2,
+                       eval_batches=1))  # the same 8 validation windows
+    wa, wb = (load_file(str(r.checkpoint / "model.safetensors")) for r in (a, b))
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=0, atol=1e-5, msg=name)
+    assert a.last_eval["val_loss"] == pytest.approx(b.last_eval["val_loss"], abs=1e-5)
+
+
+def test_refuses_to_overwrite_a_run(shards, tmp_path):
+    pretrain(_cfg(shards, tmp_path / "run", max_steps=1))
+    with pytest.raises(CheckpointError, match="--resume"):
+        pretrain(_cfg(shards, tmp_path / "run", max_steps=1))
+
+
+def test_seq_len_above_the_model_maximum(shards, tmp_path):
+    with pytest.raises(ConfigError, match="max_seq_len"):
+        load_config(None, {"preset": "gpt2-tiny", "data": {"path": str(shards), "seq_len": 4096}})
+
+
+def test_sigterm_saves_a_checkpoint(shards, tmp_path):
+    cfg = _cfg(shards, tmp_path / "run", max_steps=10_000, save_every=10_000, eval_every=10_000)
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        result = pretrain(cfg)
+    finally:
+        timer.cancel()
+    assert result.interrupted and 0 < result.step < 10_000
+    assert result.checkpoint.name == f"step-{result.step:06d}"
+    resumed = pretrain(_cfg(shards, tmp_path / "run", max_steps=result.step + 1), resume=tmp_path / "run")
+    assert resumed.step == result.step + 1 and not resumed.interrupted
