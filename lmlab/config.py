@@ -121,8 +121,13 @@ class ObjectiveConfig:
     mask_prob: float = 0.15
     mask_token_frac: float = 0.8
     random_token_frac: float = 0.1
-    # causal LM: whether attention and targets stop at document boundaries inside a packed sequence.
+    # masked LM: choose whole words (every piece of a chosen word) instead of single tokens.
+    whole_word: bool = False
+    # every objective: whether attention and targets stop at document boundaries inside a packed sequence.
     document_mask: bool = True
+    # span corruption (T5): the fraction of tokens noised and the mean length of a noise span.
+    noise_density: float = 0.15
+    mean_noise_span_length: float = 3.0
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "objective.name must not be empty")
@@ -130,6 +135,9 @@ class ObjectiveConfig:
         _check(self.mask_token_frac >= 0 and self.random_token_frac >= 0
                and self.mask_token_frac + self.random_token_frac <= 1.0,
                "objective.mask_token_frac + objective.random_token_frac must be within [0, 1]")
+        _check(0.0 < self.noise_density < 1.0, f"objective.noise_density must be in (0, 1), got {self.noise_density}")
+        _check(self.mean_noise_span_length >= 1.0,
+               f"objective.mean_noise_span_length must be >= 1, got {self.mean_noise_span_length}")
 
 
 @dataclass

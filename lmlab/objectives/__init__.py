@@ -7,8 +7,10 @@ from lmlab.errors import ConfigError
 from lmlab.objectives.base import IGNORE, Batch, Objective
 from lmlab.objectives.clm import CausalLM
 from lmlab.objectives.mlm import MaskedLM
+from lmlab.objectives.span import SpanCorruption
+from lmlab.tokenizer import Tokenizer
 
-OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (CausalLM, MaskedLM)}
+OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (CausalLM, MaskedLM, SpanCorruption)}
 
 
 def check_objective(cfg: Config) -> None:
@@ -22,16 +24,11 @@ def check_objective(cfg: Config) -> None:
                           f"it trains: {', '.join(archs)}")
 
 
-def build_objective(cfg: Config, tokenizer) -> Objective:
+def build_objective(cfg: Config, tokenizer: Tokenizer) -> Objective:
     """The objective named in ``cfg.objective``, set up with the tokenizer's special tokens."""
     check_objective(cfg)
-    o = cfg.objective
-    if o.name == "clm":
-        return CausalLM(document_mask=o.document_mask)
-    return MaskedLM(mask_id=tokenizer.mask_id, special_ids=list(tokenizer.special_ids),
-                    vocab_size=tokenizer.vocab_size, mask_prob=o.mask_prob,
-                    mask_token_frac=o.mask_token_frac, random_token_frac=o.random_token_frac)
+    return OBJECTIVES[cfg.objective.name].from_config(cfg, tokenizer)
 
 
-__all__ = ["IGNORE", "OBJECTIVES", "Batch", "CausalLM", "MaskedLM", "Objective", "build_objective",
-           "check_objective"]
+__all__ = ["IGNORE", "OBJECTIVES", "Batch", "CausalLM", "MaskedLM", "Objective", "SpanCorruption",
+           "build_objective", "check_objective"]

@@ -10,9 +10,15 @@ correctly whatever the padding or masking.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from lmlab.config import Config
+    from lmlab.tokenizer import Tokenizer
 
 IGNORE = -100  # target value of a position that is not scored
 
@@ -28,6 +34,7 @@ class Batch:
     attention_mask: Tensor | None = None  # (B, T) 1 for real tokens, 0 for padding
     decoder_input_ids: Tensor | None = None  # (B, T_dec) encoder-decoder objectives
     decoder_attention_mask: Tensor | None = None  # (B, T_dec)
+    decoder_segment_ids: Tensor | None = None  # (B, T_dec) the document of each decoder position
 
     def to(self, device: torch.device | str) -> Batch:
         return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=True)
@@ -56,6 +63,12 @@ class Objective:
     extra_tokens: int = 0  # the sampler draws data.seq_len + extra_tokens tokens per row
     archs: tuple[str, ...] = ()  # model architectures this objective can train
     head_fraction: float = 1.0  # the share of positions where the output projection runs (for MFU)
+    decoder_len: int | None = None  # encoder-decoder objectives: decoder positions per row (for MFU)
+
+    @classmethod
+    def from_config(cls, cfg: Config, tokenizer: Tokenizer) -> Objective:
+        """Build the objective from the run configuration and the tokenizer's special tokens."""
+        raise NotImplementedError
 
     def make_batch(self, tokens: Tensor, segment_ids: Tensor, generator: torch.Generator) -> Batch:
         """Build a batch from packed token rows.
@@ -70,3 +83,31 @@ class Objective:
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Return ``(summed_loss, num_targets, metrics)``; metrics are sums too (e.g. correct predictions)."""
         raise NotImplementedError
+
+
+def token_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Summed cross-entropy of ``logits`` (..., V) against ``targets`` (...), IGNORE skipped; with the
+    number of scored targets and the number predicted correctly."""
+    flat, tgt = logits.flatten(0, -2), targets.flatten()
+    loss = F.cross_entropy(flat.float(), tgt, ignore_index=IGNORE, reduction="sum")
+    scored = tgt != IGNORE
+    return loss, scored.sum(), {"correct": ((flat.argmax(-1) == tgt) & scored).sum()}
+
+
+def required_id(tokenizer: Tokenizer, role: str) -> int:
+    """The id of the tokenizer's ``role`` token (``"eos"``, ``"mask"``...), or a ConfigError saying it lacks one."""
+    from lmlab.errors import ConfigError
+
+    i = getattr(tokenizer, f"{role}_id")
+    if i is None:
+        raise ConfigError(f"this objective needs a {role} token, and the tokenizer has none; train a tokenizer "
+                          "with `lmlab tokenizer train`, which adds the usual special tokens")
+    return i
+
+
+def decoder_start_id(tokenizer: Tokenizer) -> int:
+    """The token an encoder-decoder's decoder starts from: pad as in T5, else bos, else eos."""
+    for i in (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id):
+        if i is not None:
+            return i
+    return required_id(tokenizer, "pad")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from lmlab.objectives.base import IGNORE, Batch, Objective
+from lmlab.objectives.base import IGNORE, Batch, Objective, token_loss
+
+if TYPE_CHECKING:
+    from lmlab.config import Config
+    from lmlab.tokenizer import Tokenizer
 
 
 class CausalLM(Objective):
@@ -33,7 +38,9 @@ class CausalLM(Objective):
         return Batch(input_ids=inputs, targets=targets, segment_ids=seg)
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        logits = model(**batch.model_inputs()).logits  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE,
-                               reduction="sum")
-        return loss, (batch.targets != IGNORE).sum(), {}
+        loss, n, _ = token_loss(model(**batch.model_inputs()).logits, batch.targets)  # logits (B, T, V)
+        return loss, n, {}
+
+    @classmethod
+    def from_config(cls, cfg: Config, tokenizer: Tokenizer) -> CausalLM:
+        return cls(document_mask=cfg.objective.document_mask)

@@ -180,7 +180,8 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
     log = MetricsLog(out_dir / "metrics.jsonl", resume_step=step if resume_path else None) if d.is_main else None
 
     n_params = model.num_params()
-    flops_per_token = model.flops_per_token(cfg.data.seq_len, head_fraction=objective.head_fraction)
+    flops_per_token = model.flops_per_token(cfg.data.seq_len, objective.decoder_len,
+                                            head_fraction=objective.head_fraction)
     peak = tc.peak_flops or measure_peak_flops(d.device)
     state_common = {"config": cfg.to_dict(), "world_size": d.world_size}
     if log is not None and resume_path is None:
