@@ -1,14 +1,18 @@
-"""Using a trained model: fill-mask and sampling."""
+"""Using a trained model: fill-mask, and generation (greedy, sampling, beam search; see ``generate.py``)."""
 
 from __future__ import annotations
 
 import torch
 
 from lmlab.errors import LmlabError
+from lmlab.infer.generate import generate, generate_text
 
 
 class InferenceError(LmlabError):
     """An input that a model cannot be used on (no mask token, an empty prompt, the wrong kind of model)."""
+
+
+__all__ = ["InferenceError", "fill_mask", "generate", "generate_text", "sample"]
 
 
 @torch.no_grad()
@@ -38,10 +42,12 @@ def fill_mask(model: torch.nn.Module, tokenizer, text: str, top_k: int = 5) -> l
             for row_i, row_p in zip(top.indices, top.values, strict=True)]
 
 
-@torch.no_grad()
 def sample(model: torch.nn.Module, tokenizer, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0,
            top_k: int | None = None, seed: int = 0) -> str:
     """Sample a continuation of ``prompt`` from a decoder; returns the prompt and the continuation.
+
+    ``temperature <= 0`` decodes greedily. Generation stops at the tokenizer's EOS token (not included).
+    It runs :func:`~lmlab.infer.generate.generate` (KV cache) with ``seed`` for the sampling generator.
 
     Raises:
         InferenceError: an empty prompt, a prompt longer than the context, or a model that is not a decoder.
@@ -57,22 +63,9 @@ def sample(model: torch.nn.Module, tokenizer, prompt: str, max_new_tokens: int =
     if len(ids) + max_new_tokens > limit and model.config.position == "learned":
         raise InferenceError(f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
                              f"model's context of {limit} tokens")
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    x = torch.tensor([ids], device=device)  # (1, T)
-    out = list(ids)
-    for _ in range(max_new_tokens):
-        logits = model(x).logits[0, -1].float()  # (V,)
-        if temperature <= 0:
-            nxt = int(logits.argmax())
-        else:
-            logits = logits / temperature
-            if top_k:
-                kth = logits.topk(min(top_k, logits.numel())).values[-1]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            nxt = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
-        if nxt == tokenizer.eos_id:
-            break
-        out.append(nxt)
-        x = torch.tensor([out], device=device)
+    out = generate(model, torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                   temperature=temperature if temperature > 0 else 1.0, top_k=top_k or 0, seed=seed,
+                   eos_token_id=tokenizer.eos_id)[0].tolist()
+    if tokenizer.eos_id in out[len(ids):]:
+        out = out[:len(ids) + out[len(ids):].index(tokenizer.eos_id)]
     return tokenizer.decode(out)
