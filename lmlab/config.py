@@ -128,6 +128,10 @@ class ObjectiveConfig:
     # span corruption (T5): the fraction of tokens noised and the mean length of a noise span.
     noise_density: float = 0.15
     mean_noise_span_length: float = 3.0
+    # BART: the fraction of tokens masked in Poisson(lambda)-long spans, and sentence permutation.
+    bart_mask_ratio: float = 0.3
+    bart_poisson_lambda: float = 3.0
+    bart_permute_sentences: bool = True
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "objective.name must not be empty")
@@ -138,6 +142,8 @@ class ObjectiveConfig:
         _check(0.0 < self.noise_density < 1.0, f"objective.noise_density must be in (0, 1), got {self.noise_density}")
         _check(self.mean_noise_span_length >= 1.0,
                f"objective.mean_noise_span_length must be >= 1, got {self.mean_noise_span_length}")
+        _check(0.0 < self.bart_mask_ratio < 1.0 and self.bart_poisson_lambda > 0,
+               "objective.bart_mask_ratio must be in (0, 1) and objective.bart_poisson_lambda positive")
 
 
 @dataclass

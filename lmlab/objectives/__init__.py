@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from lmlab.config import Config
 from lmlab.errors import ConfigError
+from lmlab.objectives.bart import BartDenoising
 from lmlab.objectives.base import IGNORE, Batch, Objective
 from lmlab.objectives.clm import CausalLM
 from lmlab.objectives.mlm import MaskedLM
 from lmlab.objectives.span import SpanCorruption
 from lmlab.tokenizer import Tokenizer
 
-OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (CausalLM, MaskedLM, SpanCorruption)}
+OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (CausalLM, MaskedLM, SpanCorruption, BartDenoising)}
 
 
 def check_objective(cfg: Config) -> None:
@@ -30,5 +31,5 @@ def build_objective(cfg: Config, tokenizer: Tokenizer) -> Objective:
     return OBJECTIVES[cfg.objective.name].from_config(cfg, tokenizer)
 
 
-__all__ = ["IGNORE", "OBJECTIVES", "Batch", "CausalLM", "MaskedLM", "Objective", "SpanCorruption",
+__all__ = ["IGNORE", "OBJECTIVES", "BartDenoising", "Batch", "CausalLM", "MaskedLM", "Objective", "SpanCorruption",
            "build_objective", "check_objective"]
