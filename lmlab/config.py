@@ -132,6 +132,9 @@ class ObjectiveConfig:
     bart_mask_ratio: float = 0.3
     bart_poisson_lambda: float = 3.0
     bart_permute_sentences: bool = True
+    # fill-in-the-middle: the share of documents rearranged, and of those the share in SPM order.
+    fim_rate: float = 0.5
+    fim_spm_rate: float = 0.5
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "objective.name must not be empty")
@@ -144,6 +147,8 @@ class ObjectiveConfig:
                f"objective.mean_noise_span_length must be >= 1, got {self.mean_noise_span_length}")
         _check(0.0 < self.bart_mask_ratio < 1.0 and self.bart_poisson_lambda > 0,
                "objective.bart_mask_ratio must be in (0, 1) and objective.bart_poisson_lambda positive")
+        _check(0.0 <= self.fim_rate <= 1.0 and 0.0 <= self.fim_spm_rate <= 1.0,
+               "objective.fim_rate and objective.fim_spm_rate must be within [0, 1]")
 
 
 @dataclass

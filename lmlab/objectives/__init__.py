@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import tokenizers
+
 from lmlab.config import Config
 from lmlab.errors import ConfigError
 from lmlab.objectives.bart import BartDenoising
 from lmlab.objectives.base import IGNORE, Batch, Objective
 from lmlab.objectives.clm import CausalLM
+from lmlab.objectives.fim import FillInTheMiddle
 from lmlab.objectives.mlm import MaskedLM
 from lmlab.objectives.span import SpanCorruption
 from lmlab.tokenizer import Tokenizer
 
-OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (CausalLM, MaskedLM, SpanCorruption, BartDenoising)}
+OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (CausalLM, MaskedLM, SpanCorruption, BartDenoising,
+                                                                 FillInTheMiddle)}
 
 
 def check_objective(cfg: Config) -> None:
@@ -25,11 +29,23 @@ def check_objective(cfg: Config) -> None:
                           f"it trains: {', '.join(archs)}")
 
 
+def objective_tokenizer(cfg: Config, tokenizer: Tokenizer) -> Tokenizer:
+    """The tokenizer a run trains with: the shards' own, plus the special tokens its objective adds
+    (fill-in-the-middle's sentinels, for example). New tokens get the next ids, so the shards stay valid."""
+    check_objective(cfg)
+    missing = [t for t in OBJECTIVES[cfg.objective.name].special_tokens if tokenizer.token_to_id(t) is None]
+    if not missing:
+        return tokenizer
+    tok = tokenizers.Tokenizer.from_str(tokenizer.to_json())
+    tok.add_special_tokens(missing)
+    return Tokenizer(tok, tokenizer.roles, [*tokenizer.additional_special_tokens, *missing])
+
+
 def build_objective(cfg: Config, tokenizer: Tokenizer) -> Objective:
     """The objective named in ``cfg.objective``, set up with the tokenizer's special tokens."""
     check_objective(cfg)
     return OBJECTIVES[cfg.objective.name].from_config(cfg, tokenizer)
 
 
-__all__ = ["IGNORE", "OBJECTIVES", "BartDenoising", "Batch", "CausalLM", "MaskedLM", "Objective", "SpanCorruption",
-           "build_objective", "check_objective"]
+__all__ = ["IGNORE", "OBJECTIVES", "BartDenoising", "Batch", "CausalLM", "FillInTheMiddle", "MaskedLM", "Objective",
+           "SpanCorruption", "build_objective", "check_objective", "objective_tokenizer"]

@@ -64,6 +64,7 @@ class Objective:
     archs: tuple[str, ...] = ()  # model architectures this objective can train
     head_fraction: float = 1.0  # the share of positions where the output projection runs (for MFU)
     decoder_len: int | None = None  # encoder-decoder objectives: decoder positions per row (for MFU)
+    special_tokens: tuple[str, ...] = ()  # tokens the objective adds to the tokenizer when it lacks them
 
     @classmethod
     def from_config(cls, cfg: Config, tokenizer: Tokenizer) -> Objective:

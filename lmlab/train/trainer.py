@@ -26,7 +26,7 @@ from lmlab.config import Config, config_from_dict
 from lmlab.data import Sampler, TokenDataset
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.model import build_model
-from lmlab.objectives import Batch, Objective, build_objective
+from lmlab.objectives import Batch, Objective, build_objective, objective_tokenizer
 from lmlab.tokenizer import Tokenizer
 from lmlab.train import checkpoint as ckpt
 from lmlab.train.distributed import Dist, all_reduce_sum, setup
@@ -137,6 +137,9 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
     if not cfg.data.path:
         raise ConfigError("data.path is empty: set it to a directory written by `lmlab prepare`")
     tokenizer = Tokenizer.load(Path(cfg.data.path) / "tokenizer.json")
+    train_set = TokenDataset.open(cfg.data.path, "train", tokenizer)  # checks the shards match the tokenizer
+    val_set = TokenDataset.open(cfg.data.path, "val", tokenizer)
+    tokenizer = objective_tokenizer(cfg, tokenizer)
     cfg = prepare_config(cfg, tokenizer)
     objective = build_objective(cfg, tokenizer)
     out_dir = Path(cfg.train.out_dir)
@@ -145,8 +148,6 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
                               "or choose another train.out_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    train_set = TokenDataset.open(cfg.data.path, "train", tokenizer)
-    val_set = TokenDataset.open(cfg.data.path, "val", tokenizer)
     tc = cfg.train
 
     # Every random choice comes from these generators and the global one (dropout), all saved in each

@@ -31,6 +31,7 @@ def _run(shards, out_dir, preset, objective, steps, **objective_options):
     ("gpt2-tiny", "mlm", {}),  # masked LM on a decoder run bidirectionally
     ("t5-tiny", "span", {}),
     ("t5-tiny", "bart", {}),
+    ("gpt2-tiny", "fim", {}),
 ])
 def test_loss_falls_well_below_its_start(sentinel_shards, tmp_path, preset, objective, options):
     start = _run(sentinel_shards, tmp_path / "start", preset, objective, 1, **options).last_eval["val_loss"]
