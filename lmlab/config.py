@@ -60,6 +60,15 @@ class ModelConfig:
     type_vocab_size: int = 0  # BERT token-type embeddings; 0 means none
     embed_norm: bool = False  # a norm right after the embeddings (BERT, post-norm)
     mlm_transform: bool = False  # BERT's dense + activation + norm before the MLM output projection
+    # Options that Hugging Face families need (lmlab.interop); the defaults change nothing.
+    pos_offset: int = 0  # learned positions: the table row of position 0 (BART 2; RoBERTa pad id + 1)
+    pos_pad_id: int = -1  # >= 0: learned positions count only tokens != this id; pads sit at row pos_offset - 1
+    embed_scale: bool = False  # token embeddings times sqrt(d_model) (BART's scale_embedding)
+    lm_head: bool = True  # False: no token head (BertModel; classifiers): the model gives hidden states only
+    head_bias: bool = False  # a bias on the head's projection without mlm_transform (BART's final_logits_bias)
+    head_rescale: bool = False  # hidden states times d_model**-0.5 before the head (T5 v1.0's tied head)
+    pooler: bool = False  # BERT's pooler: dense + tanh on the first token ([CLS]); encoders only
+    num_labels: int = 0  # > 0: a sequence-classification layer on the pooled first token; encoders only
     dropout: float = 0.0
     init_std: float = 0.02
 
@@ -84,6 +93,23 @@ class ModelConfig:
             _check(self.head_dim % 2 == 0, f"rotary positions need an even head size, got {self.head_dim}")
         _check(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
         _check(self.norm_eps > 0 and self.init_std > 0, "model.norm_eps and model.init_std must be positive")
+        _check(self.pos_offset >= 0, f"model.pos_offset must be >= 0, got {self.pos_offset}")
+        _check(self.pos_pad_id >= -1, f"model.pos_pad_id must be >= 0, or -1 for none; got {self.pos_pad_id}")
+        if self.pos_offset > 0 or self.pos_pad_id >= 0:
+            _check(self.position == "learned",
+                   f"model.pos_offset and model.pos_pad_id need position = 'learned', not {self.position!r}")
+        if self.pos_pad_id >= 0:
+            _check(self.pos_offset >= 1, "model.pos_pad_id needs model.pos_offset >= 1 (padding sits at row "
+                   "pos_offset - 1 of the position table)")
+            _check(self.vocab_size == 0 or self.pos_pad_id < self.vocab_size,
+                   f"model.pos_pad_id ({self.pos_pad_id}) must be a token id below vocab_size ({self.vocab_size})")
+        _check(self.num_labels >= 0, f"model.num_labels must be >= 0, got {self.num_labels}")
+        if self.pooler or self.num_labels > 0:
+            _check(self.arch == "encoder", f"model.pooler and model.num_labels are for encoders, not {self.arch}")
+        if not self.lm_head:
+            _check(not (self.mlm_transform or self.head_bias or self.head_rescale),
+                   "model.lm_head is false: model.mlm_transform, model.head_bias and model.head_rescale "
+                   "describe that head and must be false too")
 
     @property
     def kv_heads(self) -> int:

@@ -19,3 +19,9 @@ class CheckpointError(LmlabError):
 
 class TokenizerError(LmlabError):
     """A tokenizer cannot be trained or loaded."""
+
+
+class InteropError(CheckpointError):
+    """A Hugging Face model directory cannot be imported (missing file, unknown family, a missing, mis-shaped or
+    unexpected tensor), or an lmlab model has no Hugging Face equivalent to export to. A kind of
+    :class:`CheckpointError`, so code that loads any checkpoint catches both."""

@@ -30,7 +30,9 @@ def _stack(cfg: ModelConfig, n_layers: int, causal: bool, cross: bool, token_typ
     return Stack(
         [_block(cfg, cross) for _ in range(n_layers)],
         causal=causal,
-        pos_emb=nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.position == "learned" else None,
+        pos_emb=nn.Embedding(cfg.max_seq_len + cfg.pos_offset, cfg.d_model) if cfg.position == "learned" else None,
+        pos_offset=cfg.pos_offset,
+        pos_pad_id=cfg.pos_pad_id if cfg.pos_pad_id >= 0 else None,
         type_emb=nn.Embedding(cfg.type_vocab_size, cfg.d_model) if types else None,
         embed_norm=norm() if cfg.embed_norm else None,
         rotary=Rotary(cfg.head_dim, cfg.rope_theta) if cfg.position == "rotary" else None,
@@ -78,14 +80,22 @@ def build_model(cfg: ModelConfig) -> Transformer:
         decoder = _stack(cfg, cfg.n_layers, causal=True, cross=False, token_types=True)
     if cfg.arch == "encoder-decoder":
         decoder = _stack(cfg, cfg.decoder_layers, causal=True, cross=True, token_types=False)
-    transform = None
-    if cfg.mlm_transform:  # BERT: dense, activation (the gate's function for gated ones), norm
-        act = {"swiglu": "gelu", "geglu": "gelu_tanh"}.get(cfg.activation, cfg.activation)
-        assert act not in GATED
-        transform = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias), Activation(act),
-                                  make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias))
-    head = Head(nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.mlm_transform and cfg.bias), transform)
-    model = Transformer(nn.Embedding(cfg.vocab_size, cfg.d_model), head, encoder, decoder, cfg.tie_embeddings)
+    head = None
+    if cfg.lm_head:
+        transform = None
+        if cfg.mlm_transform:  # BERT: dense, activation (the gate's function for gated ones), norm
+            act = {"swiglu": "gelu", "geglu": "gelu_tanh"}.get(cfg.activation, cfg.activation)
+            assert act not in GATED
+            transform = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias), Activation(act),
+                                      make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias))
+        head_bias = (cfg.mlm_transform and cfg.bias) or cfg.head_bias
+        head = Head(nn.Linear(cfg.d_model, cfg.vocab_size, bias=head_bias), transform,
+                    scale=cfg.d_model ** -0.5 if cfg.head_rescale else 1.0)
+    pooler = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.Tanh()) if cfg.pooler else None
+    classifier = nn.Linear(cfg.d_model, cfg.num_labels) if cfg.num_labels > 0 else None
+    model = Transformer(nn.Embedding(cfg.vocab_size, cfg.d_model), head, encoder, decoder, cfg.tie_embeddings,
+                        embed_scale=cfg.d_model ** 0.5 if cfg.embed_scale else 1.0, pooler=pooler,
+                        classifier=classifier)
     init_weights(model, cfg.init_std)
     model.config = cfg
     return model

@@ -25,6 +25,21 @@ def positions_from_segments(segment_ids: Tensor) -> Tensor:
     return idx - start_idx
 
 
+def positions_from_tokens(ids: Tensor, pad_id: int, start: int = 0) -> Tensor:
+    """Positions that count only the tokens that are not ``pad_id`` (RoBERTa); padding gets -1.
+
+    Args:
+        ids: (B, T) token ids.
+        pad_id: the padding token's id.
+        start: positions already used (a KV cache's length).
+    Returns:
+        (B, T) long positions, e.g. ``[a, b, PAD, c]`` gives ``[0, 1, -1, 2]``. With a table offset of
+        ``pad_id + 1`` this is Hugging Face's ``create_position_ids_from_input_ids``.
+    """
+    real = (ids != pad_id).long()  # (B, T)
+    return (real.cumsum(dim=1) + start) * real - 1
+
+
 class Rotary(nn.Module):
     """Rotary position embedding (RoPE) tables in Llama's rotate-half convention.
 

@@ -6,7 +6,9 @@ Layout (parameter names a weight map can rely on)::
     encoder / decoder          Stack: pos_emb, type_emb, embed_norm, rel_bias | rotary, layers[i], final_norm
       layers[i]                Block: attn_norm, attn (qkv, o), [cross_norm, cross_attn (q, kv, o)], mlp_norm,
                                mlp (up, down)
-    head                       [transform (dense, act, norm)], proj (V, D) (tied to embed when asked) [+ bias]
+    head                       [transform (dense, act, norm)], proj (V, D) (tied to embed when asked) [+ bias];
+                               None for a model without a token head (``lm_head = false``)
+    pooler, classifier         optional: dense + tanh on the first token, then (num_labels, D) (BERT classifiers)
 
 Pre-norm blocks compute ``x + f(norm(x))``; post-norm blocks ``norm(x + f(x))`` (BERT, BART).
 """
@@ -21,12 +23,12 @@ from torch import Tensor, nn
 from lmlab.model.attention import Attention, build_mask
 from lmlab.model.cache import KVCache
 from lmlab.model.layers import MLP
-from lmlab.model.positions import RelativePositionBias, Rotary, positions_from_segments
+from lmlab.model.positions import RelativePositionBias, Rotary, positions_from_segments, positions_from_tokens
 
 
 @dataclass
 class ModelOutput:
-    logits: Tensor  # (B, T, V); decoder side for encoder-decoders
+    logits: Tensor  # (B, T, V); decoder side for encoder-decoders; None for a model without a token head
     hidden_states: Tensor  # (B, T, D) final hidden states (after the final norm)
     encoder_hidden_states: Tensor | None = None  # (B, S, D) encoder-decoders only
 
@@ -63,7 +65,8 @@ class Block(nn.Module):
 class Stack(nn.Module):
     """Embedding additions, a list of blocks and the final norm: an encoder or a decoder.
 
-    It takes token embeddings and adds what positions need: learned position embeddings (``pos_emb``),
+    It takes token embeddings and adds what positions need: learned position embeddings (``pos_emb``, position
+    ``p`` at row ``p + pos_offset``),
     token types (``type_emb``), a norm (``embed_norm``); rotary tables (``rotary``) or a relative position
     bias (``rel_bias``) go to the attention of every layer.
     """
@@ -71,10 +74,13 @@ class Stack(nn.Module):
     def __init__(self, layers: list[Block], *, causal: bool, pos_emb: nn.Embedding | None = None,
                  type_emb: nn.Embedding | None = None, embed_norm: nn.Module | None = None,
                  rotary: Rotary | None = None, rel_bias: RelativePositionBias | None = None,
-                 final_norm: nn.Module | None = None, dropout: float = 0.0) -> None:
+                 final_norm: nn.Module | None = None, dropout: float = 0.0, pos_offset: int = 0,
+                 pos_pad_id: int | None = None) -> None:
         super().__init__()
         self.causal = causal
         self.pos_emb, self.type_emb, self.embed_norm = pos_emb, type_emb, embed_norm
+        # position p is row p + pos_offset of pos_emb; with pos_pad_id, positions count non-pad tokens only
+        self.pos_offset, self.pos_pad_id = pos_offset, pos_pad_id
         self.rotary, self.rel_bias = rotary, rel_bias
         self.drop = nn.Dropout(dropout)
         self.layers = nn.ModuleList(layers)
@@ -92,7 +98,7 @@ class Stack(nn.Module):
         B, T, _ = x.shape
         offset = cache.length if cache is not None else 0
         if self.pos_emb is not None:
-            x = x + self.pos_emb(positions)
+            x = x + self.pos_emb(positions + self.pos_offset)
         if self.type_emb is not None:
             types = token_type_ids if token_type_ids is not None else torch.zeros_like(positions)
             x = x + self.type_emb(types)
@@ -125,13 +131,18 @@ class Stack(nn.Module):
 
 
 class Head(nn.Module):
-    """Hidden states to logits: BERT's optional ``transform`` (dense, activation, norm), then ``proj``."""
+    """Hidden states to logits: BERT's optional ``transform`` (dense, activation, norm), then ``proj``.
 
-    def __init__(self, proj: nn.Linear, transform: nn.Module | None = None) -> None:
+    ``scale`` multiplies the hidden states first (T5 v1.0 rescales by ``d_model**-0.5`` before its tied head).
+    """
+
+    def __init__(self, proj: nn.Linear, transform: nn.Module | None = None, scale: float = 1.0) -> None:
         super().__init__()
-        self.transform, self.proj = transform, proj
+        self.transform, self.proj, self.scale = transform, proj, scale
 
     def forward(self, h: Tensor) -> Tensor:
+        if self.scale != 1.0:
+            h = h * self.scale
         if self.transform is not None:
             h = self.transform(h)
         return self.proj(h)
@@ -142,18 +153,23 @@ class Transformer(nn.Module):
 
     It never computes a loss. Build it with :func:`lmlab.model.build_model`, which also sets
     :attr:`config`. ``embed`` is shared by both stacks; with ``tie_embeddings`` the head's projection
-    is the same tensor.
+    is the same tensor. Token embeddings are multiplied by ``embed_scale`` (BART's ``scale_embedding``).
+    ``head`` may be None (hidden states only); ``pooler`` and ``classifier`` make a sequence classifier
+    (:meth:`classify`).
     """
 
     config = None  # the ModelConfig it was built from (set by the builder; used to save it)
 
-    def __init__(self, embed: nn.Embedding, head: Head, encoder: Stack | None = None,
-                 decoder: Stack | None = None, tie_embeddings: bool = False) -> None:
+    def __init__(self, embed: nn.Embedding, head: Head | None, encoder: Stack | None = None,
+                 decoder: Stack | None = None, tie_embeddings: bool = False, *, embed_scale: float = 1.0,
+                 pooler: nn.Module | None = None, classifier: nn.Linear | None = None) -> None:
         super().__init__()
         if encoder is None and decoder is None:
             raise ValueError("a Transformer needs an encoder, a decoder or both")
         self.embed, self.encoder, self.decoder, self.head = embed, encoder, decoder, head
-        if tie_embeddings:
+        self.embed_scale = embed_scale
+        self.pooler, self.classifier = pooler, classifier
+        if tie_embeddings and head is not None:
             self.head.proj.weight = self.embed.weight
 
     @property
@@ -188,8 +204,8 @@ class Transformer(nn.Module):
             kv_cache: a :class:`KVCache` to append to and attend over (decoders; incremental decoding).
 
         Returns:
-            :class:`ModelOutput` with ``logits`` (B, T, V), ``hidden_states`` (B, T, D) and, for
-            encoder-decoders, ``encoder_hidden_states`` (B, S, D).
+            :class:`ModelOutput` with ``logits`` (B, T, V) (None when the model has no token head),
+            ``hidden_states`` (B, T, D) and, for encoder-decoders, ``encoder_hidden_states`` (B, S, D).
 
         Raises:
             ValueError: arguments that do not fit the architecture (decoder inputs for a single stack,
@@ -198,7 +214,8 @@ class Transformer(nn.Module):
         hidden, enc = self._run(input_ids, attention_mask, segment_ids, position_ids, token_type_ids,
                                 decoder_input_ids, decoder_attention_mask, decoder_segment_ids,
                                 decoder_position_ids, causal, kv_cache)
-        return ModelOutput(logits=self.logits(hidden), hidden_states=hidden, encoder_hidden_states=enc)
+        logits = self.logits(hidden) if self.head is not None else None
+        return ModelOutput(logits=logits, hidden_states=hidden, encoder_hidden_states=enc)
 
     def hidden(self, input_ids: Tensor | None, *, attention_mask: Tensor | None = None,
                segment_ids: Tensor | None = None, position_ids: Tensor | None = None,
@@ -212,8 +229,30 @@ class Transformer(nn.Module):
                          causal, kv_cache)[0]
 
     def logits(self, hidden: Tensor) -> Tensor:
-        """The head on hidden states of any leading shape: (..., D) -> (..., V), e.g. ``hidden[mask]``."""
+        """The head on hidden states of any leading shape: (..., D) -> (..., V), e.g. ``hidden[mask]``.
+
+        Raises:
+            ValueError: the model has no token head (``model.lm_head = false``).
+        """
+        if self.head is None:
+            raise ValueError("this model has no token head (model.lm_head is false): it gives hidden states "
+                             "(hidden(), encode()) and, with model.num_labels, classify()")
         return self.head(hidden)
+
+    def classify(self, hidden: Tensor) -> Tensor:
+        """Sequence-classification logits (B, num_labels) from hidden states (B, T, D), as BERT's
+        ``BertForSequenceClassification``: the first token ([CLS]), through the pooler (dense + tanh) when the
+        model has one, then the classifier. It never computes a loss.
+
+        Raises:
+            ValueError: the model has no classifier (``model.num_labels`` is 0).
+        """
+        if self.classifier is None:
+            raise ValueError("this model has no classifier: build it with model.num_labels > 0")
+        pooled = hidden[:, 0]  # (B, D)
+        if self.pooler is not None:
+            pooled = self.pooler(pooled)
+        return self.classifier(pooled)  # (B, num_labels)
 
     def encode(self, input_ids: Tensor, *, attention_mask: Tensor | None = None,
                segment_ids: Tensor | None = None, position_ids: Tensor | None = None,
@@ -232,18 +271,23 @@ class Transformer(nn.Module):
         if cache is not None and segment_ids is not None:
             raise ValueError("segment ids (packed documents) cannot be combined with a KV cache")
         if position_ids is None:
-            n, limit = offset + ids.shape[1], stack.pos_emb.num_embeddings if stack.pos_emb else None
+            n = offset + ids.shape[1]
+            limit = stack.pos_emb.num_embeddings - stack.pos_offset if stack.pos_emb else None
             if limit is not None and n > limit:
                 raise ValueError(f"{n} positions are more than the model's maximum sequence length "
                                  f"({limit}) for learned position embeddings")
             if segment_ids is not None:
                 position_ids = positions_from_segments(segment_ids)  # (B, T)
+            elif stack.pos_pad_id is not None:  # RoBERTa: count real tokens only, padding at -1
+                position_ids = positions_from_tokens(ids, stack.pos_pad_id, offset)  # (B, T)
             else:
                 position_ids = torch.arange(offset, offset + ids.shape[1], device=ids.device)[None]  # (1, T)
         if attention_mask is not None and attention_mask.shape[1] != offset + ids.shape[1]:
             raise ValueError(f"attention mask has {attention_mask.shape[1]} positions, expected "
                              f"{offset + ids.shape[1]} (cached + new tokens)")
         x = self.embed(ids)  # (B, T, D)
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
         h = stack(x, position_ids, causal=causal, token_type_ids=token_type_ids, key_padding=attention_mask,
                   segment_ids=segment_ids, context=context, context_mask=context_mask, cache=cache)
         if cache is not None:
@@ -299,7 +343,7 @@ class Transformer(nn.Module):
         the head has its own projection (untied)."""
         tables = [m for s in (self.encoder, self.decoder) if s is not None for m in (s.pos_emb, s.type_emb)
                   if m is not None]
-        if self.head.proj.weight is not self.embed.weight:
+        if self.head is None or self.head.proj.weight is not self.embed.weight:
             tables.append(self.embed)
         return tables
 
@@ -338,7 +382,7 @@ class Transformer(nn.Module):
                        for b in stack.layers)
             return 2 * linear(stack) + attn
 
-        head = 2 * linear(self.head) * head_fraction
+        head = 2 * linear(self.head) * head_fraction if self.head is not None else 0.0
         if self.arch == "encoder-decoder":
             t_dec = decoder_seq_len or seq_len
             total = seq_len * stack_flops(self.encoder, seq_len, 0) + t_dec * (
