@@ -208,14 +208,17 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | Path, lowercase: bool = True) -> Tokenizer:
-        """Load a tokenizer from a directory, a ``tokenizer.json`` or a BERT ``vocab.txt``.
+        """Load a tokenizer from a directory, a ``tokenizer.json``, a BERT ``vocab.txt`` or a GPT-2 ``vocab.json``.
 
         Args:
-            path: a directory holding ``tokenizer.json`` (or else ``vocab.txt``), or one of those files.
-                Roles come from ``tokenizer_config.json`` / ``special_tokens_map.json`` beside it when
-                present, otherwise from the usual token strings (``[MASK]``, ``<mask>``, ``</s>``...).
+            path: a directory holding ``tokenizer.json`` (or else ``vocab.txt``, or else ``vocab.json`` and
+                ``merges.txt``), or one of those files (a ``vocab.json`` needs ``merges.txt`` beside it; it
+                makes a byte-level BPE as GPT-2 and RoBERTa use). Roles come from ``tokenizer_config.json`` /
+                ``special_tokens_map.json`` beside it when present, otherwise from the usual token strings
+                (``[MASK]``, ``<mask>``, ``</s>``...).
             lowercase: for a ``vocab.txt`` only, whether to lowercase and strip accents (bert-base-uncased
-                style); a ``do_lower_case`` in a ``tokenizer_config.json`` beside it takes precedence.
+                style); a ``do_lower_case`` (and ``strip_accents``, ``tokenize_chinese_chars``) in a
+                ``tokenizer_config.json`` beside it takes precedence.
 
         Raises:
             TokenizerError: the path is missing or the file cannot be read as a tokenizer.
@@ -226,15 +229,21 @@ class Tokenizer:
                 p = p / TOKENIZER_FILE
             elif (p / "vocab.txt").is_file():
                 p = p / "vocab.txt"
+            elif (p / "vocab.json").is_file():
+                p = p / "vocab.json"
             else:
-                raise TokenizerError(f"{p} holds neither {TOKENIZER_FILE} nor vocab.txt; train one with "
-                                     "`lmlab tokenizer train` or point to the right directory")
+                raise TokenizerError(f"{p} holds neither {TOKENIZER_FILE}, vocab.txt nor vocab.json + merges.txt; "
+                                     "train one with `lmlab tokenizer train` or point to the right directory")
         if not p.is_file():
             raise TokenizerError(f"tokenizer file {p} does not exist")
         meta = _read_meta(p.parent)
         if p.suffix == ".txt":
-            lower = meta.get("do_lower_case", lowercase)
-            tok = _wordpiece_from_vocab(p, bool(lower))
+            lower = bool(meta.get("do_lower_case", lowercase))
+            strip = meta.get("strip_accents")
+            tok = _wordpiece_from_vocab(p, lower, lower if strip is None else bool(strip),
+                                        bool(meta.get("tokenize_chinese_chars", True)))
+        elif p.name == "vocab.json":
+            tok = _bpe_from_vocab(p, meta)
         else:
             try:
                 tok = tokenizers.Tokenizer.from_file(str(p))
@@ -269,7 +278,8 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     return meta
 
 
-def _wordpiece_from_vocab(path: Path, lowercase: bool) -> tokenizers.Tokenizer:
+def _wordpiece_from_vocab(path: Path, lowercase: bool, strip_accents: bool | None = None,
+                          chinese_chars: bool = True) -> tokenizers.Tokenizer:
     try:
         tokens = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
@@ -279,11 +289,36 @@ def _wordpiece_from_vocab(path: Path, lowercase: bool) -> tokenizers.Tokenizer:
     if not vocab or "[UNK]" not in vocab:
         raise TokenizerError(f"{path} is not a BERT vocab.txt: it has no [UNK] token")
     tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##"))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                strip_accents=lowercase, lowercase=lowercase)
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=chinese_chars, lowercase=lowercase,
+        strip_accents=lowercase if strip_accents is None else strip_accents)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials if t in vocab])
+    return tok
+
+
+def _bpe_from_vocab(path: Path, meta: dict[str, Any]) -> tokenizers.Tokenizer:
+    """A byte-level BPE (GPT-2, RoBERTa, BART) from ``vocab.json`` and the ``merges.txt`` beside it.
+
+    Special tokens are the role tokens (from ``meta`` or the usual strings) and ``additional_special_tokens``
+    found in the vocabulary; a ``<mask>``-style mask token absorbs the space before it, as RoBERTa's does.
+    """
+    merges = path.with_name("merges.txt")
+    if not merges.is_file():
+        raise TokenizerError(f"{path} needs merges.txt beside it (a GPT-2 style BPE is vocab.json + merges.txt)")
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+        tok = tokenizers.Tokenizer(models.BPE.from_file(str(path), str(merges)))
+    except Exception as e:  # json errors, and plain Exceptions from the library for malformed files
+        raise TokenizerError(f"{path} and {merges.name} are not a readable BPE vocabulary ({e})") from None
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=bool(meta.get("add_prefix_space", False)))
+    tok.decoder = decoders.ByteLevel()
+    named = {_token_str(meta[f"{r}_token"]): r for r in ROLES if meta.get(f"{r}_token")}
+    named.update({t: r for r, usual in _USUAL.items() for t in usual if t not in named})
+    named.update({_token_str(t): "" for t in meta.get("additional_special_tokens", [])})
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False, lstrip=role == "mask")
+                            for t, role in named.items() if t in vocab])
     return tok
 
 

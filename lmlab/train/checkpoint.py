@@ -164,16 +164,31 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
             own[name].copy_(t)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
+def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False):
     """Load ``(model, tokenizer)`` from a checkpoint directory (or the newest checkpoint of a run).
+
+    A Hugging Face model directory (its config.json has a ``model_type`` other than "lmlab") is imported with
+    :func:`lmlab.interop.load_hf`; ``allow_pickle`` lets that read ``pytorch_model.bin``. Its tokenizer is
+    None when the directory has no tokenizer files.
 
     Raises:
         CheckpointError: the directory is missing, incomplete or corrupt.
+        InteropError: a Hugging Face directory that cannot be imported (see :func:`lmlab.interop.load_hf`).
     """
     from lmlab.model import build_model
     from lmlab.tokenizer import Tokenizer
 
     path = resolve_checkpoint(path)
+    model_type = read_json(path / CONFIG).get("model_type")
+    if isinstance(model_type, str) and model_type not in ("", "lmlab"):
+        from lmlab.interop import InteropError, load_hf
+
+        try:
+            model, tokenizer = load_hf(path, allow_pickle=allow_pickle)
+        except InteropError as e:
+            raise InteropError(f"{path / CONFIG} has model_type {model_type!r}, so {path} is read as a Hugging "
+                               f"Face model directory, and: {e}") from None
+        return model.to(device).eval(), tokenizer
     model = build_model(read_model_config(path))
     load_weights(model, path)
     try:
