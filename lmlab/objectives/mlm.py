@@ -39,15 +39,12 @@ class WordStarts:
         self.values = torch.empty(0, dtype=torch.bool)
 
     def _count_words(self, texts: list[str]) -> list[int]:
+        """Words in each text as the tokenizer's normalizer and pre-tokenizer see them (one Rust batch)."""
         # A byte-level token can hold part of a multi-byte character, which decodes as U+FFFD: count it as a
         # letter (what accented letters and CJK characters are), not as the symbol U+FFFD is.
         texts = [t.replace("\ufffd", "a") for t in texts]
-        norm, pre = self.tok.normalizer, self.tok.pre_tokenizer
-        if norm is not None:
-            texts = [norm.normalize_str(t) for t in texts]
-        if pre is None:
-            return [len(t.split()) for t in texts]
-        return [len(pre.pre_tokenize_str(t)) for t in texts]
+        return [len({w for w in e.word_ids if w is not None})
+                for e in self.tok.encode_batch(texts, add_special_tokens=False)]
 
     def _compute(self, codes: Tensor) -> Tensor:
         pairs = [(self.anchor, int(c) // self.V, int(c) % self.V) for c in codes]
