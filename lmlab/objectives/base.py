@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -65,6 +66,9 @@ class Objective:
     head_fraction: float = 1.0  # the share of positions where the output projection runs (for MFU)
     decoder_len: int | None = None  # encoder-decoder objectives: decoder positions per row (for MFU)
     special_tokens: tuple[str, ...] = ()  # tokens the objective adds to the tokenizer when it lacks them
+
+    def prepare(self, tokens: np.ndarray) -> None:
+        """Look once at the training tokens (a memory-mapped array) before training; most objectives need not."""
 
     @classmethod
     def from_config(cls, cfg: Config, tokenizer: Tokenizer) -> Objective:

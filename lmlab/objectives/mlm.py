@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -52,6 +53,11 @@ class WordStarts:
         without = self._count_words(self.tok.decode_batch([list(p[:2]) for p in pairs], skip_special_tokens=False))
         return torch.tensor([a > b for a, b in zip(with_c, without, strict=True)], dtype=torch.bool)
 
+    def learn(self, tokens: np.ndarray, limit: int = 20_000_000) -> None:
+        """Compute every pair of adjacent tokens in (the first ``limit`` of) ``tokens`` ahead of training."""
+        t = torch.from_numpy(np.asarray(tokens[:limit], dtype=np.int64))
+        self(t[:-1], t[1:])
+
     def __call__(self, prev: Tensor, cur: Tensor) -> Tensor:
         """(...) bool: whether ``cur`` begins a word after ``prev`` (same shapes, token ids)."""
         uniq, inverse = (prev * self.V + cur).unique(return_inverse=True)
@@ -94,6 +100,10 @@ class MaskedLM(Objective):
         self.replacements = (~is_special).nonzero().squeeze(1)  # ids a "random token" is drawn from
         self.word_starts = word_starts
         self.document_mask = document_mask
+
+    def prepare(self, tokens: np.ndarray) -> None:
+        if self.word_starts is not None:  # learn the corpus's word boundaries once, not batch by batch
+            self.word_starts.learn(tokens)
 
     def word_ids(self, tokens: Tensor, segment_ids: Tensor) -> Tensor:
         """(B, T) the index of the word each token belongs to, counted from 0 in each row."""
