@@ -19,27 +19,52 @@ __all__ = ["InferenceError", "fill_mask", "generate", "generate_text", "sample"]
 def fill_mask(model: torch.nn.Module, tokenizer, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
     """The ``top_k`` most likely tokens, with probabilities, for each mask token in ``text``.
 
-    The mask token is the tokenizer's (``[MASK]`` for tokenizers lmlab trains).
+    The mask token is the tokenizer's (``[MASK]`` for tokenizers lmlab trains). ``tokenizer`` is an lmlab
+    ``Tokenizer`` or an :class:`~lmlab.auto.AutoTokenizer`; the text gets the special tokens of the tokenizer's
+    template when it has one (a BERT ``tokenizer.json`` adds [CLS] and [SEP]; lmlab's tokenizers add none).
+
+    Returns:
+        One list per mask token, in text order, of ``(token text, probability)``, most likely first.
 
     Raises:
-        InferenceError: the text has no mask token, or the model is not bidirectional.
+        InferenceError: the text has no mask token, the tokenizer has none, ``top_k < 1``, the text is
+            longer than the model's learned positions, or the model is an encoder-decoder.
     """
+    tok = getattr(tokenizer, "lmlab_tokenizer", tokenizer)
+    _, _, probs, ids = fill_mask_candidates(model, tok, text, top_k)
+    return [[(tok.decode([i]), p) for i, p in zip(row_i, row_p, strict=True)]
+            for row_i, row_p in zip(ids.tolist(), probs.tolist(), strict=True)]
+
+
+@torch.no_grad()
+def fill_mask_candidates(model: torch.nn.Module, tokenizer, text: str,
+                         top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What :func:`fill_mask` ranks, as tensors: ``(ids, where, probs, candidates)``.
+
+    ``ids`` (T,) is the encoded text (template special tokens included), ``where`` (M,) the positions of its
+    mask tokens, ``probs`` (M, k) and ``candidates`` (M, k) the ``k = min(top_k, V)`` most likely tokens at
+    each. The model runs bidirectionally (a decoder trained with masked LM too). Raises as :func:`fill_mask`.
+    """
+    tokenizer = getattr(tokenizer, "lmlab_tokenizer", tokenizer)
     if model.config.arch == "encoder-decoder":
         raise InferenceError("fill-mask needs an encoder or decoder trained with masked LM, "
                              "not an encoder-decoder")
-    ids = torch.tensor([tokenizer.encode(text)])  # (1, T)
-    where = (ids[0] == tokenizer.mask_id).nonzero().squeeze(1)
+    if top_k < 1:
+        raise InferenceError(f"top_k must be >= 1, got {top_k}")
+    if tokenizer.mask_id is None:
+        raise InferenceError("the tokenizer has no mask token, so no text can ask for a masked prediction")
+    ids = torch.tensor(tokenizer.tok.encode(text, add_special_tokens=True).ids)  # (T,)
+    where = (ids == tokenizer.mask_id).nonzero().squeeze(1)  # (M,)
     if len(where) == 0:
         raise InferenceError(f"no mask token {tokenizer.id_to_token(tokenizer.mask_id)!r} in {text!r}")
-    if ids.shape[1] > model.config.max_seq_len and model.config.position == "learned":
-        raise InferenceError(f"the text is {ids.shape[1]} tokens long, above the model's maximum "
+    if len(ids) > model.config.max_seq_len and model.config.position == "learned":
+        raise InferenceError(f"the text is {len(ids)} tokens long, above the model's maximum "
                              f"{model.config.max_seq_len}")
     device = next(model.parameters()).device
-    hidden = model.hidden(ids.to(device), causal=False)  # (1, T, D)
-    probs = model.logits(hidden[0, where]).float().softmax(-1)  # (M, V)
-    top = probs.topk(top_k, dim=-1)
-    return [[(tokenizer.decode([i]), p) for i, p in zip(row_i.tolist(), row_p.tolist(), strict=True)]
-            for row_i, row_p in zip(top.indices, top.values, strict=True)]
+    hidden = model.hidden(ids[None].to(device), causal=False)  # (1, T, D)
+    probs = model.logits(hidden[0, where.to(device)]).float().softmax(-1)  # (M, V)
+    top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+    return ids, where, top.values.cpu(), top.indices.cpu()
 
 
 def sample(model: torch.nn.Module, tokenizer, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0,
