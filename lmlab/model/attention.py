@@ -12,13 +12,15 @@ from lmlab.model.positions import apply_rotary
 
 def build_mask(q_len: int, k_len: int, *, causal: bool, offset: int = 0, key_padding: Tensor | None = None,
                q_segments: Tensor | None = None, k_segments: Tensor | None = None,
-               self_attention: bool = True, device: torch.device | None = None) -> Tensor | None:
+               self_attention: bool = True, prefix: Tensor | None = None,
+               device: torch.device | None = None) -> Tensor | None:
     """A boolean mask (B or 1, 1, Tq, Tk), True where a query may attend a key; None if nothing is masked.
 
     Args:
         causal: query ``i`` (at absolute position ``offset + i``) sees keys ``<= offset + i``.
         key_padding: (B, Tk), 1/True for real keys, 0/False for padding.
         q_segments, k_segments: (B, Tq), (B, Tk) document ids; a query sees only keys of its own document.
+        prefix: (B,) prefix LM on a causal mask: keys before ``prefix[b]`` are seen by every query of row ``b``.
         self_attention: queries are keys ``offset..offset+Tq-1``; each may always attend itself, so a
             padding query never has an empty row (which would give NaN). For cross-attention a row with
             no allowed key attends every key instead (its output is garbage, but finite).
@@ -31,7 +33,12 @@ def build_mask(q_len: int, k_len: int, *, causal: bool, offset: int = 0, key_pad
     if causal and not (offset == k_len - 1 and q_len == 1):  # one new query sees everything cached
         q_idx = torch.arange(offset, offset + q_len, device=device)
         causal_mask = torch.arange(k_len, device=device)[None, :] <= q_idx[:, None]  # (Tq, Tk)
-        mask = both(causal_mask[None, None])  # (1, 1, Tq, Tk)
+        if prefix is not None:
+            causal_mask = causal_mask | (torch.arange(k_len, device=device) < prefix[:, None, None])  # (B, Tq, Tk)
+            causal_mask = causal_mask[:, None]  # (B, 1, Tq, Tk)
+        else:
+            causal_mask = causal_mask[None, None]  # (1, 1, Tq, Tk)
+        mask = both(causal_mask)
     if key_padding is not None:
         mask = both(key_padding.bool()[:, None, None, :])  # (B, 1, 1, Tk)
     if q_segments is not None and k_segments is not None:

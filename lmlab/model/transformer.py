@@ -89,7 +89,7 @@ class Stack(nn.Module):
     def forward(self, x: Tensor, positions: Tensor, *, causal: bool, token_type_ids: Tensor | None = None,
                 key_padding: Tensor | None = None, segment_ids: Tensor | None = None,
                 context: Tensor | None = None, context_mask: Tensor | None = None,
-                cache: KVCache | None = None) -> Tensor:
+                cache: KVCache | None = None, prefix_lengths: Tensor | None = None) -> Tensor:
         """Run the stack on token embeddings ``x`` (B, T, D) at ``positions`` (B or 1, T).
 
         ``key_padding`` (B, Tk) covers every key, cached ones included; ``context_mask`` is the boolean
@@ -111,7 +111,7 @@ class Stack(nn.Module):
 
         k_len = offset + T
         mask = build_mask(T, k_len, causal=causal, offset=offset, key_padding=key_padding,
-                          q_segments=segment_ids, k_segments=segment_ids, device=x.device)
+                          q_segments=segment_ids, k_segments=segment_ids, prefix=prefix_lengths, device=x.device)
         is_causal = causal and mask is None and offset == 0
         rope = self.rotary(positions) if self.rotary is not None else None
         if self.rel_bias is not None:  # T5: additive float bias, no 1/sqrt(d) scaling (set on the attention)
@@ -185,7 +185,7 @@ class Transformer(nn.Module):
                 token_type_ids: Tensor | None = None, decoder_input_ids: Tensor | None = None,
                 decoder_attention_mask: Tensor | None = None, decoder_segment_ids: Tensor | None = None,
                 decoder_position_ids: Tensor | None = None, causal: bool | None = None,
-                kv_cache: KVCache | None = None) -> ModelOutput:
+                prefix_lengths: Tensor | None = None, kv_cache: KVCache | None = None) -> ModelOutput:
         """Logits and hidden states.
 
         Args:
@@ -201,6 +201,8 @@ class Transformer(nn.Module):
                 covers cached keys too).
             causal: None: decoders are causal, encoders bidirectional. ``False`` runs a decoder
                 bidirectionally (masked LM on a decoder); for encoder-decoders it applies to the decoder.
+            prefix_lengths: (B,) a prefix LM: the first ``prefix_lengths[b]`` positions of row ``b`` attend to
+                each other bidirectionally, and every later position sees them (causal stacks only).
             kv_cache: a :class:`KVCache` to append to and attend over (decoders; incremental decoding).
 
         Returns:
@@ -213,7 +215,7 @@ class Transformer(nn.Module):
         """
         hidden, enc = self._run(input_ids, attention_mask, segment_ids, position_ids, token_type_ids,
                                 decoder_input_ids, decoder_attention_mask, decoder_segment_ids,
-                                decoder_position_ids, causal, kv_cache)
+                                decoder_position_ids, causal, kv_cache, prefix_lengths)
         logits = self.logits(hidden) if self.head is not None else None
         return ModelOutput(logits=logits, hidden_states=hidden, encoder_hidden_states=enc)
 
@@ -222,11 +224,11 @@ class Transformer(nn.Module):
                token_type_ids: Tensor | None = None, decoder_input_ids: Tensor | None = None,
                decoder_attention_mask: Tensor | None = None, decoder_segment_ids: Tensor | None = None,
                decoder_position_ids: Tensor | None = None, causal: bool | None = None,
-               kv_cache: KVCache | None = None) -> Tensor:
+               prefix_lengths: Tensor | None = None, kv_cache: KVCache | None = None) -> Tensor:
         """Final hidden states (B, T, D), the decoder's for encoder-decoders, without the head."""
         return self._run(input_ids, attention_mask, segment_ids, position_ids, token_type_ids,
                          decoder_input_ids, decoder_attention_mask, decoder_segment_ids, decoder_position_ids,
-                         causal, kv_cache)[0]
+                         causal, kv_cache, prefix_lengths)[0]
 
     def logits(self, hidden: Tensor) -> Tensor:
         """The head on hidden states of any leading shape: (..., D) -> (..., V), e.g. ``hidden[mask]``.
@@ -266,7 +268,7 @@ class Transformer(nn.Module):
     def _stack(self, stack: Stack, ids: Tensor, attention_mask: Tensor | None, segment_ids: Tensor | None,
                position_ids: Tensor | None, token_type_ids: Tensor | None, causal: bool,
                cache: KVCache | None = None, context: Tensor | None = None,
-               context_mask: Tensor | None = None) -> Tensor:
+               context_mask: Tensor | None = None, prefix_lengths: Tensor | None = None) -> Tensor:
         offset = cache.length if cache is not None else 0
         if cache is not None and segment_ids is not None:
             raise ValueError("segment ids (packed documents) cannot be combined with a KV cache")
@@ -289,13 +291,14 @@ class Transformer(nn.Module):
         if self.embed_scale != 1.0:
             x = x * self.embed_scale
         h = stack(x, position_ids, causal=causal, token_type_ids=token_type_ids, key_padding=attention_mask,
-                  segment_ids=segment_ids, context=context, context_mask=context_mask, cache=cache)
+                  segment_ids=segment_ids, context=context, context_mask=context_mask, cache=cache,
+                  prefix_lengths=prefix_lengths)
         if cache is not None:
             cache.advance(ids.shape[1])
         return h
 
     def _run(self, input_ids, attention_mask, segment_ids, position_ids, token_type_ids, decoder_input_ids,
-             decoder_attention_mask, decoder_segment_ids, decoder_position_ids, causal, kv_cache):
+             decoder_attention_mask, decoder_segment_ids, decoder_position_ids, causal, kv_cache, prefix_lengths):
         decoder_args = (decoder_input_ids, decoder_attention_mask, decoder_segment_ids, decoder_position_ids)
         if self.arch != "encoder-decoder":
             if any(a is not None for a in decoder_args):
@@ -307,7 +310,7 @@ class Transformer(nn.Module):
             if kv_cache is not None and stack is self.encoder:
                 raise ValueError("a KV cache is for decoders; this model is an encoder")
             h = self._stack(stack, input_ids, attention_mask, segment_ids, position_ids, token_type_ids,
-                            causal if causal is not None else stack.causal, kv_cache)
+                            causal if causal is not None else stack.causal, kv_cache, prefix_lengths=prefix_lengths)
             return h, None
 
         if decoder_input_ids is None:

@@ -11,11 +11,12 @@ from lmlab.objectives.base import IGNORE, Batch, Objective
 from lmlab.objectives.clm import CausalLM
 from lmlab.objectives.fim import FillInTheMiddle
 from lmlab.objectives.mlm import MaskedLM
+from lmlab.objectives.prefix import PrefixLM
 from lmlab.objectives.span import SpanCorruption
 from lmlab.tokenizer import Tokenizer
 
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (CausalLM, MaskedLM, SpanCorruption, BartDenoising,
-                                                                 FillInTheMiddle)}
+                                                                 FillInTheMiddle, PrefixLM)}
 
 
 def check_objective(cfg: Config) -> None:
@@ -48,4 +49,4 @@ def build_objective(cfg: Config, tokenizer: Tokenizer) -> Objective:
 
 
 __all__ = ["IGNORE", "OBJECTIVES", "BartDenoising", "Batch", "CausalLM", "FillInTheMiddle", "MaskedLM", "Objective",
-           "SpanCorruption", "build_objective", "check_objective", "objective_tokenizer"]
+           "PrefixLM", "SpanCorruption", "build_objective", "check_objective", "objective_tokenizer"]

@@ -36,6 +36,7 @@ class Batch:
     decoder_input_ids: Tensor | None = None  # (B, T_dec) encoder-decoder objectives
     decoder_attention_mask: Tensor | None = None  # (B, T_dec)
     decoder_segment_ids: Tensor | None = None  # (B, T_dec) the document of each decoder position
+    prefix_lengths: Tensor | None = None  # (B,) prefix LM: positions seen bidirectionally at the start of each row
 
     def to(self, device: torch.device | str) -> Batch:
         return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=True)

@@ -102,11 +102,12 @@ class SpanCorruption(Objective):
     """
 
     name = "span"
-    archs = ("encoder-decoder",)
+    archs = ("encoder-decoder", "decoder")
 
     def __init__(self, seq_len: int, sentinel_ids: list[int], eos_id: int, decoder_start_id: int,
                  noise_density: float = 0.15, mean_noise_span_length: float = 3.0,
-                 document_mask: bool = True) -> None:
+                 document_mask: bool = True, decoder_only: bool = False) -> None:
+        self.decoder_only = decoder_only
         self.raw_len, self.encoder_len, self.decoder_len = t5_lengths(seq_len, noise_density,
                                                                       mean_noise_span_length)
         _, num_spans, _ = span_lengths(self.raw_len, noise_density, mean_noise_span_length)
@@ -115,6 +116,8 @@ class SpanCorruption(Objective):
                               f"tokenizer has {len(sentinel_ids)} sentinel tokens; train it with "
                               f"`lmlab tokenizer train --sentinels {max(100, num_spans)}`")
         self.extra_tokens = self.raw_len - seq_len
+        if decoder_only:
+            self.decoder_len = None
         self.sentinels = torch.tensor(sentinel_ids, dtype=torch.long)
         self.eos_id, self.decoder_start_id = eos_id, decoder_start_id
         self.noise_density, self.mean_span = noise_density, mean_noise_span_length
@@ -127,21 +130,39 @@ class SpanCorruption(Objective):
         targets, is_sentinel = _replace_spans(tokens, ~noise, self.sentinels)  # (B, decoder_len - 1)
         eos = torch.full((B, 1), self.eos_id, dtype=torch.long)
         inputs, targets = torch.cat([inputs, eos], dim=1), torch.cat([targets, eos], dim=1)
+        enc_seg = tgt_seg = None
+        if self.document_mask:
+            # A sentinel belongs to the document where its noise span starts: on the input side that is its
+            # own position; on the target side it is the next target token (the span's first token).
+            enc_seg, _ = _replace_spans(segment_ids, noise, None)
+            tgt_seg, _ = _replace_spans(segment_ids, ~noise, None)
+            tgt_seg = torch.where(is_sentinel, tgt_seg.roll(-1, dims=1), tgt_seg)
+            enc_seg = torch.cat([enc_seg, enc_seg[:, -1:]], dim=1)  # EOS ends the last document
+            tgt_seg = torch.cat([tgt_seg, tgt_seg[:, -1:]], dim=1)
+        if self.decoder_only:
+            return self._concatenated(inputs, targets, enc_seg, tgt_seg)
         decoder_inputs = torch.cat([torch.full((B, 1), self.decoder_start_id, dtype=torch.long),
                                     targets[:, :-1]], dim=1)
         if not self.document_mask:
             return Batch(input_ids=inputs, targets=targets, decoder_input_ids=decoder_inputs)
-        # A sentinel belongs to the document where its noise span starts: on the input side that is its own
-        # position; on the target side it is the next target token (the span's first token).
-        enc_seg, _ = _replace_spans(segment_ids, noise, None)
-        tgt_seg, _ = _replace_spans(segment_ids, ~noise, None)
-        tgt_seg = torch.where(is_sentinel, tgt_seg.roll(-1, dims=1), tgt_seg)
-        enc_seg = torch.cat([enc_seg, enc_seg[:, -1:]], dim=1)
-        tgt_seg = torch.cat([tgt_seg, tgt_seg[:, -1:]], dim=1)
         dec_seg = torch.cat([tgt_seg[:, :1], tgt_seg[:, :-1]], dim=1)  # each position: its input's document
         targets = targets.masked_fill(dec_seg != tgt_seg, IGNORE)
         return Batch(input_ids=inputs, targets=targets, segment_ids=enc_seg, decoder_input_ids=decoder_inputs,
                      decoder_segment_ids=dec_seg)
+
+    def _concatenated(self, inputs: Tensor, targets: Tensor, enc_seg: Tensor | None, tgt_seg: Tensor | None) -> Batch:
+        """The decoder-only form: ``inputs ++ targets`` in one row, the inputs a bidirectional prefix, loss on the
+        targets only (as UL2 trains a decoder, and the T5 paper's prefix-LM variant)."""
+        B, n_in = inputs.shape
+        row = torch.cat([inputs, targets], dim=1)  # (B, encoder_len + decoder_len)
+        labels = row[:, 1:].clone()
+        labels[:, :n_in - 1] = IGNORE  # the prefix is read, not predicted
+        batch = Batch(input_ids=row[:, :-1], targets=labels, prefix_lengths=torch.full((B,), n_in))
+        if enc_seg is not None:
+            seg = torch.cat([enc_seg, tgt_seg], dim=1)  # (B, len(row))
+            batch.targets[seg[:, 1:] != seg[:, :-1]] = IGNORE  # not predicted from another document
+            batch.segment_ids = seg[:, :-1]
+        return batch
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         return token_loss(model(**batch.model_inputs()).logits, batch.targets)  # (B, T_dec, V)
@@ -149,5 +170,11 @@ class SpanCorruption(Objective):
     @classmethod
     def from_config(cls, cfg: Config, tokenizer: Tokenizer) -> SpanCorruption:
         o = cfg.objective
+        _, enc, dec = t5_lengths(cfg.data.seq_len, o.noise_density, o.mean_noise_span_length)
+        m = cfg.model
+        if m.arch == "decoder" and m.position == "learned" and enc + dec - 1 > m.max_seq_len:
+            raise ConfigError(f"span corruption on a decoder reads inputs and targets as one row of {enc + dec - 1} "
+                              f"tokens, above model.max_seq_len ({m.max_seq_len}); lower data.seq_len")
         return cls(cfg.data.seq_len, tokenizer.sentinel_ids, required_id(tokenizer, "eos"),
-                   decoder_start_id(tokenizer), o.noise_density, o.mean_noise_span_length, o.document_mask)
+                   decoder_start_id(tokenizer), o.noise_density, o.mean_noise_span_length, o.document_mask,
+                   decoder_only=cfg.model.arch == "decoder")

@@ -210,3 +210,27 @@ def test_dropout_only_in_training():
         assert torch.equal(model(x).logits, model(x).logits)
         model.train()
         assert not torch.equal(model(x).logits, model(x).logits)
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny"])
+def test_prefix_lm_mask(name):
+    """A prefix is read bidirectionally; everything after it stays causal."""
+    torch.manual_seed(0)
+    model = build_model(model_preset(name, vocab_size=50)).eval()
+    ids = torch.randint(0, 50, (2, 10))
+    prefix = torch.tensor([4, 7])
+    with torch.no_grad():
+        base = model(ids, prefix_lengths=prefix).logits
+        changed = ids.clone()
+        changed[:, 3] = (changed[:, 3] + 1) % 50  # inside both prefixes
+        out = model(changed, prefix_lengths=prefix).logits
+        assert not torch.allclose(out[:, :3], base[:, :3])  # earlier prefix positions see position 3
+        late = ids.clone()
+        late[:, 8] = (late[:, 8] + 1) % 50  # after both prefixes
+        out = model(late, prefix_lengths=prefix).logits
+        torch.testing.assert_close(out[:, :8], base[:, :8], rtol=0, atol=0)  # nothing before it sees it
+        # a zero prefix is causal LM; a full one is the bidirectional model
+        torch.testing.assert_close(model(ids, prefix_lengths=torch.zeros(2, dtype=torch.long)).logits,
+                                   model(ids).logits)
+        torch.testing.assert_close(model(ids, prefix_lengths=torch.full((2,), 10)).logits,
+                                   model(ids, causal=False).logits)
