@@ -136,38 +136,45 @@ class AutoTokenizer:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs: Any) -> AutoTokenizer:
-        """Load the tokenizer of a checkpoint directory, of the newest checkpoint of a run directory, or of a
-        tokenizer directory / ``tokenizer.json`` / BERT ``vocab.txt``.
+        """Load the tokenizer of a checkpoint directory, of the newest checkpoint of a run directory, of a
+        Hugging Face model directory (as :func:`load` imports it: special tokens completed from its config.json,
+        BERT/RoBERTa templates added), or of a tokenizer directory / ``tokenizer.json`` / ``vocab.txt`` /
+        ``vocab.json``.
 
-        ``kwargs`` (``padding_side``, ``truncation_side``, ``model_max_length``) override what
-        ``tokenizer_config.json`` says.
+        ``model_max_length`` comes from ``tokenizer_config.json``, else from the model's learned positions.
+        ``kwargs`` (``padding_side``, ``truncation_side``, ``model_max_length``) override both.
 
         Raises:
             TokenizerError: nothing there can be read as a tokenizer.
-            CheckpointError: a run directory without checkpoints.
+            CheckpointError, InteropError: a Hugging Face model directory that cannot be imported.
         """
+        from lmlab.train.checkpoint import CONFIG, list_checkpoints
+
         p = Path(path)
         if not p.exists():
             raise TokenizerError(f"{p} does not exist; give a checkpoint, run or tokenizer directory")
-        if p.is_dir() and not any((p / f).is_file() for f in (TOKENIZER_FILE, "vocab.txt")):
-            from lmlab.train.checkpoint import resolve_checkpoint
-
-            p = resolve_checkpoint(p)
+        if p.is_dir() and not (p / CONFIG).is_file() and not (p / TOKENIZER_FILE).is_file() \
+                and (found := list_checkpoints(p)):
+            p = found[-1]  # a run directory: its newest checkpoint
         directory = p if p.is_dir() else p.parent
-        tok = Tokenizer.load(p)
-        options: dict[str, Any] = {}
-        meta = _read_json(directory / CONFIG_FILE)
-        for key in ("padding_side", "truncation_side", "model_max_length"):
-            if key in meta:
-                options[key] = meta[key]
-        if isinstance(options.get("model_max_length"), (int, float)) and options["model_max_length"] > 1e9:
-            options.pop("model_max_length")  # transformers writes a huge number for "no limit"
-        if "model_max_length" not in options:
-            cfg = _read_json(directory / "config.json")
+        cfg = _read_json(directory / CONFIG) if p.is_dir() else {}
+        context = None
+        if cfg.get("model_type") not in (None, "", "lmlab"):
+            # A Hugging Face directory: the importer knows its special tokens (this reads the weights too).
+            model, tok = load(p)
+            if tok is None:
+                raise TokenizerError(f"{p} has no tokenizer files (tokenizer.json, vocab.txt or vocab.json)")
+            if model.config.position == "learned":
+                context = model.config.max_seq_len
+        else:
+            tok = Tokenizer.load(p)
             if cfg.get("model_type") == "lmlab" and cfg.get("position") == "learned":
-                options["model_max_length"] = cfg.get("max_seq_len")
-            elif isinstance(n := cfg.get("n_positions", cfg.get("max_position_embeddings")), int):
-                options["model_max_length"] = n
+                context = cfg.get("max_seq_len")
+        options: dict[str, Any] = {"model_max_length": context}
+        meta = _read_json(directory / CONFIG_FILE)
+        options.update({k: meta[k] for k in ("padding_side", "truncation_side", "model_max_length") if k in meta})
+        if not isinstance(options["model_max_length"], int) or options["model_max_length"] > 10**9:
+            options["model_max_length"] = context  # transformers writes a huge number for "no limit"
         options.update(kwargs)
         return cls(tok, **options)
 
@@ -371,11 +378,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def as_lmlab_tokenizer(tokenizer: Any) -> Tokenizer:
-    """The lmlab ``Tokenizer`` inside an :class:`AutoTokenizer`, or ``tokenizer`` itself."""
-    return tokenizer.lmlab_tokenizer if isinstance(tokenizer, AutoTokenizer) else tokenizer
-
-
 def as_auto_tokenizer(tokenizer: Any, **options: Any) -> AutoTokenizer:
     """An :class:`AutoTokenizer` around an lmlab ``Tokenizer`` (an ``AutoTokenizer`` is returned as it is)."""
     return tokenizer if isinstance(tokenizer, AutoTokenizer) else AutoTokenizer(tokenizer, **options)
@@ -390,9 +392,10 @@ _BIDIRECTIONAL_OBJECTIVES = ("mlm",)
 def trained_objective(path: str | Path) -> str | None:
     """The objective a checkpoint was trained with (its ``training_state.json``), or None when unknown
     (a model exported without training state, or imported from Hugging Face)."""
-    from lmlab.train.checkpoint import STATE, resolve_checkpoint
+    from lmlab.train.checkpoint import STATE, read_json, resolve_checkpoint
 
-    state = _read_json(resolve_checkpoint(path) / STATE)
+    state_file = resolve_checkpoint(path) / STATE
+    state = read_json(state_file) if state_file.is_file() else {}
     objective = state.get("config", {}).get("objective", {}) if isinstance(state.get("config"), dict) else {}
     name = objective.get("name") if isinstance(objective, dict) else None
     return name if isinstance(name, str) else None
@@ -424,8 +427,7 @@ def load_for_task(path: str | Path, task: Task, device: str | torch.device = "cp
         ModelKindError: the model is of another kind, or has no token head where one is needed.
     """
     model, tokenizer = load(path, device)
-    objective = trained_objective(path) if Path(path).exists() and model.arch == "decoder" else None
-    if objective in _BIDIRECTIONAL_OBJECTIVES:
+    if model.arch == "decoder" and trained_objective(path) in _BIDIRECTIONAL_OBJECTIVES:
         model.decoder.causal = False
     check_model_kind(model, task, source=str(path))
     return model, tokenizer

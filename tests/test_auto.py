@@ -29,6 +29,15 @@ SENTENCES = {"the cat sat on the [MASK] .": "mat", "the dog lay in the [MASK] ."
              "a bird flew over the [MASK] .": "tree"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; on a busy machine two threads can be 100 times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _train(tmp: Path, tokenizer: Tokenizer, docs: list[str], preset: str, steps: int, **model) -> Path:
     (tmp / "corpus.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
     prepare(tmp / "corpus.txt", tokenizer, tmp / "shards", val_fraction=0.05, progress=False)
@@ -42,25 +51,20 @@ def _train(tmp: Path, tokenizer: Tokenizer, docs: list[str], preset: str, steps:
 
 
 @pytest.fixture(scope="module")
-def mlm_runs(tmp_path_factory):
+def mlm_runs(tmp_path_factory, one_thread):
     """A tiny encoder trained with masked LM until it fills the sentences in (200 steps, ~2 s), and a decoder
     trained with masked LM for 2 steps (only its kind matters)."""
     rng = random.Random(0)
     docs = [s.replace("[MASK]", w) for s, w in (rng.choice(list(SENTENCES.items())) for _ in range(400))]
     tok = train_tokenizer(docs, kind="wordpiece", vocab_size=100, lowercase=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small trains fastest on one thread, and steadily on a busy machine
-    try:
-        encoder = _train(tmp_path_factory.mktemp("mlm"), tok, docs, "bert-tiny", 200, position="rotary",
-                         prenorm=True, embed_norm=False, type_vocab_size=0, n_layers=1, d_ff=128)
-        decoder = _train(tmp_path_factory.mktemp("mlm_decoder"), tok, docs, "gpt2-tiny", 2, n_layers=1)
-    finally:
-        torch.set_num_threads(threads)
+    encoder = _train(tmp_path_factory.mktemp("mlm"), tok, docs, "bert-tiny", 200, position="rotary", prenorm=True,
+                     embed_norm=False, type_vocab_size=0, n_layers=1, d_ff=128)
+    decoder = _train(tmp_path_factory.mktemp("mlm_decoder"), tok, docs, "gpt2-tiny", 2, n_layers=1)
     return encoder, decoder
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory, tokenizer):
+def checkpoints(tmp_path_factory, tokenizer, one_thread):
     """Random models of each kind saved as lmlab checkpoints (config.json, model.safetensors, tokenizer)."""
     torch.manual_seed(0)
     out = {}

@@ -1,0 +1,258 @@
+"""``lmlab.pipeline``: a trained model behind one call, with Hugging Face–shaped outputs.
+
+==========================  ===================  ===========================================================
+task                        model                output per input
+==========================  ===================  ===========================================================
+``fill-mask``               encoder, or decoder  per mask: ``[{"score", "token", "token_str", "sequence"}]``
+                            trained with MLM     (one mask: that list; several: a list of them)
+``text-generation``         decoder (causal LM)  ``[{"generated_text": prompt + continuation}]``
+``text2text-generation``    encoder-decoder      ``[{"generated_text": ...}]``
+``translation``             encoder-decoder      ``[{"translation_text": ...}]`` (the input as it is: a task
+                                                 prefix such as ``"translate English to German: "`` is yours)
+``summarization``           encoder-decoder      ``[{"summary_text": ...}]``
+``score``                   any                  ``{"log_prob", "num_tokens", "perplexity", "token_log_probs",
+                                                 "tokens"}`` (see :mod:`lmlab.infer.score`)
+==========================  ===================  ===========================================================
+
+A list of inputs gives a list of outputs. Example::
+
+    fill = lmlab.pipeline("fill-mask", model="runs/mlm")
+    fill("The cat sat on the [MASK].")[0]["token_str"]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmlab.auto import AutoTokenizer, ModelKindError, as_auto_tokenizer, check_model_kind, load_for_task
+from lmlab.infer import InferenceError, fill_mask_candidates
+
+__all__ = ["TASKS", "FillMaskPipeline", "ModelKindError", "Pipeline", "ScorePipeline", "SummarizationPipeline",
+           "Text2TextGenerationPipeline", "TextGenerationPipeline", "TranslationPipeline", "pipeline"]
+
+
+class Pipeline:
+    """A model, its tokenizer and the task's defaults. Call it with a text or a list of texts."""
+
+    task = ""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: AutoTokenizer, **defaults: Any) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.defaults = defaults
+
+    def __call__(self, inputs: str | list[str], **options: Any) -> Any:
+        """Run the task on one text (its output) or a list of texts (a list of outputs)."""
+        single = isinstance(inputs, str)
+        texts = [inputs] if single else list(inputs)
+        if not all(isinstance(t, str) for t in texts):
+            raise InferenceError(f"the {self.task} pipeline takes a string or a list of strings")
+        if not texts:
+            return []
+        outputs = self._run(texts, **{**self.defaults, **options})
+        return outputs[0] if single else outputs
+
+    def _run(self, texts: list[str], **options: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(task={self.task!r}, model={self.model.config.arch}, tokenizer={self.tokenizer})"
+
+
+class FillMaskPipeline(Pipeline):
+    """The ``top_k`` most likely tokens at each mask token (the tokenizer's ``mask_token``)."""
+
+    task = "fill-mask"
+
+    def _run(self, texts: list[str], top_k: int = 5) -> list[Any]:
+        tok = self.tokenizer
+        outputs = []
+        for text in texts:
+            ids, where, probs, cands = fill_mask_candidates(self.model, tok.lmlab_tokenizer, text, top_k)
+            single = len(where) == 1
+            per_mask = []
+            for pos, row_p, row_i in zip(where.tolist(), probs.tolist(), cands.tolist(), strict=True):
+                found = []
+                for p, i in zip(row_p, row_i, strict=True):
+                    filled = ids.tolist()
+                    filled[pos] = i
+                    # As transformers: special tokens are left out of the sequence for one mask; with several,
+                    # they stay, so the other masks show.
+                    found.append({"score": p, "token": i, "token_str": tok.decode([i]),
+                                  "sequence": tok.decode(filled, skip_special_tokens=single)})
+                per_mask.append(found)
+            outputs.append(per_mask[0] if single else per_mask)
+        return outputs
+
+
+def _generation_defaults(tok: AutoTokenizer, options: dict[str, Any]) -> dict[str, Any]:
+    options = dict(options)
+    options.setdefault("eos_token_id", tok.eos_token_id)
+    options.setdefault("pad_token_id", tok.pad_token_id)
+    return options
+
+
+def _cut_at_eos(row: list[int], eos: Any) -> list[int]:
+    stops = {eos} if isinstance(eos, int) else set(eos or [])
+    return row[:next((j for j, t in enumerate(row) if t in stops), len(row))]
+
+
+class TextGenerationPipeline(Pipeline):
+    """Continue prompts with a decoder (:func:`lmlab.generate`; greedy unless ``do_sample=True``)."""
+
+    task = "text-generation"
+
+    def _run(self, texts: list[str], max_new_tokens: int = 50, return_full_text: bool = True,
+             **generate_kwargs: Any) -> list[Any]:
+        from lmlab.infer.generate import generate
+
+        tok = self.tokenizer
+        options = _generation_defaults(tok, generate_kwargs)
+        prompts = [tok.encode(t) for t in texts]  # the tokenizer's template (Llama's BOS); lmlab's adds nothing
+        if not all(prompts):
+            raise InferenceError(f"the prompt is empty: {texts[[bool(p) for p in prompts].index(False)]!r}")
+        T = max(len(p) for p in prompts)
+        ids = torch.zeros(len(prompts), T, dtype=torch.long)  # left-padded; padding is masked out
+        mask = torch.zeros(len(prompts), T, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, T - len(p):], mask[i, T - len(p):] = torch.tensor(p), 1
+        out = generate(self.model, ids, mask, max_new_tokens=max_new_tokens, **options)  # (B * n, T + new)
+        n = out.shape[0] // len(prompts)
+        outputs: list[list[dict[str, str]]] = [[] for _ in texts]
+        for k, row in enumerate(out[:, T:].tolist()):
+            b = k // n
+            new = _cut_at_eos(row, options["eos_token_id"])
+            # As transformers does: decode prompt + continuation together (spacing at the seam is right),
+            # then cut the decoded prompt off.
+            full = tok.decode(prompts[b] + new, skip_special_tokens=True)
+            continuation = full[len(tok.decode(prompts[b], skip_special_tokens=True)):]
+            outputs[b].append({"generated_text": texts[b] + continuation if return_full_text else continuation})
+        return outputs
+
+
+class Text2TextGenerationPipeline(Pipeline):
+    """Generate an output text from an input text with an encoder-decoder (:func:`lmlab.generate`)."""
+
+    task = "text2text-generation"
+    key = "generated_text"
+
+    def _run(self, texts: list[str], max_new_tokens: int = 50, **generate_kwargs: Any) -> list[Any]:
+        from lmlab.infer.generate import generate
+        from lmlab.objectives.base import decoder_start_id
+
+        tok = self.tokenizer
+        options = _generation_defaults(tok, generate_kwargs)
+        options.setdefault("decoder_start_token_id", decoder_start_id(tok.lmlab_tokenizer))
+        sources = [tok.encode(t) for t in texts]  # the tokenizer's template (T5 appends </s>)
+        if not all(sources):
+            raise InferenceError(f"the input is empty: {texts[[bool(s) for s in sources].index(False)]!r}")
+        S = max(len(s) for s in sources)
+        ids = torch.zeros(len(sources), S, dtype=torch.long)  # right-padded; padding is masked out
+        mask = torch.zeros(len(sources), S, dtype=torch.long)
+        for i, s in enumerate(sources):
+            ids[i, :len(s)], mask[i, :len(s)] = torch.tensor(s), 1
+        out = generate(self.model, ids, mask, max_new_tokens=max_new_tokens, **options)  # (B * n, 1 + new)
+        n = out.shape[0] // len(sources)
+        outputs: list[list[dict[str, str]]] = [[] for _ in texts]
+        for k, row in enumerate(out[:, 1:].tolist()):
+            text = tok.decode(_cut_at_eos(row, options["eos_token_id"]), skip_special_tokens=True)
+            outputs[k // n].append({self.key: text})
+        return outputs
+
+    def __call__(self, inputs: str | list[str], **options: Any) -> Any:
+        out = super().__call__(inputs, **options)
+        if not isinstance(inputs, str) and all(len(o) == 1 for o in out):
+            return [o[0] for o in out]  # as transformers: a list of inputs, one output each -> a flat list
+        return out
+
+
+class TranslationPipeline(Text2TextGenerationPipeline):
+    """Translate with an encoder-decoder trained to; the input goes in as it is."""
+
+    task = "translation"
+    key = "translation_text"
+
+
+class SummarizationPipeline(Text2TextGenerationPipeline):
+    """Summarize with an encoder-decoder trained to; the input goes in as it is."""
+
+    task = "summarization"
+    key = "summary_text"
+
+
+class ScorePipeline(Pipeline):
+    """Log-probability and perplexity of texts (of targets given sources for an encoder-decoder)."""
+
+    task = "score"
+
+    def __call__(self, inputs: str | list[str], target: str | list[str] | None = None, **options: Any) -> Any:
+        """Score one text or a list; ``target`` (encoder-decoders): one target, or a list matching ``inputs``."""
+        if target is not None and isinstance(inputs, str) != isinstance(target, str):
+            raise InferenceError("give one target for one input, or a list of targets for a list of inputs")
+        if target is not None:
+            options["targets"] = [target] if isinstance(target, str) else list(target)
+        return super().__call__(inputs, **options)
+
+    def _run(self, texts: list[str], **options: Any) -> list[dict[str, Any]]:
+        from lmlab.infer.score import score_batch
+
+        tok = self.tokenizer
+        return [{"log_prob": s.log_prob, "num_tokens": s.num_tokens, "perplexity": s.perplexity,
+                 "token_log_probs": s.token_log_probs, "tokens": [tok.decode([i]) for i in s.token_ids]}
+                for s in score_batch(self.model, tok, texts, **options)]
+
+
+_CLASSES: dict[str, type[Pipeline]] = {cls.task: cls for cls in (
+    FillMaskPipeline, TextGenerationPipeline, Text2TextGenerationPipeline, TranslationPipeline,
+    SummarizationPipeline, ScorePipeline)}
+TASKS = tuple(_CLASSES)
+_KIND = {"fill-mask": "masked-lm", "text-generation": "causal-lm", "text2text-generation": "seq2seq-lm",
+         "translation": "seq2seq-lm", "summarization": "seq2seq-lm", "score": "any"}
+
+
+def pipeline(task: str, model: str | Path | tuple | torch.nn.Module, tokenizer: Any = None,
+             device: str | torch.device | None = None, **defaults: Any) -> Pipeline:
+    """A pipeline for ``task`` on a checkpoint or on a model already loaded.
+
+    Args:
+        task: one of :data:`TASKS` (``"translation_en_to_de"`` style names mean ``"translation"``).
+        model: a checkpoint or run directory; a ``(model, tokenizer)`` pair; or a model with ``tokenizer=``.
+        tokenizer: an lmlab ``Tokenizer``, an :class:`~lmlab.auto.AutoTokenizer` or a path; overrides the
+            checkpoint's.
+        device: where the model runs (a checkpoint loads on the CPU by default; a model given stays where it
+            is unless a device is named).
+        defaults: default options of every call (``top_k=10``, ``max_new_tokens=40``, ``num_beams=4``...).
+
+    Returns:
+        The task's :class:`Pipeline`; call it with a text or a list of texts.
+
+    Raises:
+        InferenceError: an unknown task, or no tokenizer for a model given as a module.
+        ModelKindError: a model of the wrong kind for the task (fill-mask on a causal decoder, translation on
+            a decoder...).
+        CheckpointError: a checkpoint that cannot be loaded.
+    """
+    name = "translation" if task.startswith("translation_") else task
+    if name not in _CLASSES:
+        raise InferenceError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    kind = _KIND[name]
+    if isinstance(model, (str, Path)):
+        m, tok = load_for_task(model, kind, device or "cpu")
+        source = str(model)
+    else:
+        m, tok = model if isinstance(model, tuple) else (model, None)
+        if not isinstance(m, torch.nn.Module) or not hasattr(m, "config"):
+            raise InferenceError("model must be a checkpoint path, a (model, tokenizer) pair or an lmlab model")
+        if device is not None:
+            m = m.to(device)
+        source = "the model"
+        check_model_kind(m, kind, source)
+    if tokenizer is not None:
+        tok = AutoTokenizer.from_pretrained(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
+    if tok is None:
+        raise InferenceError("no tokenizer: pass model=(model, tokenizer) or tokenizer=...")
+    m.eval()
+    return _CLASSES[name](m, as_auto_tokenizer(tok), **defaults)
