@@ -161,6 +161,10 @@ class ObjectiveConfig:
     # fill-in-the-middle: the share of documents rearranged, and of those the share in SPM order.
     fim_rate: float = 0.5
     fim_spm_rate: float = 0.5
+    # UL2: the weights of the R-, X- and S-denoiser families (a batch comes from one denoiser).
+    ul2_r_weight: float = 0.4
+    ul2_x_weight: float = 0.4
+    ul2_s_weight: float = 0.2
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "objective.name must not be empty")
@@ -175,6 +179,9 @@ class ObjectiveConfig:
                "objective.bart_mask_ratio must be in (0, 1) and objective.bart_poisson_lambda positive")
         _check(0.0 <= self.fim_rate <= 1.0 and 0.0 <= self.fim_spm_rate <= 1.0,
                "objective.fim_rate and objective.fim_spm_rate must be within [0, 1]")
+        weights = (self.ul2_r_weight, self.ul2_x_weight, self.ul2_s_weight)
+        _check(min(weights) >= 0 and sum(weights) > 0,
+               f"objective.ul2_r_weight, ul2_x_weight, ul2_s_weight must be >= 0 and not all 0, got {weights}")
 
 
 @dataclass

@@ -13,10 +13,11 @@ from lmlab.objectives.fim import FillInTheMiddle
 from lmlab.objectives.mlm import MaskedLM
 from lmlab.objectives.prefix import PrefixLM
 from lmlab.objectives.span import SpanCorruption
+from lmlab.objectives.ul2 import UL2
 from lmlab.tokenizer import Tokenizer
 
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (CausalLM, MaskedLM, SpanCorruption, BartDenoising,
-                                                                 FillInTheMiddle, PrefixLM)}
+                                                                 FillInTheMiddle, PrefixLM, UL2)}
 
 
 def check_objective(cfg: Config) -> None:
@@ -49,4 +50,4 @@ def build_objective(cfg: Config, tokenizer: Tokenizer) -> Objective:
 
 
 __all__ = ["IGNORE", "OBJECTIVES", "BartDenoising", "Batch", "CausalLM", "FillInTheMiddle", "MaskedLM", "Objective",
-           "PrefixLM", "SpanCorruption", "build_objective", "check_objective", "objective_tokenizer"]
+           "PrefixLM", "SpanCorruption", "UL2", "build_objective", "check_objective", "objective_tokenizer"]

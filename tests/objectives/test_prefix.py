@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lmlab.config import model_preset
 from lmlab.model import build_model
-from lmlab.objectives import IGNORE, PrefixLM, SpanCorruption
+from lmlab.objectives import IGNORE, UL2, PrefixLM, SpanCorruption
 
 SENTINELS = list(range(900, 1000))
 
@@ -22,19 +23,39 @@ def test_split_per_row_and_loss_on_the_suffix_only():
     assert torch.equal(batch.targets[scored], tokens[:, 1:][scored])
 
 
-def test_no_scored_position_sees_its_target():
-    torch.manual_seed(0)
-    model = build_model(model_preset("gpt2-tiny", vocab_size=100)).eval()
+def _prefix_lm_batch():
     tokens = torch.randint(5, 100, (4, 17), generator=torch.Generator().manual_seed(1))
-    batch = PrefixLM(document_mask=False).make_batch(tokens, torch.zeros_like(tokens), torch.Generator())
-    with torch.no_grad():
-        base = model(**batch.model_inputs()).logits
-        for t in range(16):
-            later = batch.input_ids.clone()
-            later[:, t + 1:] = 7  # change every input after position t
-            out = model(**{**batch.model_inputs(), "input_ids": later}).logits
-            scored = batch.targets[:, t] != IGNORE
-            torch.testing.assert_close(out[scored, t], base[scored, t], rtol=0, atol=0)
+    return PrefixLM(document_mask=False).make_batch(tokens, torch.zeros_like(tokens), torch.Generator())
+
+
+def _span_batch():
+    obj = SpanCorruption(12, SENTINELS, 1, 0, document_mask=False, decoder_only=True)
+    tokens = torch.randint(5, 100, (4, obj.raw_len), generator=torch.Generator().manual_seed(1))
+    return obj.make_batch(tokens, torch.zeros_like(tokens), torch.Generator())
+
+
+def _ul2_batches():
+    obj = UL2(16, SENTINELS, (10, 11, 12), 1, 0, 0, document_mask=False, decoder_only=True)
+    tokens = torch.randint(20, 100, (4, obj.seq_len + obj.extra_tokens), generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(0)
+    return [obj.make_batch(tokens, torch.zeros_like(tokens), g) for _ in range(6)]  # R, X and S denoisers
+
+
+@pytest.mark.parametrize("batches", [lambda: [_prefix_lm_batch()], lambda: [_span_batch()], _ul2_batches],
+                         ids=["prefix_lm", "span", "ul2"])
+def test_no_scored_position_sees_its_target(batches):
+    """Change every input after a scored position: its logits must not move (no target leaks in)."""
+    torch.manual_seed(0)
+    model = build_model(model_preset("gpt2-tiny", vocab_size=1000)).eval()
+    for batch in batches():
+        with torch.no_grad():
+            base = model(**batch.model_inputs()).logits
+            for t in range(batch.input_ids.shape[1] - 1):
+                later = batch.input_ids.clone()
+                later[:, t + 1:] = 7
+                out = model(**{**batch.model_inputs(), "input_ids": later}).logits
+                scored = batch.targets[:, t] != IGNORE
+                torch.testing.assert_close(out[scored, t], base[scored, t], rtol=0, atol=0)
 
 
 def test_span_corruption_on_a_decoder_is_inputs_then_targets():

@@ -34,6 +34,8 @@ def _run(shards, out_dir, preset, objective, steps, **objective_options):
     ("gpt2-tiny", "fim", {}),
     ("gpt2-tiny", "prefix_lm", {}),
     ("llama-tiny", "span", {}),  # span corruption on a decoder: inputs ++ targets, the inputs a prefix
+    ("t5-tiny", "ul2", {}),
+    ("gpt2-tiny", "ul2", {}),
 ])
 def test_loss_falls_well_below_its_start(sentinel_shards, tmp_path, preset, objective, options):
     start = _run(sentinel_shards, tmp_path / "start", preset, objective, 1, **options).last_eval["val_loss"]
