@@ -16,10 +16,14 @@ from lmlab.errors import CheckpointError, ConfigError
 from lmlab.train import config_from_checkpoint, pretrain
 
 
+PRESETS = {"clm": "gpt2-tiny", "mlm": "bert-tiny", "span": "t5-tiny", "bart": "t5-tiny", "fim": "gpt2-tiny",
+           "prefix_lm": "gpt2-tiny", "ul2": "t5-tiny"}
+
+
 def _cfg(shards, out_dir, objective="clm", dropout=0.1, **train):
     """A tiny run: 6 steps of 2 x 4 sequences of 32 tokens, evaluating every 2 steps and saving every 4."""
     return load_config(None, {
-        "preset": "gpt2-tiny" if objective == "clm" else "bert-tiny",
+        "preset": PRESETS[objective],
         "model": {"dropout": dropout}, "data": {"path": str(shards), "seq_len": 32},
         "objective": {"name": objective},
         "train": {"out_dir": str(out_dir), "batch_size": 4, "grad_accum": 2, "max_steps": 6, "warmup_steps": 2,
@@ -31,9 +35,10 @@ def _tensors(path):
     return {**load_file(str(path / "model.safetensors")), **load_file(str(path / "optimizer.safetensors"))}
 
 
-@pytest.mark.parametrize("objective", ["clm", "mlm"])
-def test_resume_is_bit_identical(shards, tmp_path, objective):
+@pytest.mark.parametrize("objective", list(PRESETS))
+def test_resume_is_bit_identical(sentinel_shards, tmp_path, objective):
     """2N steps in one run == N steps, stop, resume, N steps: weights, AdamW moments and generators."""
+    shards = sentinel_shards  # a tokenizer with sentinels serves every objective
     whole = pretrain(_cfg(shards, tmp_path / "whole", objective))
     half = pretrain(_cfg(shards, tmp_path / "split", objective), stop_after=3)
     assert half.step == 3 and half.checkpoint.name == "step-000003"
