@@ -65,22 +65,112 @@ def _demo(args: argparse.Namespace, overrides: list[str]) -> None:
     run_demo(corpus=args.corpus, out_dir=args.out, steps=args.steps, overrides=overrides)
 
 
-def _fill_mask(args: argparse.Namespace) -> None:
-    from lmlab.infer import fill_mask
-    from lmlab.train import load_model
+def _texts(args: argparse.Namespace) -> list[str]:
+    """The texts of a command: its arguments, else the lines of --file, else the lines of standard input."""
+    from lmlab.infer import InferenceError
 
-    model, tok = load_model(args.checkpoint)
-    for i, candidates in enumerate(fill_mask(model, tok, args.text, top_k=args.top_k)):
-        print(f"mask {i}: " + "  ".join(f"{t!r} {p:.3f}" for t, p in candidates))
+    if args.text:
+        return list(args.text)
+    if getattr(args, "file", None):
+        path = Path(args.file)
+        if not path.is_file():
+            raise InferenceError(f"{path} does not exist")
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    else:
+        lines = sys.stdin.read().splitlines()
+    texts = [line for line in lines if line.strip()]
+    if not texts:
+        raise InferenceError("no text given: pass it as an argument, with --file, or on standard input")
+    return texts
+
+
+def _fill_mask(args: argparse.Namespace) -> None:
+    from lmlab.infer.pipelines import pipeline
+
+    fill = pipeline("fill-mask", model=args.checkpoint)
+    results = {text: fill(text, top_k=args.top_k) for text in _texts(args)}
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+        return
+    for text, out in results.items():
+        print(text)
+        per_mask = [out] if out and isinstance(out[0], dict) else out
+        for i, candidates in enumerate(per_mask):
+            print(f"  mask {i}: " + "   ".join(f"{c['token_str']!r} {c['score']:.3f}" for c in candidates))
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from lmlab.infer import sample
+    import torch
+
+    from lmlab.infer import InferenceError
+    from lmlab.infer.generate import generate
     from lmlab.train import load_model
 
     model, tok = load_model(args.checkpoint)
-    print(sample(model, tok, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                 top_k=args.top_k, seed=args.seed))
+    options = dict(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0 and args.num_beams == 1,
+                   temperature=args.temperature if args.temperature > 0 else 1.0, top_k=args.top_k,
+                   top_p=args.top_p, repetition_penalty=args.repetition_penalty, num_beams=args.num_beams,
+                   seed=args.seed)
+    prompts = _texts(args)
+    stream = not args.json and args.num_beams == 1 and len(prompts) == 1
+    results = []
+    for prompt in prompts:
+        ids = tok.encode(prompt)
+        if not ids:
+            raise InferenceError("the prompt is empty")
+        seq2seq = model.config.arch == "encoder-decoder"
+        shown: list[int] = []
+
+        def show(column, shown=shown):  # print each new token as it comes
+            shown.append(int(column[0]))
+            text = tok.decode(shown)
+            print(text[len(show.printed):], end="", flush=True)
+            show.printed = text
+
+        show.printed = ""
+        if stream:
+            print("" if seq2seq else prompt, end="", flush=True)
+        out = generate(model, torch.tensor([ids]), eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
+                       streamer=show if stream else None, **options)[0]
+        new = out[1:] if seq2seq else out[len(ids):]
+        text = tok.decode([t for t in new.tolist() if t != tok.pad_id])
+        results.append({"prompt": prompt, "generated_text": text if seq2seq else prompt + text})
+        if stream:
+            print()
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+    elif not stream:
+        for r in results:
+            print(r["generated_text"])
+
+
+def _score(args: argparse.Namespace) -> None:
+    from lmlab.infer import InferenceError
+    from lmlab.infer.score import file_perplexity, score_batch
+    from lmlab.train import load_model
+
+    model, tok = load_model(args.checkpoint)
+    if args.perplexity:
+        if not args.file:
+            raise InferenceError("--perplexity needs --file")
+        corpus = file_perplexity(model, tok, args.file, unit=args.unit, max_length=args.max_length,
+                                 stride=args.stride)
+        out = {"file": args.file, "num_texts": corpus.num_texts, "num_tokens": corpus.num_tokens,
+               "nll": corpus.nll, "perplexity": corpus.perplexity}
+        print(json.dumps(out, indent=2) if args.json else
+              f"{args.file}: {corpus.num_texts} texts, {corpus.num_tokens} tokens, perplexity {corpus.perplexity:.3f}")
+        return
+    texts = _texts(args)
+    targets = [args.target] * len(texts) if args.target is not None else None
+    scores = score_batch(model, tok, texts, targets, max_length=args.max_length, stride=args.stride)
+    rows = [{"text": t, "log_prob": s.log_prob, "num_tokens": s.num_tokens, "perplexity": s.perplexity,
+             "token_log_probs": s.token_log_probs} for t, s in zip(texts, scores, strict=True)]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for r in rows:
+        print(f"log P = {r['log_prob']:.4f} nats over {r['num_tokens']} tokens, perplexity {r['perplexity']:.3f}: "
+              f"{r['text']!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,20 +221,48 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--resume", help="a checkpoint or run directory to continue exactly")
     pt.set_defaults(func=_pretrain, takes_overrides=True)
 
-    fm = sub.add_parser("fill-mask", help="predict the [MASK] tokens of a text with a masked LM")
-    fm.add_argument("checkpoint")
-    fm.add_argument("text")
+    fm = sub.add_parser("fill-mask", help="predict the [MASK] tokens of texts with a masked LM",
+                        description="Top-k tokens with probabilities at every mask token of each text (arguments, "
+                        "--file lines, or standard input).")
+    fm.add_argument("checkpoint", help="a checkpoint or run directory (lmlab or Hugging Face layout)")
+    fm.add_argument("text", nargs="*", help="texts with one or more mask tokens")
+    fm.add_argument("--file", help="read texts from this file, one per line")
     fm.add_argument("--top-k", type=int, default=5)
+    fm.add_argument("--json", action="store_true", help="print JSON for scripts")
     fm.set_defaults(func=_fill_mask)
 
-    gen = sub.add_parser("generate", help="sample a continuation of a prompt from a causal LM")
-    gen.add_argument("checkpoint")
-    gen.add_argument("prompt")
+    gen = sub.add_parser("generate", help="continue prompts with a decoder, or transform them with an "
+                         "encoder-decoder", description="Generate with a KV cache: sampling (temperature, "
+                         "top-k, top-p), greedy (--temperature 0) or beam search (--num-beams). One prompt is "
+                         "streamed token by token.")
+    gen.add_argument("checkpoint", help="a checkpoint or run directory (lmlab or Hugging Face layout)")
+    gen.add_argument("text", nargs="*", help="prompts (default: --file lines, or standard input)")
+    gen.add_argument("--file", help="read prompts from this file, one per line")
     gen.add_argument("--max-new-tokens", type=int, default=50)
-    gen.add_argument("--temperature", type=float, default=0.8)
-    gen.add_argument("--top-k", type=int, default=40)
+    gen.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
+    gen.add_argument("--top-k", type=int, default=40, help="0 to disable")
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--repetition-penalty", type=float, default=1.0)
+    gen.add_argument("--num-beams", type=int, default=1, help="beam search when > 1 (deterministic)")
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--json", action="store_true", help="print JSON for scripts (no streaming)")
     gen.set_defaults(func=_generate)
+
+    sc = sub.add_parser("score", help="the log-probability of texts under a model",
+                        description="log P(x) = sum_t log P(x_t | x_<t) for decoders (strided windows for long "
+                        "texts), pseudo-log-likelihood for masked LMs, log P(target | text) for "
+                        "encoder-decoders; or the perplexity of a file.")
+    sc.add_argument("checkpoint", help="a checkpoint or run directory (lmlab or Hugging Face layout)")
+    sc.add_argument("text", nargs="*", help="texts (default: --file lines, or standard input)")
+    sc.add_argument("--file", help="read texts from this file, one per line")
+    sc.add_argument("--target", help="encoder-decoders: the target text to score given each text")
+    sc.add_argument("--perplexity", action="store_true", help="the perplexity of --file as a whole")
+    sc.add_argument("--unit", choices=["line", "document"], default="line",
+                    help="--perplexity: texts are lines, or blank-line-separated documents")
+    sc.add_argument("--max-length", type=int, default=None, help="decoders: window length (default: context)")
+    sc.add_argument("--stride", type=int, default=None, help="decoders: window stride (default: half)")
+    sc.add_argument("--json", action="store_true", help="print JSON for scripts (with per-token log-probs)")
+    sc.set_defaults(func=_score)
     return p
 
 

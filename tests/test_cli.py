@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def test_pretrain_resume_generate(cli_shards, tmp_path, capsys):
     state = json.loads((run / "step-000006" / "training_state.json").read_text())
     assert state["step"] == 6 and state["config"]["train"]["max_steps"] == 6
     capsys.readouterr()
-    assert main(["generate", str(run), "the quick", "--max-new-tokens", "5", "--seed", "1"]) == 0
+    assert main(["generate", str(run), "the quick", "--max-new-tokens", "5", "--seed", "1"]) == 0  # streamed
     assert capsys.readouterr().out.startswith("the quick")
 
 
@@ -46,7 +47,44 @@ def test_pretrain_mlm_and_fill_mask(cli_shards, tmp_path, capsys):
     capsys.readouterr()
     assert main(["fill-mask", str(run), "the quick [MASK] fox", "--top-k", "3"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and out[0].startswith("mask 0:")
+    assert out[0] == "the quick [MASK] fox" and out[1].startswith("  mask 0:") and len(out) == 2
+    assert main(["fill-mask", str(run), "the [MASK] brown [MASK]", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)["the [MASK] brown [MASK]"]
+    assert len(result) == 2 and all(len(m) == 5 and 0 < m[0]["score"] <= 1 for m in result)
+    assert main(["fill-mask", str(run), "a text without a mask"]) == 2
+    assert "mask token" in capsys.readouterr().err
+    assert main(["score", str(run), "the quick brown fox", "--json"]) == 0  # pseudo-log-likelihood
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["log_prob"] < 0 and row["num_tokens"] == len(row["token_log_probs"]) > 0
+
+
+def test_generate_and_score_a_causal_lm(cli_shards, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "clm"
+    assert main(["pretrain", "--preset", "gpt2-tiny", "--data.path", str(cli_shards), "--train.out_dir", str(run),
+                 *TRAIN]) == 0
+    capsys.readouterr()
+    assert main(["generate", str(run), "the quick", "the lazy dog", "--temperature", "0", "--max-new-tokens", "6",
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["prompt"] for r in rows] == ["the quick", "the lazy dog"]
+    assert all(r["generated_text"].startswith(r["prompt"]) for r in rows)
+    assert main(["generate", str(run), "the quick", "--num-beams", "3", "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.startswith("the quick")
+    monkeypatch.setattr("sys.stdin", io.StringIO("the quick brown fox\n\nover the lazy dog\n"))
+    assert main(["score", str(run), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 2 and all(r["log_prob"] < 0 and r["perplexity"] > 1 for r in rows)
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox\nover the lazy dog\n")
+    assert main(["score", str(run), "--file", str(text), "--perplexity"]) == 0
+    assert "perplexity" in capsys.readouterr().out
+    for argv, message in [(["generate", str(run), ""], "empty"),
+                          (["generate", str(run), "the", "--top-p", "1.5"], "top_p"),
+                          (["generate", str(run), "the", "--max-new-tokens", "-1"], "max_new_tokens"),
+                          (["generate", str(run), "the " * 300], "context"),
+                          (["fill-mask", str(run), "the [MASK] fox"], "causal")]:
+        assert main(argv) == 2, argv
+        assert message in capsys.readouterr().err, argv
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -72,8 +110,6 @@ def test_bad_checkpoints_and_texts(cli_shards, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["pretrain", "--preset", "gpt2-tiny", "--data.path", str(cli_shards), "--train.out_dir", str(run),
                  *TRAIN]) == 0
-    assert main(["fill-mask", str(run), "a text without a mask"]) == 2
-    assert "no mask token" in capsys.readouterr().err
     assert main(["generate", str(run), ""]) == 2
     assert "empty" in capsys.readouterr().err
     (run / "step-000004" / "model.safetensors").write_bytes(b"not a safetensors file")
@@ -100,7 +136,7 @@ def test_tokenizer_must_match_the_shards(cli_shards, corpus_file, tmp_path, caps
 def test_every_command_has_help(capsys):
     parser = build_parser()
     commands = [["demo"], ["tokenizer"], ["tokenizer", "train"], ["prepare"], ["pretrain"], ["fill-mask"],
-                ["generate"]]
+                ["generate"], ["score"]]
     for argv in [[], *commands]:
         with pytest.raises(SystemExit) as e:
             parser.parse_args([*argv, "--help"])
@@ -116,5 +152,5 @@ def test_no_traceback_from_the_installed_command(tmp_path):
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("lmlab: error:")
     top = subprocess.run([sys.executable, "-m", "lmlab", "--help"], capture_output=True, text=True)
     assert top.returncode == 0
-    for command in ("demo", "tokenizer", "prepare", "pretrain", "fill-mask", "generate"):
+    for command in ("demo", "tokenizer", "prepare", "pretrain", "fill-mask", "generate", "score"):
         assert command in top.stdout
