@@ -165,6 +165,9 @@ class ObjectiveConfig:
     ul2_r_weight: float = 0.4
     ul2_x_weight: float = 0.4
     ul2_s_weight: float = 0.2
+    # ELECTRA: the generator's width as a fraction of the discriminator's, and the discriminator loss weight.
+    electra_generator_fraction: float = 0.25
+    electra_weight: float = 50.0
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "objective.name must not be empty")

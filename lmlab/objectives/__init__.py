@@ -9,6 +9,7 @@ from lmlab.errors import ConfigError
 from lmlab.objectives.bart import BartDenoising
 from lmlab.objectives.base import IGNORE, Batch, Objective
 from lmlab.objectives.clm import CausalLM
+from lmlab.objectives.electra import Electra
 from lmlab.objectives.fim import FillInTheMiddle
 from lmlab.objectives.mlm import MaskedLM
 from lmlab.objectives.prefix import PrefixLM
@@ -17,7 +18,7 @@ from lmlab.objectives.ul2 import UL2
 from lmlab.tokenizer import Tokenizer
 
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (CausalLM, MaskedLM, SpanCorruption, BartDenoising,
-                                                                 FillInTheMiddle, PrefixLM, UL2)}
+                                                                 FillInTheMiddle, PrefixLM, UL2, Electra)}
 
 
 def check_objective(cfg: Config) -> None:
@@ -49,5 +50,6 @@ def build_objective(cfg: Config, tokenizer: Tokenizer) -> Objective:
     return OBJECTIVES[cfg.objective.name].from_config(cfg, tokenizer)
 
 
-__all__ = ["IGNORE", "OBJECTIVES", "BartDenoising", "Batch", "CausalLM", "FillInTheMiddle", "MaskedLM", "Objective",
-           "PrefixLM", "SpanCorruption", "UL2", "build_objective", "check_objective", "objective_tokenizer"]
+__all__ = ["IGNORE", "OBJECTIVES", "BartDenoising", "Batch", "CausalLM", "Electra", "FillInTheMiddle", "MaskedLM",
+           "Objective", "PrefixLM", "SpanCorruption", "UL2", "build_objective", "check_objective",
+           "objective_tokenizer"]

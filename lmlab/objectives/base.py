@@ -37,6 +37,7 @@ class Batch:
     decoder_attention_mask: Tensor | None = None  # (B, T_dec)
     decoder_segment_ids: Tensor | None = None  # (B, T_dec) the document of each decoder position
     prefix_lengths: Tensor | None = None  # (B,) prefix LM: positions seen bidirectionally at the start of each row
+    noise: Tensor | None = None  # uniform draws an objective makes in make_batch for use in loss (not a model input)
 
     def to(self, device: torch.device | str) -> Batch:
         return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=True)
@@ -50,7 +51,7 @@ class Batch:
     def model_inputs(self) -> dict[str, Tensor]:
         """Everything but the targets, as keyword arguments for the model's forward."""
         return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name != "targets" and getattr(self, f.name) is not None}
+                if f.name not in ("targets", "noise") and getattr(self, f.name) is not None}
 
     def num_tokens(self) -> int:
         """Tokens the model processes (both sides for encoder-decoders): the unit of tokens/s."""
@@ -67,6 +68,11 @@ class Objective:
     head_fraction: float = 1.0  # the share of positions where the output projection runs (for MFU)
     decoder_len: int | None = None  # encoder-decoder objectives: decoder positions per row (for MFU)
     special_tokens: tuple[str, ...] = ()  # tokens the objective adds to the tokenizer when it lacks them
+
+    def attach(self, model: torch.nn.Module) -> None:
+        """Meet the model before training (an objective with modules of its own builds them here, e.g. ELECTRA's
+        generator sharing the model's embeddings). Such an objective is also a ``torch.nn.Module``: the trainer
+        optimizes and checkpoints its parameters beside the model's."""
 
     def prepare(self, tokens: np.ndarray) -> None:
         """Look once at the training tokens (a memory-mapped array) before training; most objectives need not."""

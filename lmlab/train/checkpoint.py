@@ -7,6 +7,7 @@ A checkpoint directory holds::
     tokenizer.json           the tokenizer (+ tokenizer_config.json)
     training_state.json      step, tokens seen, the full run config       (training checkpoints only)
     optimizer.safetensors    AdamW moments and every random generator's state (training checkpoints only)
+    objective.safetensors    an objective's own weights, e.g. ELECTRA's generator (when it has any)
 
 It is written to a temporary sibling directory and renamed into place, so a
 crash never leaves a half-written checkpoint. Nothing here unpickles.
@@ -34,6 +35,7 @@ WEIGHTS = "model.safetensors"
 TOKENIZER = "tokenizer.json"
 STATE = "training_state.json"
 OPTIMIZER = "optimizer.safetensors"
+OBJECTIVE = "objective.safetensors"
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -68,7 +70,8 @@ def save_model_dir(path: Path, model: torch.nn.Module, tokenizer=None) -> None:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, tokenizer, optimizer: torch.optim.Optimizer,
-                    generators: dict[str, torch.Generator], state: dict[str, Any], keep_last: int) -> Path:
+                    generators: dict[str, torch.Generator], state: dict[str, Any], keep_last: int,
+                    objective: torch.nn.Module | None = None) -> Path:
     """Write ``run_dir/step-NNNNNN`` atomically and delete all but the newest ``keep_last`` checkpoints."""
     run_dir = Path(run_dir)
     final = run_dir / f"step-{step:06d}"
@@ -76,7 +79,11 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model_dir(tmp, model, tokenizer)
-    tensors = _optimizer_tensors(model, optimizer)
+    tensors = _optimizer_tensors(model, optimizer, objective)
+    own = _objective_tensors(model, objective)
+    if own:  # an objective with weights of its own (ELECTRA's generator): beside the model, not in it
+        save_file({k: t.detach().contiguous() for k, t in own.items()}, str(tmp / OBJECTIVE),
+                  metadata={"format": "pt"})
     for name, g in generators.items():
         tensors[f"rng.{name}"] = g.get_state()
     tensors["rng.torch_global"] = torch.get_rng_state()
@@ -199,12 +206,22 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
 
 
 def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        generators: dict[str, torch.Generator]) -> dict[str, Any]:
-    """Restore weights, optimizer moments and generator states; return training_state.json."""
+                        generators: dict[str, torch.Generator], objective: torch.nn.Module | None = None
+                        ) -> dict[str, Any]:
+    """Restore weights (the model's and an objective's own), optimizer moments and generator states; return
+    training_state.json."""
     state = read_json(path / STATE)
     load_weights(model, path)
+    own = _objective_tensors(model, objective)
+    if own:
+        saved = _read_tensors(path / OBJECTIVE)
+        if saved.keys() != own.keys() or any(saved[k].shape != own[k].shape for k in own):
+            raise CheckpointError(f"{path / OBJECTIVE} does not match the objective's weights")
+        with torch.no_grad():
+            for name, t in own.items():
+                t.copy_(saved[name])
     tensors = _read_tensors(path / OPTIMIZER)
-    _load_optimizer_tensors(model, optimizer, tensors, path)
+    _load_optimizer_tensors(model, optimizer, tensors, path, objective)
     for name, g in generators.items():
         if f"rng.{name}" not in tensors:
             raise CheckpointError(f"{path / OPTIMIZER} has no state for the {name!r} random generator")
@@ -215,12 +232,26 @@ def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.opt
     return state
 
 
-def _param_names(model: torch.nn.Module) -> dict[int, str]:
-    return {id(p): n for n, p in model.named_parameters()}
+def _param_names(model: torch.nn.Module, objective: torch.nn.Module | None = None) -> dict[int, str]:
+    """Parameter names by identity: the model's, then an objective's own ones as ``objective.<name>``."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    if objective is not None:
+        names.update({id(p): f"objective.{n}" for n, p in objective.named_parameters() if id(p) not in names})
+    return names
 
 
-def _optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    names = _param_names(model)
+def _objective_tensors(model: torch.nn.Module, objective: torch.nn.Module | None) -> dict[str, torch.Tensor]:
+    """The tensors of an objective's state that are not the model's (shared embeddings stay in the model)."""
+    if not isinstance(objective, torch.nn.Module):
+        return {}
+    shared = {t.untyped_storage().data_ptr() for t in model.state_dict().values()}
+    return {n: t for n, t in objective.state_dict(keep_vars=True).items()
+            if t.untyped_storage().data_ptr() not in shared}
+
+
+def _optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                       objective: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    names = _param_names(model, objective)
     out = {}
     for group in optimizer.param_groups:
         for p in group["params"]:
@@ -231,8 +262,9 @@ def _optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer)
 
 
 def _load_optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                            tensors: dict[str, torch.Tensor], path: Path) -> None:
-    names = _param_names(model)
+                            tensors: dict[str, torch.Tensor], path: Path,
+                            objective: torch.nn.Module | None = None) -> None:
+    names = _param_names(model, objective)
     for group in optimizer.param_groups:
         for p in group["params"]:
             name = names[id(p)]

@@ -96,8 +96,10 @@ def evaluate(model: torch.nn.Module, objective: Objective, dataset: TokenDataset
 
     The windows and the objective's random choices are the same at every call, so values are comparable.
     """
+    modules = [model] + ([objective] if isinstance(objective, torch.nn.Module) else [])
     was_training = model.training
-    model.eval()
+    for m in modules:
+        m.eval()
     generator = torch.Generator().manual_seed(seed)
     sampler = Sampler(dataset, seq_len, batch_size, torch.Generator().manual_seed(seed))
     loss_sum = n_sum = correct = 0.0
@@ -110,7 +112,8 @@ def evaluate(model: torch.nn.Module, objective: Objective, dataset: TokenDataset
         if "correct" in metrics:
             has_correct = True
             correct += metrics["correct"].item()
-    model.train(was_training)
+    for m in modules:
+        m.train(was_training)
     val_loss = loss_sum / max(n_sum, 1)
     out = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))}
     if has_correct:
@@ -157,6 +160,9 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
     with torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(tc.seed)
         model = build_model(cfg.model).to(d.device)
+        objective.attach(model)  # an objective with modules of its own builds them now (seeded like the model)
+        if isinstance(objective, torch.nn.Module):
+            objective.to(d.device)
         torch.manual_seed(tc.seed + 2 + d.rank)  # dropout differs across ranks
         return _train(cfg, d, tokenizer, objective, model, train_set, val_set, resume_path, stop_after)
 
@@ -171,13 +177,14 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
                   "objective": torch.Generator().manual_seed(tc.seed + 1)}
     # Each rank draws the global batch and keeps its rows: a 2-process run sees what 1 process sees.
     sampler = Sampler(train_set, seq_len, tc.batch_size * d.world_size, generators["data"])
-    optimizer = build_optimizer(model, tc)
+    step_module = _ObjectiveModule(model, objective)  # holds the objective's own parameters too, if any
+    optimizer = build_optimizer(step_module, tc)
+    owned = objective if isinstance(objective, torch.nn.Module) else None
 
     step, tokens_seen = 0, 0
     if resume_path is not None:
-        state = ckpt.load_training_state(resume_path, model, optimizer, generators)
+        state = ckpt.load_training_state(resume_path, model, optimizer, generators, owned)
         step, tokens_seen = state["step"], state.get("tokens_seen", 0)
-    step_module = _ObjectiveModule(model, objective)
     runner = DDP(step_module) if d.world_size > 1 else step_module
     log = MetricsLog(out_dir / "metrics.jsonl", resume_step=step if resume_path else None) if d.is_main else None
 
@@ -201,12 +208,12 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
     def save() -> Path:
         path = ckpt.save_checkpoint(out_dir, step, model, tokenizer, optimizer, generators,
                                     {**state_common, "tokens_seen": tokens_seen, "last_eval": last_eval},
-                                    tc.keep_last) if d.is_main else None
+                                    tc.keep_last, owned) if d.is_main else None
         if d.world_size > 1:
             torch.distributed.barrier()
         return path
 
-    model.train()
+    step_module.train()
     window_t, window_tokens = time.perf_counter(), 0
     with _StopFlag() as stop:
         while step < last_step:
@@ -232,7 +239,7 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
                 loss_total += loss_sum.detach()
                 window_tokens += batch.num_tokens() * d.world_size
             if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                torch.nn.utils.clip_grad_norm_(step_module.parameters(), tc.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1

@@ -15,8 +15,9 @@ QUICK = {"data": {"seq_len": 32}, "train": {"batch_size": 4, "eval_batches": 2, 
                                             "peak_flops": 1e11, "log_every": 1, "warmup_steps": 5}}
 
 
-def _run(shards, out_dir, preset, objective, steps, **objective_options):
+def _run(shards, out_dir, preset, objective, steps, model=None, **objective_options):
     cfg = load_config(None, {**QUICK, "preset": preset, "data": {"path": str(shards), "seq_len": 32},
+                             "model": model or {},
                              "objective": {"name": objective, **objective_options},
                              "train": {**QUICK["train"], "out_dir": str(out_dir), "max_steps": steps,
                                        "eval_every": steps, "lr": 3e-3}})
@@ -36,6 +37,7 @@ def _run(shards, out_dir, preset, objective, steps, **objective_options):
     ("llama-tiny", "span", {}),  # span corruption on a decoder: inputs ++ targets, the inputs a prefix
     ("t5-tiny", "ul2", {}),
     ("gpt2-tiny", "ul2", {}),
+    ("bert-tiny", "electra", {"model": {"lm_head": False, "mlm_transform": False}}),
 ])
 def test_loss_falls_well_below_its_start(sentinel_shards, tmp_path, preset, objective, options):
     start = _run(sentinel_shards, tmp_path / "start", preset, objective, 1, **options).last_eval["val_loss"]

@@ -15,16 +15,16 @@ from lmlab.config import load_config
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.train import config_from_checkpoint, pretrain
 
-
 PRESETS = {"clm": "gpt2-tiny", "mlm": "bert-tiny", "span": "t5-tiny", "bart": "t5-tiny", "fim": "gpt2-tiny",
-           "prefix_lm": "gpt2-tiny", "ul2": "t5-tiny"}
+           "prefix_lm": "gpt2-tiny", "ul2": "t5-tiny", "electra": "bert-tiny"}
 
 
 def _cfg(shards, out_dir, objective="clm", dropout=0.1, **train):
     """A tiny run: 6 steps of 2 x 4 sequences of 32 tokens, evaluating every 2 steps and saving every 4."""
     return load_config(None, {
         "preset": PRESETS[objective],
-        "model": {"dropout": dropout}, "data": {"path": str(shards), "seq_len": 32},
+        "model": {"dropout": dropout, **({"lm_head": False, "mlm_transform": False} if objective == "electra" else {})},
+        "data": {"path": str(shards), "seq_len": 32},
         "objective": {"name": objective},
         "train": {"out_dir": str(out_dir), "batch_size": 4, "grad_accum": 2, "max_steps": 6, "warmup_steps": 2,
                   "lr": 1e-2, "eval_every": 2, "eval_batches": 2, "save_every": 4, "log_every": 1,
