@@ -21,7 +21,8 @@ def _losses(run):
 
 
 @pytest.mark.parametrize("objective, preset", [("clm", "gpt2-tiny"), ("mlm", "bert-tiny"), ("span", "t5-tiny"),
-                                               ("ul2", "llama-tiny"), ("electra", "bert-tiny")])
+                                               ("ul2", "llama-tiny"), ("electra", "bert-tiny"),
+                                               ("bart", "t5-tiny"), ("fim", "gpt2-tiny"), ("prefix_lm", "gpt2-tiny")])
 def test_two_processes_match_one(sentinel_shards, tmp_path, objective, preset):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = [*ARGS, "--data.path", str(sentinel_shards), "--objective.name", objective, "--preset", preset]
