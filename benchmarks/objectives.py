@@ -26,9 +26,11 @@ from lmlab.objectives import build_objective, objective_tokenizer
 from lmlab.tokenizer import train_tokenizer
 from lmlab.train.optim import build_optimizer
 
+PRESET_FAMILY = {"gpt2": "gpt2", "bert": "bert", "t5": "t5", "bart": "t5", "electra": "bert", "llama": "llama"}
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RUNS = {"clm": "gpt2-small.toml", "mlm": "bert-small.toml", "mlm-wwm": "bert-wwm.toml", "span": "t5-span.toml",
-        "bart": "bart-denoise.toml", "fim": "gpt2-fim.toml"}
+        "bart": "bart-denoise.toml", "fim": "gpt2-fim.toml", "prefix_lm": "gpt2-prefix-lm.toml", "ul2": "t5-ul2.toml",
+        "electra": "electra-small.toml"}
 
 
 def median_time(fn, repeats: int) -> float:
@@ -44,12 +46,15 @@ def measure(cfg, tokenizer, shards: Path):
     """One objective: a batch, the median time to build one, and the median time of a training step on it."""
     tok = objective_tokenizer(cfg, tokenizer)
     objective = build_objective(cfg, tok)
+    model = build_model(cfg.model.__class__(**{**cfg.model.__dict__, "vocab_size": tok.vocab_size}))
+    objective.attach(model)
     data = TokenDataset.open(shards, "train", tokenizer)
     t = time.perf_counter()
     objective.prepare(data.tokens)
     print(f"  {cfg.objective.name}: prepare {time.perf_counter() - t:.2f} s", flush=True)
-    model = build_model(cfg.model.__class__(**{**cfg.model.__dict__, "vocab_size": tok.vocab_size}))
-    optimizer = build_optimizer(model, cfg.train)
+    owner = torch.nn.ModuleDict({"model": model, **({"objective": objective}
+                                                    if isinstance(objective, torch.nn.Module) else {})})
+    optimizer = build_optimizer(owner, cfg.train)
     sampler = Sampler(data, cfg.data.seq_len + objective.extra_tokens, cfg.train.batch_size,
                       torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)
@@ -84,7 +89,7 @@ def main() -> None:
         overrides = {"data": {"path": str(work / "shards")}}
         if args.quick:
             overrides |= {"data": {"path": str(work / "shards"), "seq_len": 64}, "train": {"batch_size": 4},
-                          "preset": file.split("-")[0].replace("bart", "t5") + "-tiny"}
+                          "preset": PRESET_FAMILY[file.split("-")[0]] + "-tiny"}
         cfg = load_config(CONFIGS / file, overrides)
         batch, t_batch, t_step = measure(cfg, tokenizer, work / "shards")
         shape = "x".join(map(str, batch.input_ids.shape))
