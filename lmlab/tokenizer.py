@@ -301,8 +301,9 @@ def _wordpiece_from_vocab(path: Path, lowercase: bool, strip_accents: bool | Non
 def _bpe_from_vocab(path: Path, meta: dict[str, Any]) -> tokenizers.Tokenizer:
     """A byte-level BPE (GPT-2, RoBERTa, BART) from ``vocab.json`` and the ``merges.txt`` beside it.
 
-    Special tokens are the role tokens (from ``meta`` or the usual strings) and ``additional_special_tokens``
-    found in the vocabulary; a ``<mask>``-style mask token absorbs the space before it, as RoBERTa's does.
+    Special tokens are the role tokens (from ``meta``, else the first usual string found per role), the
+    ``additional_special_tokens`` and the ``added_tokens_decoder`` entries of ``tokenizer_config.json`` (whose
+    ``lstrip``/``rstrip`` flags are kept; without them no token strips spaces, as in transformers 5).
     """
     merges = path.with_name("merges.txt")
     if not merges.is_file():
@@ -314,11 +315,14 @@ def _bpe_from_vocab(path: Path, meta: dict[str, Any]) -> tokenizers.Tokenizer:
         raise TokenizerError(f"{path} and {merges.name} are not a readable BPE vocabulary ({e})") from None
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=bool(meta.get("add_prefix_space", False)))
     tok.decoder = decoders.ByteLevel()
-    named = {_token_str(meta[f"{r}_token"]): r for r in ROLES if meta.get(f"{r}_token")}
-    named.update({t: r for r, usual in _USUAL.items() for t in usual if t not in named})
-    named.update({_token_str(t): "" for t in meta.get("additional_special_tokens", [])})
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False, lstrip=role == "mask")
-                            for t, role in named.items() if t in vocab])
+    named = [_token_str(meta[f"{r}_token"]) for r in ROLES if meta.get(f"{r}_token")]
+    named += [next((t for t in usual if t in vocab), "") for r, usual in _USUAL.items() if not meta.get(f"{r}_token")]
+    named += [_token_str(t) for t in meta.get("additional_special_tokens", [])]
+    flags = {x["content"]: x for x in (meta.get("added_tokens_decoder") or {}).values() if isinstance(x, dict)}
+    tok.add_special_tokens([
+        AddedToken(t, special=True, normalized=False, lstrip=bool(flags.get(t, {}).get("lstrip", False)),
+                   rstrip=bool(flags.get(t, {}).get("rstrip", False)))
+        for t in dict.fromkeys(named + list(flags)) if t in vocab])
     return tok
 
 

@@ -84,7 +84,7 @@ def template(tokenizer) -> None:
     if bos is None or eos is None:
         return
     tokenizer.tok.post_processor = processors.RobertaProcessing(
-        sep=(eos, tokenizer.token_to_id(eos)), cls=(bos, tokenizer.token_to_id(bos)), trim_offsets=True,
+        (eos, tokenizer.token_to_id(eos)), (bos, tokenizer.token_to_id(bos)), trim_offsets=True,
         add_prefix_space=False)
 
 

@@ -6,10 +6,13 @@ perturbed, so that a zero bias, a unit norm weight or a zero ``final_logits_bias
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer as HFTokenizers
+from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from lmlab.interop import load_hf, save_hf
 
@@ -68,3 +71,26 @@ def check_parity(hf_model: torch.nn.Module, auto_cls, tmp_path: Path, theirs: Ca
         assert type(back) is type(hf_model)
         torch.testing.assert_close(pick(theirs(back)), pick(got), atol=ATOL, rtol=0)
     return model, tok, back
+
+
+PIECES = ["the", "quick", "brown", "fox", "café", "naïve", "Zürich", "中文", "分词", "don't", "e-mail:", "x@y.z",
+          "3.14159", "(a)", "[b]", "{c}", "...", "!!", "  two  spaces", "\ttab", "antidisestablishmentarianism",
+          "supercalifragilisticexpialidocious", "ÅNGSTRÖM", "résumé", "🎉", "Hello,", "WORLD", "über", "x²"]
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(PIECES) for _ in range(rng.randint(1, 12))) for _ in range(n)]
+
+
+def gpt2_files(path):
+    """Train a small byte-level BPE and save it as GPT-2 does: vocab.json + merges.txt."""
+    tok = HFTokenizers(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(sentences(300, seed=1), trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    path.mkdir(parents=True, exist_ok=True)
+    tok.model.save(str(path))
+    return tok.get_vocab_size()
