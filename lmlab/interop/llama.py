@@ -62,6 +62,7 @@ def _from_config(cfg: ModelConfig) -> Export:
         num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.kv_heads, head_dim=cfg.head_dim,
         intermediate_size=cfg.d_ff, max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta}, hidden_act="silu",
+        rope_theta=cfg.rope_theta,  # where transformers 4 reads it
         attention_bias=cfg.bias, mlp_bias=cfg.bias, tie_word_embeddings=cfg.tie_embeddings,
         attention_dropout=cfg.dropout, initializer_range=cfg.init_std))
 

@@ -158,3 +158,29 @@ def test_export_refuses_a_non_empty_destination(tmp_path):
     with pytest.raises(InteropError, match="already exists and is not empty"):
         save_hf(model, None, tmp_path / "x")
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(position="rotary", pos_offset=2), "model.pos_offset and model.pos_pad_id need position = 'learned'"),
+    (dict(pos_pad_id=1), "model.pos_pad_id needs model.pos_offset >= 1"),
+    (dict(pos_pad_id=V, pos_offset=V + 1), "must be a token id below vocab_size"),
+    (dict(arch="decoder", pooler=True), "model.pooler and model.num_labels are for encoders"),
+    (dict(lm_head=False), "model.lm_head is false: model.mlm_transform"),
+    (dict(num_labels=-1), "model.num_labels must be >= 0"),
+])
+def test_hf_model_options_are_validated(change, message):
+    from lmlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        model_preset("bert-tiny", vocab_size=V, **change)
+
+
+def test_headless_model_counts_and_runs():
+    model = build_model(model_preset("bert-tiny", vocab_size=V, lm_head=False, mlm_transform=False, pooler=True,
+                                     num_labels=3)).eval()
+    x = ids(2, 10)
+    assert model.head is None and model(x).logits is None
+    assert model.classify(model.hidden(x)).shape == (2, 3)
+    assert model.flops_per_token(10) > 0
+    # with no head the token embedding is a lookup table too: left out with positions and token types
+    assert model.num_params(non_embedding=False) - model.num_params() == (V + 256 + 2) * 64
