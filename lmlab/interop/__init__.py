@@ -44,7 +44,8 @@ from lmlab.interop.llama import LLAMA
 from lmlab.interop.roberta import ROBERTA
 from lmlab.interop.t5 import T5
 
-__all__ = ["FAMILIES", "InteropError", "convert_from_hf", "convert_to_hf", "family_of", "load_hf", "save_hf"]
+__all__ = ["FAMILIES", "InteropError", "convert_from_hf", "convert_to_hf", "family_of", "load_hf", "load_tokenizer",
+           "save_hf"]
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, GPT2, LLAMA, T5, BART)}
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
@@ -105,6 +106,19 @@ def _tokenizer(src: Path, hf: HFConfig, family: Family):
     if tok.tok.post_processor is None and family.template is not None:
         family.template(tok)
     return tok
+
+
+def load_tokenizer(src: str | Path):
+    """The tokenizer of a Hugging Face model directory, as :func:`load_hf` gives it (special-token ids
+    completed from config.json, the family's special-token template for vocabulary files); None when the
+    directory has no tokenizer files.
+
+    Raises:
+        InteropError: what :func:`load_hf` raises about config.json, or an unreadable tokenizer file.
+    """
+    src = Path(src)
+    hf = read_config(src)
+    return _tokenizer(src, hf, _family(hf))
 
 
 def load_hf(src: str | Path, allow_pickle: bool = False) -> tuple[torch.nn.Module, Any]:

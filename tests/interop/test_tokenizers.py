@@ -8,7 +8,7 @@ import json
 import pytest
 from hf_tiny import gpt2_files, sentences
 
-from lmlab.interop import load_hf
+from lmlab.interop import load_hf, load_tokenizer
 from lmlab.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -53,6 +53,7 @@ def test_roles_from_config_json_and_templates(tmp_path):
         assert tok.tok.encode(text, text).ids == theirs(text, text)["input_ids"]
     (tmp_path / "special_tokens_map.json").write_text(json.dumps({"pad_token": "[PAD]"}))
     assert load_hf(tmp_path)[1].pad_id == 0  # the tokenizer's own files win over config.json
+    assert load_tokenizer(tmp_path).to_json() == load_hf(tmp_path)[1].to_json()
 
 
 def test_roberta_vocab_files_get_the_roberta_template(tmp_path):
