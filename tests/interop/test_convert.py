@@ -69,3 +69,26 @@ def test_convert_needs_a_tokenizer_and_a_fresh_destination(tmp_path):
     gpt2_files(tmp_path / "hf")
     with pytest.raises(InteropError, match="already exists and is not empty"):
         convert_from_hf(tmp_path / "hf", tmp_path / "hf")
+
+
+def test_the_convert_command(tmp_path, capsys):
+    from lmlab.cli import main
+
+    src = tmp_path / "hf"
+    n = gpt2_files(src)
+    cfg = transformers.GPT2Config(vocab_size=n, n_embd=32, n_layer=2, n_head=4, n_positions=32, bos_token_id=0,
+                                  eos_token_id=0)
+    hf = build(transformers.GPT2LMHeadModel, cfg)
+    hf.save_pretrained(src)
+    assert main(["convert", "from-hf", str(src), str(tmp_path / "lmlab")]) == 0
+    assert main(["convert", "to-hf", str(tmp_path / "lmlab"), str(tmp_path / "back")]) == 0
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back").eval()
+    x = torch.randint(0, n, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(back(x).logits, hf(x).logits, atol=1e-4, rtol=0)
+    capsys.readouterr()
+    (tmp_path / "empty").mkdir()
+    assert main(["convert", "from-hf", str(tmp_path / "empty"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmlab: error:") and "config.json" in err
+    assert main(["convert", "to-hf", str(tmp_path / "lmlab"), str(tmp_path / "back")]) == 2  # not empty: refused
