@@ -106,7 +106,7 @@ class SpanCorruption(Objective):
 
     def __init__(self, seq_len: int, sentinel_ids: list[int], eos_id: int, decoder_start_id: int,
                  noise_density: float = 0.15, mean_noise_span_length: float = 3.0,
-                 document_mask: bool = True, decoder_only: bool = False) -> None:
+                 document_mask: bool = True, decoder_only: bool = False, special_ids: list[int] = ()) -> None:
         self.decoder_only = decoder_only
         self.raw_len, self.encoder_len, self.decoder_len = t5_lengths(seq_len, noise_density,
                                                                       mean_noise_span_length)
@@ -115,7 +115,13 @@ class SpanCorruption(Objective):
             raise ConfigError(f"span corruption of {self.raw_len} tokens makes {num_spans} noise spans, but the "
                               f"tokenizer has {len(sentinel_ids)} sentinel tokens; train it with "
                               f"`lmlab tokenizer train --sentinels {max(100, num_spans)}`")
-        self.extra_tokens = self.raw_len - seq_len
+        # Special tokens (the separators between packed documents) are taken out of a row before it is corrupted,
+        # as T5 corrupts each document's text and adds EOS after: none is ever noised or a target. The sampler
+        # draws some spare tokens to make up for them.
+        self.is_special = torch.zeros(max(special_ids, default=-1) + 1, dtype=torch.bool)
+        self.is_special[list(special_ids)] = True
+        self.row_len = self.raw_len + (max(8, self.raw_len // 8) if special_ids else 0)
+        self.extra_tokens = self.row_len - seq_len
         if decoder_only:
             self.decoder_len = None
         self.sentinels = torch.tensor(sentinel_ids, dtype=torch.long)
@@ -123,7 +129,19 @@ class SpanCorruption(Objective):
         self.noise_density, self.mean_span = noise_density, mean_noise_span_length
         self.document_mask = document_mask
 
+    def _drop_special(self, tokens: Tensor, segment_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """The first ``raw_len`` ordinary tokens of each row, in order, with their documents; (B, raw_len) each.
+        A row with too few (documents shorter than a few tokens) keeps its first ``raw_len`` tokens as they are."""
+        special = self.is_special[tokens.clamp(max=len(self.is_special) - 1)] & (tokens < len(self.is_special))
+        index = special.long().argsort(dim=1, stable=True)[:, :self.raw_len]  # ordinary tokens first, in order
+        enough = (~special).sum(dim=1, keepdim=True) >= self.raw_len
+        index = torch.where(enough, index, torch.arange(self.raw_len))
+        return tokens.gather(1, index), segment_ids.gather(1, index)
+
     def make_batch(self, tokens: Tensor, segment_ids: Tensor, generator: torch.Generator) -> Batch:
+        tokens, segment_ids = tokens[:, :self.row_len], segment_ids[:, :self.row_len]
+        if self.row_len > self.raw_len:
+            tokens, segment_ids = self._drop_special(tokens, segment_ids)
         B, n = tokens.shape  # n == self.raw_len
         noise = random_spans_noise_mask(B, n, self.noise_density, self.mean_span, generator)
         inputs, _ = _replace_spans(tokens, noise, self.sentinels)  # (B, encoder_len - 1)
@@ -177,4 +195,4 @@ class SpanCorruption(Objective):
                               f"tokens, above model.max_seq_len ({m.max_seq_len}); lower data.seq_len")
         return cls(cfg.data.seq_len, tokenizer.sentinel_ids, required_id(tokenizer, "eos"),
                    decoder_start_id(tokenizer), o.noise_density, o.mean_noise_span_length, o.document_mask,
-                   decoder_only=cfg.model.arch == "decoder")
+                   decoder_only=cfg.model.arch == "decoder", special_ids=tokenizer.special_ids)

@@ -40,16 +40,16 @@ class UL2(Objective):
 
     def __init__(self, seq_len: int, sentinel_ids: list[int], mode_ids: tuple[int, int, int], eos_id: int,
                  pad_id: int, decoder_start_id: int, weights: tuple[float, float, float] = (0.4, 0.4, 0.2),
-                 document_mask: bool = True, decoder_only: bool = False) -> None:
+                 document_mask: bool = True, decoder_only: bool = False, special_ids: list[int] = ()) -> None:
         self.mode_ids = mode_ids
         self.seq_len, self.eos_id, self.pad_id, self.start_id = seq_len, eos_id, pad_id, decoder_start_id
         self.decoder_only, self.document_mask = decoder_only, document_mask
         self.weights = torch.tensor(weights, dtype=torch.float)
         # span denoisers fill seq_len - 1 positions: the mode token comes first
         make = lambda mean, density: SpanCorruption(seq_len - 1, sentinel_ids, eos_id, decoder_start_id,  # noqa: E731
-                                                    density, mean, document_mask, decoder_only)
+                                                    density, mean, document_mask, decoder_only, special_ids)
         self.families = ([make(*d) for d in R_DENOISERS], [make(*d) for d in X_DENOISERS])
-        raw = max([seq_len] + [d.raw_len for family in self.families for d in family])
+        raw = max([seq_len] + [d.row_len for family in self.families for d in family])
         self.extra_tokens = raw - seq_len
 
     def make_batch(self, tokens: Tensor, segment_ids: Tensor, generator: torch.Generator) -> Batch:
@@ -58,8 +58,7 @@ class UL2(Objective):
             return self._sequential(tokens[:, :self.seq_len], segment_ids[:, :self.seq_len], generator)
         options = self.families[family]
         denoiser = options[int(torch.randint(len(options), (1,), generator=generator))]
-        n = denoiser.raw_len
-        batch = denoiser.make_batch(tokens[:, :n], segment_ids[:, :n], generator)
+        batch = denoiser.make_batch(tokens, segment_ids, generator)
         return self._with_mode(batch, self.mode_ids[family])
 
     def _with_mode(self, batch: Batch, mode: int) -> Batch:
@@ -121,4 +120,4 @@ class UL2(Objective):
         return cls(cfg.data.seq_len, tokenizer.sentinel_ids, modes, required_id(tokenizer, "eos"),
                    required_id(tokenizer, "pad"), decoder_start_id(tokenizer),
                    (o.ul2_r_weight, o.ul2_x_weight, o.ul2_s_weight),
-                   o.document_mask, decoder_only=cfg.model.arch == "decoder")
+                   o.document_mask, decoder_only=cfg.model.arch == "decoder", special_ids=tokenizer.special_ids)

@@ -85,3 +85,21 @@ def test_packed_documents_stay_apart():
 def test_too_few_sentinels_is_a_config_error():
     with pytest.raises(ConfigError, match="--sentinels"):
         SpanCorruption(512, SENTINELS[:10], EOS, PAD)
+
+
+def test_separators_are_never_noised_or_targets():
+    """As T5 corrupts each document's text and appends EOS: the separators of packed rows are taken out first."""
+    obj = SpanCorruption(64, SENTINELS, EOS, PAD, special_ids=[EOS, PAD, 2])
+    assert obj.extra_tokens > t5_lengths(64, 0.15, 3.0)[0] - 64  # spare tokens for the separators it drops
+    g = torch.Generator().manual_seed(4)
+    tokens = torch.randint(5, 900, (64, 64 + obj.extra_tokens), generator=g)
+    tokens[:, 10::13] = 2  # a separator every 13 tokens
+    segments = (tokens == 2).long().cumsum(1)
+    batch = obj.make_batch(tokens, segments, g)
+    assert (batch.input_ids[:, :-1] != 2).all() and (batch.input_ids[:, -1] == EOS).all()
+    assert (batch.targets != 2).all()
+    plain = SpanCorruption(64, SENTINELS, EOS, PAD, document_mask=False, special_ids=[EOS, PAD, 2])
+    b = plain.make_batch(tokens, segments, torch.Generator().manual_seed(5))
+    for row in range(64):  # the row's ordinary tokens, in order, merge back
+        ordinary = [t for t in tokens[row].tolist() if t != 2][:obj.raw_len]
+        assert _merge(b.input_ids[row].tolist(), b.targets[row].tolist()) == ordinary
