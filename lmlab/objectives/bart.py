@@ -116,7 +116,7 @@ class BartDenoising(Objective):
             n = min(len(out), T)
             inputs[row, :n], enc_seg[row, :n], attention[row, :n] = out[:n], seg[:n], 1
         decoder_inputs = torch.cat([torch.full((B, 1), self.start_id, dtype=torch.long), tokens[:, :-1]], dim=1)
-        targets = tokens.clone()
+        targets = tokens.masked_fill(self.is_special[tokens], IGNORE)  # separators are neither masked nor scored
         if not self.document_mask:
             return Batch(input_ids=inputs, targets=targets, attention_mask=attention,
                          decoder_input_ids=decoder_inputs)

@@ -58,7 +58,8 @@ def test_special_tokens_are_never_masked_and_documents_stay_apart():
     assert ((batch.input_ids == SEP).sum(1) == 1).all()
     real = batch.attention_mask.bool()
     assert (batch.segment_ids[real].reshape(-1) >= 0).all() and (batch.segment_ids[~real] == -1).all()
-    assert (batch.targets == IGNORE).sum(1).eq(1).all()  # the first token of the second document
+    # the separator is not scored, nor the second document's first token (predicted from the first document)
+    assert (batch.targets == IGNORE).sum(1).eq(2).all() and (batch.targets[:, 23] == IGNORE).all()
 
 
 def test_sentence_permutation_shuffles_whole_sentences_within_documents():
