@@ -187,6 +187,9 @@ class ObjectiveConfig:
                f"objective.ul2_r_weight, ul2_x_weight, ul2_s_weight must be >= 0 and not all 0, got {weights}")
 
 
+PRECISIONS = ("fp32", "fp32-fast", "bf16", "fp16")
+
+
 @dataclass
 class TrainConfig:
     """The optimisation loop: AdamW, warm-up + cosine schedule, accumulation, clipping, evaluation, checkpoints."""
@@ -210,6 +213,10 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 1337
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
+    # "fp32"; "fp32-fast": fp32 matmuls through oneDNN on CPU / TF32 on CUDA (float32 matmul precision
+    # "medium" for the run: about 1e-6 relative error on CPUs without AMX, bf16-level where the hardware
+    # has it); "bf16": autocast to bfloat16 (CPU and CUDA); "fp16": autocast to float16 with loss scaling (CUDA)
+    precision: str = "fp32"
     peak_flops: float = 0.0  # FLOP/s for MFU; 0 means measure once with a matmul benchmark
     progress: bool = True
 
@@ -220,6 +227,8 @@ class TrainConfig:
         _check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
         _check(0.0 <= self.min_lr_ratio <= 1.0, "train.min_lr_ratio must be within [0, 1]")
         _check(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+        _check(self.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, "
+               f"got {self.precision!r}")
         _check(self.weight_decay >= 0 and self.grad_clip >= 0 and self.peak_flops >= 0,
                "train.weight_decay, train.grad_clip and train.peak_flops must be >= 0")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1 and train.beta2 must be within [0, 1)")

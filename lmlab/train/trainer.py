@@ -33,6 +33,7 @@ from lmlab.train.distributed import Dist, all_reduce_sum, setup
 from lmlab.train.flops import measure_peak_flops
 from lmlab.train.log import MetricsLog, plot_losses
 from lmlab.train.optim import build_optimizer, lr_at
+from lmlab.train.precision import autocast, check_precision, compute_dtype, grad_scaler, run_precision
 
 
 @dataclass
@@ -91,7 +92,7 @@ def prepare_config(cfg: Config, tokenizer: Tokenizer) -> Config:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, objective: Objective, dataset: TokenDataset, seq_len: int, batch_size: int,
-             n_batches: int, device: torch.device, seed: int = 0) -> dict[str, float]:
+             n_batches: int, device: torch.device, seed: int = 0, precision: str = "fp32") -> dict[str, float]:
     """Validation loss (nats per target), perplexity and, for objectives that report it, accuracy.
 
     The windows and the objective's random choices are the same at every call, so values are comparable.
@@ -106,7 +107,8 @@ def evaluate(model: torch.nn.Module, objective: Objective, dataset: TokenDataset
     has_correct = False
     for tokens, segments in sampler.eval_batches(n_batches):
         batch = objective.make_batch(tokens, segments, generator).to(device)
-        loss, n, metrics = objective.loss(model, batch)
+        with autocast(precision, device):
+            loss, n, metrics = objective.loss(model, batch)
         loss_sum += loss.item()
         n_sum += n.item()
         if "correct" in metrics:
@@ -157,7 +159,8 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
     # Every random choice comes from these generators and the global one (dropout), all saved in each
     # checkpoint; the caller's global generator is restored on return.
     rng_devices = [d.device.index or 0] if d.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=rng_devices):
+    check_precision(tc.precision, d.device)
+    with torch.random.fork_rng(devices=rng_devices), run_precision(tc.precision):
         torch.manual_seed(tc.seed)
         model = build_model(cfg.model).to(d.device)
         objective.attach(model)  # an objective with modules of its own builds them now (seeded like the model)
@@ -181,17 +184,20 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
     optimizer = build_optimizer(step_module, tc)
     owned = objective if isinstance(objective, torch.nn.Module) else None
 
+    scaler = grad_scaler(tc.precision, d.device)  # fp16 only; a pass-through otherwise
     step, tokens_seen = 0, 0
     if resume_path is not None:
         state = ckpt.load_training_state(resume_path, model, optimizer, generators, owned)
         step, tokens_seen = state["step"], state.get("tokens_seen", 0)
+        if "grad_scaler" in state:
+            scaler.load_state_dict(state["grad_scaler"])
     runner = DDP(step_module) if d.world_size > 1 else step_module
     log = MetricsLog(out_dir / "metrics.jsonl", resume_step=step if resume_path else None) if d.is_main else None
 
     n_params = model.num_params()
     flops_per_token = model.flops_per_token(cfg.data.seq_len, objective.decoder_len,
                                             head_fraction=objective.head_fraction)
-    peak = tc.peak_flops or measure_peak_flops(d.device)
+    peak = tc.peak_flops or measure_peak_flops(d.device, compute_dtype(tc.precision))  # for this precision
     state_common = {"config": cfg.to_dict(), "world_size": d.world_size}
     if log is not None and resume_path is None:
         log.write({"step": 0, "event": "start", "params": n_params, "flops_per_token": flops_per_token,
@@ -207,7 +213,8 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
 
     def save() -> Path:
         path = ckpt.save_checkpoint(out_dir, step, model, tokenizer, optimizer, generators,
-                                    {**state_common, "tokens_seen": tokens_seen, "last_eval": last_eval},
+                                    {**state_common, "tokens_seen": tokens_seen, "last_eval": last_eval,
+                                     **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {})},
                                     tc.keep_last, owned) if d.is_main else None
         if d.world_size > 1:
             torch.distributed.barrier()
@@ -233,14 +240,17 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
                 sync = i == len(batches) - 1 or d.world_size == 1
                 ctx = contextlib.nullcontext() if sync else runner.no_sync()
                 with ctx:
-                    loss_sum, _, _ = runner(batch)
+                    with autocast(tc.precision, d.device):
+                        loss_sum, _, _ = runner(batch)
                     # DDP averages gradients over ranks; scale so the result is sum / global targets.
-                    (loss_sum * (d.world_size / max(n_global, 1.0))).backward()
+                    scaler.scale(loss_sum * (d.world_size / max(n_global, 1.0))).backward()
                 loss_total += loss_sum.detach()
                 window_tokens += batch.num_tokens() * d.world_size
             if tc.grad_clip > 0:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(step_module.parameters(), tc.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             tokens_seen += sum(b.num_tokens() for b in batches) * d.world_size
@@ -257,7 +267,8 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
                                "mfu": mfu})
             if step % tc.eval_every == 0 or step == last_step:
                 eval_t = time.perf_counter()
-                last_eval = evaluate(model, objective, val_set, seq_len, tc.batch_size, tc.eval_batches, d.device)
+                last_eval = evaluate(model, objective, val_set, seq_len, tc.batch_size, tc.eval_batches, d.device,
+                                     precision=tc.precision)
                 window_t += time.perf_counter() - eval_t  # tokens/s counts training time only
                 if log is not None:
                     log.write({"step": step, **last_eval})
