@@ -8,7 +8,7 @@ Hugging Face uses its ``labels=`` path with -100. MFU is lmlab's, against a peak
 fp32 matmuls, from the FLOPs lmlab executes: ``model.flops_per_token`` (matmuls, 3x forward), less the
 output head at unscored positions for the masked LM.
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 10] [--warmup 3] [--quick]
+    .venv/bin/python benchmarks/train_throughput.py [--steps 10] [--warmup 3] [--quick] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import transformers
 
 from lmlab.config import model_preset
 from lmlab.model import build_model
+from lmlab.train.precision import autocast, compute_dtype, run_precision
 
 
 @dataclass
@@ -39,9 +40,9 @@ FULL = Size(vocab=8192, d=384, layers=6, heads=6, gpt_batch=(8, 256), bert_batch
 QUICK = Size(vocab=512, d=64, layers=2, heads=4, gpt_batch=(4, 64), bert_batch=(4, 64))
 
 
-def peak_flops(n: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 FLOP/s of ``n x n`` matmuls over a few tries."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def peak_flops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Best FLOP/s of ``n x n`` matmuls in ``dtype`` (and the current fp32 matmul precision) over a few tries."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeats):
@@ -51,12 +52,16 @@ def peak_flops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
+PRECISION = "fp32"  # set from --precision: both sides run under the same autocast / matmul setting
+
+
 def time_steps(step, params, warmup: int, steps: int) -> float:
     """Seconds per optimizer step of ``step()`` (which returns a loss) with AdamW on ``params``."""
     opt = torch.optim.AdamW(params, lr=1e-4)
 
     def one():
-        loss = step()
+        with autocast(PRECISION, torch.device("cpu")):
+            loss = step()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -126,13 +131,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per model")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: runs in seconds")
+    parser.add_argument("--precision", choices=["fp32", "fp32-fast", "bf16"], default="fp32",
+                        help="the same precision setting on both sides (lmlab's train.precision)")
     args = parser.parse_args()
+    global PRECISION
+    PRECISION = args.precision
+    with run_precision(args.precision):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     s = QUICK if args.quick else FULL
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
-    peak = peak_flops(512 if args.quick else 2048)
+    peak = peak_flops(512 if args.quick else 2048, dtype=compute_dtype(args.precision))
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"{torch.get_num_threads()} threads, fp32; peak (matmul) {peak / 1e9:.1f} GFLOP/s")
+          f"{torch.get_num_threads()} threads, {args.precision}; peak (matmul) {peak / 1e9:.1f} GFLOP/s")
     print(f"model: {s.layers} layers, d {s.d}, {s.heads} heads, vocab {s.vocab}; "
           f"{args.warmup} warm-up + {args.steps} timed steps")
     print(f"{'row':<28}{'lmlab tok/s':>12}{'HF tok/s':>12}{'ratio':>8}{'lmlab MFU':>11}")
