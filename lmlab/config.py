@@ -217,6 +217,8 @@ class TrainConfig:
     # "medium" for the run: about 1e-6 relative error on CPUs without AMX, bf16-level where the hardware
     # has it); "bf16": autocast to bfloat16 (CPU and CUDA); "fp16": autocast to float16 with loss scaling (CUDA)
     precision: str = "fp32"
+    # recompute each block's activations in the backward pass: much less memory for about 1/3 more compute
+    activation_checkpointing: bool = False
     peak_flops: float = 0.0  # FLOP/s for MFU; 0 means measure once with a matmul benchmark
     progress: bool = True
 

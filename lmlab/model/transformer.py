@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from lmlab.model.attention import Attention, build_mask
@@ -85,6 +86,7 @@ class Stack(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.layers = nn.ModuleList(layers)
         self.final_norm = final_norm
+        self.checkpoint_blocks = False  # activation checkpointing per block (set by the trainer)
 
     def forward(self, x: Tensor, positions: Tensor, *, causal: bool, token_type_ids: Tensor | None = None,
                 key_padding: Tensor | None = None, segment_ids: Tensor | None = None,
@@ -122,9 +124,14 @@ class Stack(nn.Module):
             mask = bias if mask is None else bias.masked_fill(~mask, torch.finfo(x.dtype).min)
             is_causal = False
 
+        recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled() and cache is None
         for i, block in enumerate(self.layers):
-            x = block(x, mask=mask, is_causal=is_causal, rope=rope, context=context,
-                      context_mask=context_mask, cache=cache, layer=i)
+            kwargs = dict(mask=mask, is_causal=is_causal, rope=rope, context=context, context_mask=context_mask,
+                          cache=cache, layer=i)
+            if recompute:  # keep only each block's input; recompute its activations in the backward pass
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False, **kwargs)
+            else:
+                x = block(x, **kwargs)
         if self.final_norm is not None:
             x = self.final_norm(x)
         return x

@@ -164,6 +164,9 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
         torch.manual_seed(tc.seed)
         model = build_model(cfg.model).to(d.device)
         objective.attach(model)  # an objective with modules of its own builds them now (seeded like the model)
+        for stack in (model.encoder, model.decoder):
+            if stack is not None:
+                stack.checkpoint_blocks = tc.activation_checkpointing
         if isinstance(objective, torch.nn.Module):
             objective.to(d.device)
         torch.manual_seed(tc.seed + 2 + d.rank)  # dropout differs across ranks

@@ -109,3 +109,12 @@ def test_sigterm_saves_a_checkpoint(shards, tmp_path):
     assert result.checkpoint.name == f"step-{result.step:06d}"
     resumed = pretrain(_cfg(shards, tmp_path / "run", max_steps=result.step + 1), resume=tmp_path / "run")
     assert resumed.step == result.step + 1 and not resumed.interrupted
+
+
+def test_activation_checkpointing_trains_the_same(shards, tmp_path):
+    runs = [pretrain(_cfg(shards, tmp_path / str(flag), max_steps=3, activation_checkpointing=flag))
+            for flag in (False, True)]
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / str(flag) / "metrics.jsonl").read_text().splitlines()
+               if '"loss"' in line] for flag in (False, True)]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    assert runs[0].last_eval["val_loss"] == pytest.approx(runs[1].last_eval["val_loss"], abs=1e-5)
