@@ -219,6 +219,7 @@ class TrainConfig:
     precision: str = "fp32"
     # recompute each block's activations in the backward pass: much less memory for about 1/3 more compute
     activation_checkpointing: bool = False
+    compile: bool = False  # torch.compile the training step (inductor; the first step's compile time is logged apart)
     peak_flops: float = 0.0  # FLOP/s for MFU; 0 means measure once with a matmul benchmark
     progress: bool = True
 

@@ -195,6 +195,8 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
         if "grad_scaler" in state:
             scaler.load_state_dict(state["grad_scaler"])
     runner = DDP(step_module) if d.world_size > 1 else step_module
+    if tc.compile:
+        runner = torch.compile(runner)
     log = MetricsLog(out_dir / "metrics.jsonl", resume_step=step if resume_path else None) if d.is_main else None
 
     n_params = model.num_params()
@@ -224,6 +226,7 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
         return path
 
     step_module.train()
+    first_step = step
     window_t, window_tokens = time.perf_counter(), 0
     with _StopFlag() as stop:
         while step < last_step:
@@ -257,6 +260,13 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
             optimizer.zero_grad(set_to_none=True)
             step += 1
             tokens_seen += sum(b.num_tokens() for b in batches) * d.world_size
+            if tc.compile and step == first_step + 1:  # the first step compiles: report it, leave it out of tok/s
+                compile_s = time.perf_counter() - window_t
+                window_t, window_tokens = time.perf_counter(), 0
+                if log is not None:
+                    log.write({"step": step, "event": "compiled", "compile_s": compile_s})
+                if d.is_main and tc.progress:
+                    bar.write(f"torch.compile: first step took {compile_s:.1f} s")
 
             if step % tc.log_every == 0 or step == last_step:
                 loss = all_reduce_sum(loss_total.reshape(1).cpu(), d).item() / max(n_global, 1.0)

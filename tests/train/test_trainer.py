@@ -118,3 +118,13 @@ def test_activation_checkpointing_trains_the_same(shards, tmp_path):
                if '"loss"' in line] for flag in (False, True)]
     assert losses[0] == pytest.approx(losses[1], abs=1e-5)
     assert runs[0].last_eval["val_loss"] == pytest.approx(runs[1].last_eval["val_loss"], abs=1e-5)
+
+
+def test_torch_compile_trains_the_same(shards, tmp_path):
+    eager = pretrain(_cfg(shards, tmp_path / "eager", dropout=0.0, max_steps=3))
+    compiled = pretrain(_cfg(shards, tmp_path / "compiled", dropout=0.0, max_steps=3, compile=True))
+    read = lambda run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    losses = [[r["loss"] for r in read(run) if "loss" in r] for run in ("eager", "compiled")]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-4)
+    assert compiled.last_eval["val_loss"] == pytest.approx(eager.last_eval["val_loss"], abs=1e-4)
+    assert [r for r in read("compiled") if r.get("event") == "compiled"][0]["compile_s"] > 0
