@@ -151,6 +151,9 @@ class ObjectiveConfig:
     whole_word: bool = False
     # every objective: whether attention and targets stop at document boundaries inside a packed sequence.
     document_mask: bool = True
+    # causal LM, prefix LM, FIM: > 0 computes the output projection and cross-entropy this many tokens at a time
+    # (recomputed in backward), so the [tokens x vocab] logits never exist at once (large vocabularies)
+    loss_chunk: int = 0
     # span corruption (T5): the fraction of tokens noised and the mean length of a noise span.
     noise_density: float = 0.15
     mean_noise_span_length: float = 3.0
@@ -175,6 +178,7 @@ class ObjectiveConfig:
         _check(self.mask_token_frac >= 0 and self.random_token_frac >= 0
                and self.mask_token_frac + self.random_token_frac <= 1.0,
                "objective.mask_token_frac + objective.random_token_frac must be within [0, 1]")
+        _check(self.loss_chunk >= 0, f"objective.loss_chunk must be >= 0, got {self.loss_chunk}")
         _check(0.0 < self.noise_density < 1.0, f"objective.noise_density must be in (0, 1), got {self.noise_density}")
         _check(self.mean_noise_span_length >= 1.0,
                f"objective.mean_noise_span_length must be >= 1, got {self.mean_noise_span_length}")

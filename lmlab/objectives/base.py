@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor
 
 if TYPE_CHECKING:
@@ -104,6 +105,28 @@ def token_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, dict[st
     loss = F.cross_entropy(flat.float(), tgt, ignore_index=IGNORE, reduction="sum")
     scored = tgt != IGNORE
     return loss, scored.sum(), {"correct": ((flat.argmax(-1) == tgt) & scored).sum()}
+
+
+def chunked_token_loss(model: torch.nn.Module, hidden: Tensor, targets: Tensor, chunk: int
+                       ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """:func:`token_loss` of ``model.logits(hidden)`` without ever holding the [tokens x vocab] logits.
+
+    Only scored positions get logits, ``chunk`` of them at a time; each chunk's head and cross-entropy are
+    recomputed in the backward pass (activation checkpointing), so at most one chunk's logits exist at once.
+    """
+    scored = targets != IGNORE  # (B, T)
+    h, t = hidden[scored], targets[scored]  # (N, D), (N,)
+
+    def piece(h_i: Tensor, t_i: Tensor) -> tuple[Tensor, Tensor]:
+        logits = model.logits(h_i).float()  # (chunk, V)
+        return F.cross_entropy(logits, t_i, reduction="sum"), (logits.argmax(-1) == t_i).sum()
+
+    loss, correct = hidden.new_zeros((), dtype=torch.float32), torch.zeros((), dtype=torch.long, device=h.device)
+    for i in range(0, len(t), chunk):
+        loss_i, correct_i = torch.utils.checkpoint.checkpoint(piece, h[i:i + chunk], t[i:i + chunk],
+                                                              use_reentrant=False)
+        loss, correct = loss + loss_i, correct + correct_i
+    return loss, scored.sum(), {"correct": correct}
 
 
 def required_id(tokenizer: Tokenizer, role: str) -> int:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from lmlab.objectives.base import IGNORE, Batch, Objective, token_loss
+from lmlab.objectives.base import IGNORE, Batch, Objective, chunked_token_loss, token_loss
 
 if TYPE_CHECKING:
     from lmlab.config import Config
@@ -26,8 +26,9 @@ class CausalLM(Objective):
     archs = ("decoder",)
     extra_tokens = 1  # inputs and targets are the same row shifted by one
 
-    def __init__(self, document_mask: bool = True) -> None:
+    def __init__(self, document_mask: bool = True, loss_chunk: int = 0) -> None:
         self.document_mask = document_mask
+        self.loss_chunk = loss_chunk  # > 0: logits and cross-entropy this many tokens at a time (large vocabularies)
 
     def make_batch(self, tokens: Tensor, segment_ids: Tensor, generator: torch.Generator) -> Batch:
         inputs, targets = tokens[:, :-1], tokens[:, 1:].clone()  # (B, T) each
@@ -38,9 +39,13 @@ class CausalLM(Objective):
         return Batch(input_ids=inputs, targets=targets, segment_ids=seg)
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        loss, n, _ = token_loss(model(**batch.model_inputs()).logits, batch.targets)  # logits (B, T, V)
+        if self.loss_chunk:
+            loss, n, _ = chunked_token_loss(model, model.hidden(**batch.model_inputs()), batch.targets,
+                                            self.loss_chunk)
+        else:
+            loss, n, _ = token_loss(model(**batch.model_inputs()).logits, batch.targets)  # logits (B, T, V)
         return loss, n, {}
 
     @classmethod
     def from_config(cls, cfg: Config, tokenizer: Tokenizer) -> CausalLM:
-        return cls(document_mask=cfg.objective.document_mask)
+        return cls(document_mask=cfg.objective.document_mask, loss_chunk=cfg.objective.loss_chunk)

@@ -44,8 +44,8 @@ class FillInTheMiddle(CausalLM):
     special_tokens = (PREFIX, MIDDLE, SUFFIX)
 
     def __init__(self, tokenizer: Tokenizer, separator_ids: list[int], pad_id: int, fim_rate: float = 0.5,
-                 spm_rate: float = 0.5, document_mask: bool = True) -> None:
-        super().__init__(document_mask=document_mask)
+                 spm_rate: float = 0.5, document_mask: bool = True, loss_chunk: int = 0) -> None:
+        super().__init__(document_mask=document_mask, loss_chunk=loss_chunk)
         self.tokenizer = tokenizer
         self.prefix_id, self.middle_id, self.suffix_id = (tokenizer.token_to_id(t) for t in self.special_tokens)
         self.separators = torch.tensor(separator_ids, dtype=torch.long)
@@ -101,4 +101,4 @@ class FillInTheMiddle(CausalLM):
         o = cfg.objective
         separators = [i for i in (tokenizer.eos_id, tokenizer.sep_id) if i is not None]
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else separators[0]
-        return cls(tokenizer, separators, pad, o.fim_rate, o.fim_spm_rate, o.document_mask)
+        return cls(tokenizer, separators, pad, o.fim_rate, o.fim_spm_rate, o.document_mask, o.loss_chunk)

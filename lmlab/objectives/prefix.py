@@ -7,17 +7,11 @@ The model sees ``prefix_lengths`` and opens the causal mask over the prefix (see
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
 from lmlab.objectives.base import IGNORE, Batch
 from lmlab.objectives.clm import CausalLM
-
-if TYPE_CHECKING:
-    from lmlab.config import Config
-    from lmlab.tokenizer import Tokenizer
 
 
 class PrefixLM(CausalLM):
@@ -34,7 +28,3 @@ class PrefixLM(CausalLM):
         batch.targets[torch.arange(T)[None, :] < (prefix - 1)[:, None]] = IGNORE
         batch.prefix_lengths = prefix
         return batch
-
-    @classmethod
-    def from_config(cls, cfg: Config, tokenizer: Tokenizer) -> PrefixLM:
-        return cls(document_mask=cfg.objective.document_mask)
