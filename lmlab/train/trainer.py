@@ -147,12 +147,12 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
     tokenizer = objective_tokenizer(cfg, tokenizer)
     cfg = prepare_config(cfg, tokenizer)
     objective = build_objective(cfg, tokenizer)
-    objective.prepare(train_set.tokens)
     out_dir = Path(cfg.train.out_dir)
     if resume_path is None and ckpt.list_checkpoints(out_dir):
         raise CheckpointError(f"{out_dir} already holds checkpoints; continue with --resume {out_dir}, "
                               "or choose another train.out_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
+    objective.prepare(train_set.tokens)  # a one-time look at the training data (whole-word boundaries)
 
     tc = cfg.train
 
