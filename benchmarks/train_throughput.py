@@ -4,7 +4,8 @@ Both sides: same sizes, same batch, fp32, dropout 0, SDPA attention, AdamW; a fe
 timed steps. Rows: a GPT-2-like causal LM and a BERT-like masked LM (15% of positions scored). The
 lmlab loss is computed as an objective would: cross-entropy on ``model(...).logits`` for the causal LM,
 and on ``model.logits(hidden[mask])`` (the projection only at scored positions) for the masked LM;
-Hugging Face uses its ``labels=`` path with -100. MFU is lmlab's, against a peak measured here with
+Hugging Face uses its ``labels=`` path with -100. A T5 v1.1-like encoder-decoder row counts encoder and
+decoder tokens. MFU is lmlab's, against a peak measured here with
 fp32 matmuls, from the FLOPs lmlab executes: ``model.flops_per_token`` (matmuls, 3x forward), less the
 output head at unscored positions for the masked LM.
 
@@ -34,10 +35,11 @@ class Size:
     heads: int
     gpt_batch: tuple[int, int]
     bert_batch: tuple[int, int]
+    t5_batch: tuple[int, int, int]  # batch, encoder length, decoder length
 
 
-FULL = Size(vocab=8192, d=384, layers=6, heads=6, gpt_batch=(8, 256), bert_batch=(16, 128))
-QUICK = Size(vocab=512, d=64, layers=2, heads=4, gpt_batch=(4, 64), bert_batch=(4, 64))
+FULL = Size(vocab=8192, d=384, layers=6, heads=6, gpt_batch=(8, 256), bert_batch=(16, 128), t5_batch=(8, 256, 64))
+QUICK = Size(vocab=512, d=64, layers=2, heads=4, gpt_batch=(4, 64), bert_batch=(4, 64), t5_batch=(4, 64, 16))
 
 
 def peak_flops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
@@ -126,6 +128,31 @@ def bert_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float]:
     return B * T / ours_s, B * T / hf_s, executed
 
 
+def t5_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float]:
+    """A T5 v1.1-like encoder-decoder (RMSNorm, relative bias, gated GELU, untied head): encoder S, decoder T."""
+    B, S, T = s.t5_batch
+    cfg = model_preset("t5-small", vocab_size=s.vocab, d_model=s.d, n_layers=s.layers, n_heads=s.heads,
+                       d_ff=int(4 * s.d * 2 / 3) // 32 * 32, max_seq_len=S)
+    ours = build_model(cfg).train()
+    hf = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=s.vocab, d_model=s.d, d_kv=s.d // s.heads, d_ff=cfg.d_ff, num_layers=s.layers,
+        num_decoder_layers=s.layers, num_heads=s.heads, feed_forward_proj="gated-gelu", dropout_rate=0.0,
+        tie_word_embeddings=False, relative_attention_num_buckets=32, relative_attention_max_distance=128,
+        decoder_start_token_id=0, pad_token_id=0, attn_implementation="sdpa")).train()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(1, s.vocab, (B, S), generator=g)
+    y = torch.randint(1, s.vocab, (B, T), generator=g)
+    decoder_inputs = torch.cat([torch.zeros(B, 1, dtype=torch.long), y[:, :-1]], dim=1)
+
+    def lmlab_step():  # as the span-corruption objective: teacher forcing, cross-entropy on the decoder's logits
+        logits = ours(x, decoder_input_ids=decoder_inputs).logits  # (B, T, V)
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten())
+
+    ours_s = time_steps(lmlab_step, ours.parameters(), warmup, steps)
+    hf_s = time_steps(lambda: hf(input_ids=x, labels=y).loss, hf.parameters(), warmup, steps)
+    return B * (S + T) / ours_s, B * (S + T) / hf_s, ours.flops_per_token(S, T)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per model")
@@ -151,7 +178,8 @@ def run(args: argparse.Namespace) -> None:
           f"{args.warmup} warm-up + {args.steps} timed steps")
     print(f"{'row':<28}{'lmlab tok/s':>12}{'HF tok/s':>12}{'ratio':>8}{'lmlab MFU':>11}")
     rows = [(f"GPT-2-like CLM {s.gpt_batch[0]}x{s.gpt_batch[1]}", gpt_row),
-            (f"BERT-like MLM {s.bert_batch[0]}x{s.bert_batch[1]}", bert_row)]
+            (f"BERT-like MLM {s.bert_batch[0]}x{s.bert_batch[1]}", bert_row),
+            (f"T5-like {s.t5_batch[0]}x({s.t5_batch[1]}+{s.t5_batch[2]})", t5_row)]
     for name, row in rows:
         ours, hf, fpt = row(s, args.warmup, args.steps)
         print(f"{name:<28}{ours:>12.0f}{hf:>12.0f}{ours / hf:>8.2f}{ours * fpt / peak:>10.1%}")
