@@ -223,6 +223,8 @@ class TrainConfig:
     precision: str = "fp32"
     # recompute each block's activations in the backward pass: much less memory for about 1/3 more compute
     activation_checkpointing: bool = False
+    # under torchrun: "ddp" (every rank holds the weights) or "fsdp" (fully_shard: weights and state sharded)
+    parallel: str = "ddp"
     compile: bool = False  # torch.compile the training step (inductor; the first step's compile time is logged apart)
     peak_flops: float = 0.0  # FLOP/s for MFU; 0 means measure once with a matmul benchmark
     progress: bool = True
@@ -234,6 +236,7 @@ class TrainConfig:
         _check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
         _check(0.0 <= self.min_lr_ratio <= 1.0, "train.min_lr_ratio must be within [0, 1]")
         _check(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+        _check(self.parallel in ("ddp", "fsdp"), f"train.parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
         _check(self.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, "
                f"got {self.precision!r}")
         _check(self.weight_decay >= 0 and self.grad_clip >= 0 and self.peak_flops >= 0,

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from lmlab.config import ModelConfig, _build
 from lmlab.errors import CheckpointError, ConfigError, LmlabError
@@ -39,16 +40,25 @@ OBJECTIVE = "objective.safetensors"
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A tensor FSDP shards (a DTensor) gathered whole on every rank (a collective); others as they are."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def _shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``full`` distributed the way ``like`` is (every rank keeps its shard), or ``full`` itself."""
+    return distribute_tensor(full, like.device_mesh, like.placements) if isinstance(like, DTensor) else full
+
+
 def _unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict without tied duplicates (safetensors stores each storage once)."""
-    seen: dict[int, str] = {}
+    """The state dict, whole tensors, without tied duplicates (a tied parameter is stored once, first name)."""
+    seen: set[int] = set()
     out = {}
-    for name, t in model.state_dict().items():
-        ptr = t.untyped_storage().data_ptr()
-        if ptr in seen and t.numel() > 0:
+    for name, t in model.state_dict(keep_vars=True).items():
+        if id(t) in seen:
             continue
-        seen[ptr] = name
-        out[name] = t.detach().contiguous()
+        seen.add(id(t))
+        out[name] = _full(t.detach()).contiguous()
     return out
 
 
@@ -60,30 +70,38 @@ def model_config_dict(cfg: ModelConfig, tokenizer=None) -> dict[str, Any]:
     return d
 
 
-def save_model_dir(path: Path, model: torch.nn.Module, tokenizer=None) -> None:
-    """Write config.json, model.safetensors and the tokenizer into an existing directory."""
+def save_model_dir(path: Path, model: torch.nn.Module, tokenizer=None,
+                   weights: dict[str, torch.Tensor] | None = None) -> None:
+    """Write config.json, model.safetensors (``weights``, by default the model's) and the tokenizer into an
+    existing directory."""
     cfg: ModelConfig = model.config
     (path / CONFIG).write_text(json.dumps(model_config_dict(cfg, tokenizer), indent=2))
-    save_file(_unique_state_dict(model), str(path / WEIGHTS), metadata={"format": "pt"})
+    save_file(weights if weights is not None else _unique_state_dict(model), str(path / WEIGHTS),
+              metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save(path)
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, tokenizer, optimizer: torch.optim.Optimizer,
                     generators: dict[str, torch.Generator], state: dict[str, Any], keep_last: int,
-                    objective: torch.nn.Module | None = None) -> Path:
-    """Write ``run_dir/step-NNNNNN`` atomically and delete all but the newest ``keep_last`` checkpoints."""
+                    objective: torch.nn.Module | None = None, write: bool = True) -> Path:
+    """Write ``run_dir/step-NNNNNN`` atomically and delete all but the newest ``keep_last`` checkpoints.
+
+    With FSDP every rank must call this (gathering the shards is collective); only ``write=True`` writes.
+    """
     run_dir = Path(run_dir)
     final = run_dir / f"step-{step:06d}"
+    weights = _unique_state_dict(model)
+    tensors = _optimizer_tensors(model, optimizer, objective)
+    own = {k: _full(t.detach()).contiguous() for k, t in _objective_tensors(model, objective).items()}
+    if not write:
+        return final
     tmp = run_dir / f".tmp-step-{step:06d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model_dir(tmp, model, tokenizer)
-    tensors = _optimizer_tensors(model, optimizer, objective)
-    own = _objective_tensors(model, objective)
+    save_model_dir(tmp, model, tokenizer, weights)
     if own:  # an objective with weights of its own (ELECTRA's generator): beside the model, not in it
-        save_file({k: t.detach().contiguous() for k, t in own.items()}, str(tmp / OBJECTIVE),
-                  metadata={"format": "pt"})
+        save_file(own, str(tmp / OBJECTIVE), metadata={"format": "pt"})
     for name, g in generators.items():
         tensors[f"rng.{name}"] = g.get_state()
     tensors["rng.torch_global"] = torch.get_rng_state()
@@ -152,11 +170,11 @@ def read_model_config(path: Path) -> ModelConfig:
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load ``model.safetensors`` strictly: a missing, unexpected or mis-shaped tensor is an error naming it."""
     tensors = _read_tensors(path / WEIGHTS)
-    own = model.state_dict()
-    ptr_to_name: dict[int, str] = {}
+    own = model.state_dict(keep_vars=True)
+    first_name: dict[int, str] = {}
     for name, t in own.items():
-        ptr_to_name.setdefault(t.untyped_storage().data_ptr(), name)
-    required = {n for n, t in own.items() if ptr_to_name[t.untyped_storage().data_ptr()] == n}
+        first_name.setdefault(id(t), name)
+    required = {n for n, t in own.items() if first_name[id(t)] == n}  # a tied parameter once
     missing = sorted(required - tensors.keys())
     unexpected = sorted(tensors.keys() - own.keys())
     if missing or unexpected:
@@ -168,7 +186,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
                                   f"expected {tuple(own[name].shape)}")
     with torch.no_grad():
         for name, t in tensors.items():
-            own[name].copy_(t)
+            own[name].copy_(_shard_like(t, own[name]))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False):
@@ -219,7 +237,7 @@ def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.opt
             raise CheckpointError(f"{path / OBJECTIVE} does not match the objective's weights")
         with torch.no_grad():
             for name, t in own.items():
-                t.copy_(saved[name])
+                t.copy_(_shard_like(saved[name], t))
     tensors = _read_tensors(path / OPTIMIZER)
     _load_optimizer_tensors(model, optimizer, tensors, path, objective)
     for name, g in generators.items():
@@ -244,9 +262,8 @@ def _objective_tensors(model: torch.nn.Module, objective: torch.nn.Module | None
     """The tensors of an objective's state that are not the model's (shared embeddings stay in the model)."""
     if not isinstance(objective, torch.nn.Module):
         return {}
-    shared = {t.untyped_storage().data_ptr() for t in model.state_dict().values()}
-    return {n: t for n, t in objective.state_dict(keep_vars=True).items()
-            if t.untyped_storage().data_ptr() not in shared}
+    shared = {id(t) for t in model.state_dict(keep_vars=True).values()}
+    return {n: t for n, t in objective.state_dict(keep_vars=True).items() if id(t) not in shared}
 
 
 def _optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -256,7 +273,7 @@ def _optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     for group in optimizer.param_groups:
         for p in group["params"]:
             for key, value in optimizer.state.get(p, {}).items():
-                out[f"{names[id(p)]}.{key}"] = value.detach().contiguous() if torch.is_tensor(value) \
+                out[f"{names[id(p)]}.{key}"] = _full(value.detach()).contiguous() if torch.is_tensor(value) \
                     else torch.tensor(value)
     return out
 
@@ -272,4 +289,4 @@ def _load_optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optim
             if not keys:
                 raise CheckpointError(f"{path / OPTIMIZER} has no optimizer state for parameter {name}")
             optimizer.state[p] = {k[len(name) + 1:]: tensors[k].to(p.device) if k.endswith(".step")
-                                  else tensors[k].to(p.device, p.dtype) for k in keys}
+                                  else _shard_like(tensors[k].to(p.device, p.dtype), p) for k in keys}

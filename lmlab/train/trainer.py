@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -92,7 +93,8 @@ def prepare_config(cfg: Config, tokenizer: Tokenizer) -> Config:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, objective: Objective, dataset: TokenDataset, seq_len: int, batch_size: int,
-             n_batches: int, device: torch.device, seed: int = 0, precision: str = "fp32") -> dict[str, float]:
+             n_batches: int, device: torch.device, seed: int = 0, precision: str = "fp32",
+             forward: torch.nn.Module | None = None) -> dict[str, float]:
     """Validation loss (nats per target), perplexity and, for objectives that report it, accuracy.
 
     The windows and the objective's random choices are the same at every call, so values are comparable.
@@ -107,8 +109,8 @@ def evaluate(model: torch.nn.Module, objective: Objective, dataset: TokenDataset
     has_correct = False
     for tokens, segments in sampler.eval_batches(n_batches):
         batch = objective.make_batch(tokens, segments, generator).to(device)
-        with autocast(precision, device):
-            loss, n, metrics = objective.loss(model, batch)
+        with autocast(precision, device):  # through ``forward`` (the trainer's step module) when given: FSDP's hooks
+            loss, n, metrics = forward(batch) if forward is not None else objective.loss(model, batch)
         loss_sum += loss.item()
         n_sum += n.item()
         if "correct" in metrics:
@@ -184,6 +186,12 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
     # Each rank draws the global batch and keeps its rows: a 2-process run sees what 1 process sees.
     sampler = Sampler(train_set, seq_len, tc.batch_size * d.world_size, generators["data"])
     step_module = _ObjectiveModule(model, objective)  # holds the objective's own parameters too, if any
+    fsdp = tc.parallel == "fsdp" and d.world_size > 1
+    if fsdp:  # shard every block, then the rest (embeddings, heads, an objective's modules) at the root
+        for stack in (model.encoder, model.decoder):
+            for block in stack.layers if stack is not None else ():
+                fully_shard(block)
+        fully_shard(step_module)
     optimizer = build_optimizer(step_module, tc)
     owned = objective if isinstance(objective, torch.nn.Module) else None
 
@@ -194,7 +202,7 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
         step, tokens_seen = state["step"], state.get("tokens_seen", 0)
         if "grad_scaler" in state:
             scaler.load_state_dict(state["grad_scaler"])
-    runner = DDP(step_module) if d.world_size > 1 else step_module
+    runner = DDP(step_module) if d.world_size > 1 and not fsdp else step_module
     if tc.compile:
         runner = torch.compile(runner)
     log = MetricsLog(out_dir / "metrics.jsonl", resume_step=step if resume_path else None) if d.is_main else None
@@ -217,10 +225,11 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
     rows = slice(d.rank * tc.batch_size, (d.rank + 1) * tc.batch_size)
 
     def save() -> Path:
+        # every rank takes part (FSDP gathers its shards); the main one writes
         path = ckpt.save_checkpoint(out_dir, step, model, tokenizer, optimizer, generators,
                                     {**state_common, "tokens_seen": tokens_seen, "last_eval": last_eval,
                                      **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {})},
-                                    tc.keep_last, owned) if d.is_main else None
+                                    tc.keep_last, owned, write=d.is_main)
         if d.world_size > 1:
             torch.distributed.barrier()
         return path
@@ -244,7 +253,9 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
             for i, batch in enumerate(batches):
                 batch = batch.to(d.device)
                 sync = i == len(batches) - 1 or d.world_size == 1
-                ctx = contextlib.nullcontext() if sync else runner.no_sync()
+                if fsdp:
+                    step_module.set_requires_gradient_sync(sync)
+                ctx = contextlib.nullcontext() if sync or fsdp else runner.no_sync()
                 with ctx:
                     with autocast(tc.precision, d.device):
                         loss_sum, _, _ = runner(batch)
@@ -281,7 +292,7 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
             if step % tc.eval_every == 0 or step == last_step:
                 eval_t = time.perf_counter()
                 last_eval = evaluate(model, objective, val_set, seq_len, tc.batch_size, tc.eval_batches, d.device,
-                                     precision=tc.precision)
+                                     precision=tc.precision, forward=step_module)
                 window_t += time.perf_counter() - eval_t  # tokens/s counts training time only
                 if log is not None:
                     log.write({"step": step, **last_eval})

@@ -46,3 +46,35 @@ def test_two_processes_match_one(sentinel_shards, tmp_path, objective, preset):
         torch.testing.assert_close(wa[name], wb[name], rtol=0, atol=1e-4, msg=name)
     state = json.loads((tmp_path / "two" / "step-000003" / "training_state.json").read_text())
     assert state["world_size"] == 2
+
+
+def test_fsdp_matches_ddp_and_resumes(sentinel_shards, tmp_path):
+    """fully_shard under torchrun: the losses of DDP, and a sharded run that saves and resumes exactly."""
+    import shutil
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = [*ARGS, "--data.path", str(sentinel_shards), "--preset", "gpt2-tiny", "--train.batch_size", "4",
+              "--train.max_steps", "4", "--train.save_every", "2", "--train.keep_last", "5"]
+
+    def torchrun(*args):
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                               "2", "-m", "lmlab", "pretrain", *args], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    torchrun(*common, "--train.out_dir", str(tmp_path / "ddp"))
+    torchrun(*common, "--train.out_dir", str(tmp_path / "fsdp"), "--train.parallel", "fsdp")
+    assert _losses(tmp_path / "ddp") == pytest.approx(_losses(tmp_path / "fsdp"), abs=1e-5)
+    a = load_file(str(tmp_path / "fsdp" / "step-000004" / "model.safetensors"))
+    b = load_file(str(tmp_path / "ddp" / "step-000004" / "model.safetensors"))
+    for name in a:  # the sharded run saves whole tensors, under the same names
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-4, msg=name)
+    # resume the sharded run from its step-2 checkpoint: the same step-4 weights and AdamW state
+    (tmp_path / "again").mkdir()
+    shutil.copytree(tmp_path / "fsdp" / "step-000002", tmp_path / "again" / "step-000002")
+    torchrun("--resume", str(tmp_path / "again"), "--train.out_dir", str(tmp_path / "again"))
+    for file in ("model.safetensors", "optimizer.safetensors"):
+        x = load_file(str(tmp_path / "fsdp" / "step-000004" / file))
+        y = load_file(str(tmp_path / "again" / "step-000004" / file))
+        assert x.keys() == y.keys()
+        for name in x:
+            torch.testing.assert_close(x[name], y[name], rtol=0, atol=0, msg=name)
