@@ -13,6 +13,7 @@ import torch
 from lmlab.config import ModelConfig
 from lmlab.errors import InteropError
 from lmlab.interop.core import (
+    ACTIVATIONS,
     ANY,
     Export,
     Family,
@@ -23,6 +24,7 @@ from lmlab.interop.core import (
     copy,
     fused,
     head_is_tied,
+    hf_activation,
     linear,
     model_config,
     norm,
@@ -32,8 +34,6 @@ from lmlab.interop.core import (
 )
 from lmlab.interop.roberta import template
 
-ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
-TO_HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 OFFSET = 2  # BartLearnedPositionalEmbedding's fixed offset
 EPS = 1e-5  # nn.LayerNorm's default, which BART uses
 
@@ -64,15 +64,13 @@ def _to_config(hf: HFConfig, tensors: dict[str, torch.Tensor]) -> ModelConfig:
 
 def _from_config(cfg: ModelConfig) -> Export:
     common_checks(cfg, BART)
-    if cfg.activation not in TO_HF_ACTIVATION:
-        raise refuse(BART, "activation", cfg.activation, f"it supports {', '.join(TO_HF_ACTIVATION)}")
     if cfg.norm_eps != EPS:
         raise refuse(BART, "norm_eps", cfg.norm_eps, f"BART's LayerNorms use eps {EPS}")
     return Export("BartForConditionalGeneration", dict(
         vocab_size=cfg.vocab_size, d_model=cfg.d_model, encoder_layers=cfg.n_layers,
         decoder_layers=cfg.decoder_layers, encoder_attention_heads=cfg.n_heads, decoder_attention_heads=cfg.n_heads,
         encoder_ffn_dim=cfg.d_ff, decoder_ffn_dim=cfg.d_ff, max_position_embeddings=cfg.max_seq_len,
-        activation_function=TO_HF_ACTIVATION[cfg.activation], scale_embedding=cfg.embed_scale,
+        activation_function=hf_activation(cfg, BART), scale_embedding=cfg.embed_scale,
         tie_word_embeddings=cfg.tie_embeddings, dropout=cfg.dropout, attention_dropout=cfg.dropout,
         activation_dropout=0.0, init_std=cfg.init_std, is_encoder_decoder=True))
 

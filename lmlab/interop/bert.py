@@ -12,6 +12,7 @@ from tokenizers import processors
 
 from lmlab.config import ModelConfig
 from lmlab.interop.core import (
+    ACTIVATIONS,
     ANY,
     Export,
     Family,
@@ -22,15 +23,13 @@ from lmlab.interop.core import (
     copy,
     fused,
     head_is_tied,
+    hf_activation,
     linear,
     model_config,
     norm,
     refuse,
     requires,
 )
-
-ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
-TO_HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 
 
 def body(cfg: ModelConfig, p: str) -> list[Rule]:
@@ -77,11 +76,9 @@ def body_export(cfg: ModelConfig, family: Family) -> dict:
     common_checks(cfg, family)
     if cfg.type_vocab_size < 1:
         raise refuse(family, "type_vocab_size", 0, "it always has token-type embeddings; set it to 1 or 2")
-    if cfg.activation not in TO_HF_ACTIVATION:
-        raise refuse(family, "activation", cfg.activation, f"it supports {', '.join(TO_HF_ACTIVATION)}")
     return dict(
         vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads, intermediate_size=cfg.d_ff, hidden_act=TO_HF_ACTIVATION[cfg.activation],
+        num_attention_heads=cfg.n_heads, intermediate_size=cfg.d_ff, hidden_act=hf_activation(cfg, family),
         type_vocab_size=cfg.type_vocab_size, layer_norm_eps=cfg.norm_eps, hidden_dropout_prob=cfg.dropout,
         attention_probs_dropout_prob=cfg.dropout, initializer_range=cfg.init_std,
         position_embedding_type="absolute", tie_word_embeddings=cfg.tie_embeddings, is_decoder=False,

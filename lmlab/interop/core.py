@@ -434,6 +434,18 @@ def refuse(family: Family, option: str, value: Any, why: str) -> InteropError:
     return InteropError(f"model.{option} = {value!r} has no Hugging Face {family.name} equivalent: {why}")
 
 
+# transformers' ACT2FN names of the MLP activations (BERT, RoBERTa, GPT-2 and BART share them), both ways.
+ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+TO_HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
+
+
+def hf_activation(cfg: ModelConfig, family: Family, names: Mapping[str, str] = TO_HF_ACTIVATION) -> str:
+    """The Hugging Face name of ``cfg.activation`` in ``names``, or the error naming the option."""
+    if cfg.activation not in names:
+        raise refuse(family, "activation", cfg.activation, f"it supports {', '.join(names)}")
+    return names[cfg.activation]
+
+
 def common_checks(cfg: ModelConfig, family: Family, *, gqa: bool = False, head_dim: bool = False) -> None:
     """Checks shared by families: grouped-query attention and a free head size only where they exist."""
     if not gqa and cfg.kv_heads != cfg.n_heads:

@@ -11,6 +11,7 @@ import torch
 
 from lmlab.config import ModelConfig
 from lmlab.interop.core import (
+    ACTIVATIONS,
     Export,
     Family,
     HFConfig,
@@ -18,15 +19,12 @@ from lmlab.interop.core import (
     common_checks,
     copy,
     head_is_tied,
+    hf_activation,
     model_config,
     norm,
-    refuse,
     requires,
     transposed,
 )
-
-ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
-TO_HF_ACTIVATION = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
 
 
 def _to_config(hf: HFConfig, tensors: dict[str, torch.Tensor]) -> ModelConfig:
@@ -45,11 +43,9 @@ def _to_config(hf: HFConfig, tensors: dict[str, torch.Tensor]) -> ModelConfig:
 
 def _from_config(cfg: ModelConfig) -> Export:
     common_checks(cfg, GPT2)
-    if cfg.activation not in TO_HF_ACTIVATION:
-        raise refuse(GPT2, "activation", cfg.activation, f"it supports {', '.join(TO_HF_ACTIVATION)}")
     return Export("GPT2LMHeadModel", dict(
         vocab_size=cfg.vocab_size, n_embd=cfg.d_model, n_layer=cfg.n_layers, n_head=cfg.n_heads, n_inner=cfg.d_ff,
-        n_positions=cfg.max_seq_len, activation_function=TO_HF_ACTIVATION[cfg.activation],
+        n_positions=cfg.max_seq_len, activation_function=hf_activation(cfg, GPT2),
         layer_norm_epsilon=cfg.norm_eps, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
         initializer_range=cfg.init_std, tie_word_embeddings=cfg.tie_embeddings, scale_attn_weights=True,
         scale_attn_by_inverse_layer_idx=False, add_cross_attention=False))

@@ -26,9 +26,9 @@ from lmlab.interop.core import (
     common_checks,
     copy,
     fused,
+    hf_activation,
     model_config,
     norm,
-    refuse,
     requires,
 )
 
@@ -61,13 +61,12 @@ def _to_config(hf: HFConfig, tensors: dict[str, torch.Tensor]) -> ModelConfig:
 
 def _from_config(cfg: ModelConfig) -> Export:
     common_checks(cfg, T5, head_dim=True)
-    if cfg.activation not in TO_HF_ACTIVATION:
-        raise refuse(T5, "activation", cfg.activation, f"it supports {', '.join(TO_HF_ACTIVATION)}")
     return Export("T5ForConditionalGeneration", dict(
         vocab_size=cfg.vocab_size, d_model=cfg.d_model, d_kv=cfg.head_dim, d_ff=cfg.d_ff, num_layers=cfg.n_layers,
         num_decoder_layers=cfg.decoder_layers, num_heads=cfg.n_heads, relative_attention_num_buckets=cfg.rel_buckets,
         relative_attention_max_distance=cfg.rel_max_distance, layer_norm_epsilon=cfg.norm_eps,
-        feed_forward_proj=TO_HF_ACTIVATION[cfg.activation], dropout_rate=cfg.dropout, n_positions=cfg.max_seq_len,
+        feed_forward_proj=hf_activation(cfg, T5, TO_HF_ACTIVATION), dropout_rate=cfg.dropout,
+        n_positions=cfg.max_seq_len,
         is_encoder_decoder=True, scale_decoder_outputs=cfg.head_rescale,
         # transformers 4 reads the rescale from this flag (and then ties); 5 reads scale_decoder_outputs and
         # ties unless lm_head.weight differs. A tied head without rescale is written as an equal lm_head.weight.
