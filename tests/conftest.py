@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from lmlab.data import prepare
 from lmlab.tokenizer import train_tokenizer
@@ -48,3 +49,13 @@ def sentinel_shards(tmp_path_factory, corpus_file, docs):
     prepare(corpus_file, train_tokenizer(docs, kind="bpe", vocab_size=300, sentinels=20), out, val_fraction=0.05,
             progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; on a busy machine two threads can be 100 times slower. A module uses
+    it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

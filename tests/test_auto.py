@@ -30,13 +30,7 @@ SENTENCES = {"the cat sat on the [MASK] .": "mat", "the dog lay in the [MASK] ."
              "a bird flew over the [MASK] .": "tree"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy machine two threads can be 100 times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train(tmp: Path, tokenizer: Tokenizer, docs: list[str], preset: str, steps: int, **model) -> Path:

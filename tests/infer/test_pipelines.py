@@ -7,30 +7,12 @@ import torch
 
 import lmlab
 from lmlab.auto import AutoTokenizer, ModelKindError
-from lmlab.config import model_preset
 from lmlab.infer import InferenceError, generate
 from lmlab.infer.score import score_batch
-from lmlab.model import build_model
 from lmlab.tokenizer import train_tokenizer
 from lmlab.train import save_model_dir
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy machine two threads can be 100 times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def models(tokenizer):
-    torch.manual_seed(0)
-    V = tokenizer.vocab_size
-    return {"encoder": build_model(model_preset("bert-tiny", vocab_size=V)).eval(),
-            "decoder": build_model(model_preset("gpt2-tiny", vocab_size=V)).eval(),
-            "seq2seq": build_model(model_preset("t5-tiny", vocab_size=V)).eval()}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_fill_mask_ranks_the_softmax_at_each_mask(models, tokenizer):

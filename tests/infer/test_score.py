@@ -19,22 +19,7 @@ TEXTS = ["the quick brown fox jumps over the lazy dog.", "a model reads text", "
          "the small model writes token text over the large data and the quick dog reads it."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy machine two threads can be 100 times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def models(tokenizer):
-    torch.manual_seed(0)
-    V = tokenizer.vocab_size
-    return {"decoder": build_model(model_preset("gpt2-tiny", vocab_size=V)).eval(),
-            "encoder": build_model(model_preset("bert-tiny", vocab_size=V)).eval(),
-            "seq2seq": build_model(model_preset("t5-tiny", vocab_size=V)).eval()}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def with_template(tokenizer: Tokenizer, single: str) -> Tokenizer:
