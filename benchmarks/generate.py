@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 
 import torch
 import transformers
 
-from lmlab.config import model_preset
 from lmlab.infer import generate
-from lmlab.model import build_model
+from lmlab.interop import load_hf
 
 FULL = dict(vocab=8192, d=384, layers=6, heads=6)
 QUICK = dict(vocab=512, d=64, layers=2, heads=4)
@@ -34,26 +34,9 @@ def gpt2_pair(vocab: int, d: int, layers: int, heads: int, max_len: int) -> tupl
         activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
         attn_implementation="sdpa", bos_token_id=None, eos_token_id=None)).eval()
     assert hf.config._attn_implementation == "sdpa"
-    ours = build_model(model_preset("gpt2-small", vocab_size=vocab, d_model=d, n_layers=layers, n_heads=heads,
-                                    d_ff=4 * d, max_seq_len=max_len)).eval()
-    sd = hf.state_dict()
-    t = {"embed.weight": sd["transformer.wte.weight"], "decoder.pos_emb.weight": sd["transformer.wpe.weight"],
-         "decoder.final_norm.weight": sd["transformer.ln_f.weight"],
-         "decoder.final_norm.bias": sd["transformer.ln_f.bias"]}
-    for i in range(layers):
-        h, o = f"transformer.h.{i}.", f"decoder.layers.{i}."
-        for ours_name, hf_name in [("attn_norm", "ln_1"), ("mlp_norm", "ln_2")]:
-            for p in ("weight", "bias"):
-                t[f"{o}{ours_name}.{p}"] = sd[f"{h}{hf_name}.{p}"]
-        for ours_name, hf_name in [("attn.qkv", "attn.c_attn"), ("attn.o", "attn.c_proj"),
-                                   ("mlp.up", "mlp.c_fc"), ("mlp.down", "mlp.c_proj")]:
-            t[o + ours_name + ".weight"] = sd[h + hf_name + ".weight"].t()  # Conv1D stores (in, out)
-            t[o + ours_name + ".bias"] = sd[h + hf_name + ".bias"]
-    own = dict(ours.named_parameters())
-    assert set(own) == set(t), sorted(set(own) ^ set(t))
-    with torch.no_grad():
-        for name, tensor in t.items():
-            own[name].copy_(tensor)
+    with tempfile.TemporaryDirectory() as tmp:  # the same weights, through lmlab's own importer
+        hf.save_pretrained(tmp)
+        ours = load_hf(tmp)[0]
     return hf, ours
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import pytest
 import torch
 
 from lmlab.config import model_preset
 from lmlab.infer import InferenceError, generate, generate_text
 from lmlab.infer.generate import _process
+from lmlab.interop import load_hf
 from lmlab.model import build_model
 
 transformers = pytest.importorskip("transformers")
@@ -95,13 +98,11 @@ def test_left_padded_batch_equals_one_by_one(name, beams):
 # --------------------------------------------------------------------------- parity with transformers
 
 
-def _load(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    own = dict(model.named_parameters())
-    assert set(tensors) == set(own), (sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own)))
-    with torch.no_grad():
-        for name, t in tensors.items():
-            assert own[name].shape == t.shape, name
-            own[name].copy_(t)
+def imported(hf: torch.nn.Module) -> torch.nn.Module:
+    """The lmlab model holding ``hf``'s weights, through lmlab's own Hugging Face importer."""
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        return load_hf(tmp)[0]
 
 
 def hf_gpt2() -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -112,22 +113,7 @@ def hf_gpt2() -> tuple[torch.nn.Module, torch.nn.Module]:
                                   initializer_range=0.3)
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(cfg).eval()
-    ours = build_model(model_preset("gpt2-tiny", vocab_size=V, max_seq_len=64)).eval()
-    sd = hf.state_dict()
-    t = {"embed.weight": sd["transformer.wte.weight"], "decoder.pos_emb.weight": sd["transformer.wpe.weight"],
-         "decoder.final_norm.weight": sd["transformer.ln_f.weight"],
-         "decoder.final_norm.bias": sd["transformer.ln_f.bias"]}
-    for i in range(2):
-        h, o = f"transformer.h.{i}.", f"decoder.layers.{i}."
-        for ours_name, hf_name in [("attn_norm", "ln_1"), ("mlp_norm", "ln_2")]:
-            for p in ("weight", "bias"):
-                t[f"{o}{ours_name}.{p}"] = sd[f"{h}{hf_name}.{p}"]
-        for ours_name, hf_name in [("attn.qkv", "attn.c_attn"), ("attn.o", "attn.c_proj"),
-                                   ("mlp.up", "mlp.c_fc"), ("mlp.down", "mlp.c_proj")]:
-            t[o + ours_name + ".weight"] = sd[h + hf_name + ".weight"].t()  # Conv1D stores (in, out)
-            t[o + ours_name + ".bias"] = sd[h + hf_name + ".bias"]
-    _load(ours, t)
-    return hf, ours
+    return hf, imported(hf)
 
 
 def hf_t5() -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -141,32 +127,7 @@ def hf_t5() -> tuple[torch.nn.Module, torch.nn.Module]:
                                    eos_token_id=1, initializer_factor=8.0)
     torch.manual_seed(0)
     hf = transformers.T5ForConditionalGeneration(hf_cfg).eval()
-    ours = build_model(cfg).eval()
-    sd = hf.state_dict()
-    rel = "relative_attention_bias.weight"
-    t = {"embed.weight": sd["shared.weight"], "head.proj.weight": sd["lm_head.weight"],
-         "encoder.final_norm.weight": sd["encoder.final_layer_norm.weight"],
-         "decoder.final_norm.weight": sd["decoder.final_layer_norm.weight"],
-         "encoder.rel_bias.emb.weight": sd[f"encoder.block.0.layer.0.SelfAttention.{rel}"],
-         "decoder.rel_bias.emb.weight": sd[f"decoder.block.0.layer.0.SelfAttention.{rel}"]}
-    for side in ("encoder", "decoder"):
-        for i in range(2):
-            h, o = f"{side}.block.{i}.layer.", f"{side}.layers.{i}."
-            ff = 2 if side == "decoder" else 1
-            t[o + "attn.qkv.weight"] = torch.cat([sd[h + f"0.SelfAttention.{n}.weight"] for n in "qkv"])
-            t[o + "attn.o.weight"] = sd[h + "0.SelfAttention.o.weight"]
-            t[o + "attn_norm.weight"] = sd[h + "0.layer_norm.weight"]
-            if side == "decoder":
-                t[o + "cross_attn.q.weight"] = sd[h + "1.EncDecAttention.q.weight"]
-                t[o + "cross_attn.kv.weight"] = torch.cat([sd[h + f"1.EncDecAttention.{n}.weight"] for n in "kv"])
-                t[o + "cross_attn.o.weight"] = sd[h + "1.EncDecAttention.o.weight"]
-                t[o + "cross_norm.weight"] = sd[h + "1.layer_norm.weight"]
-            t[o + "mlp.up.weight"] = torch.cat([sd[h + f"{ff}.DenseReluDense.wi_0.weight"],
-                                                sd[h + f"{ff}.DenseReluDense.wi_1.weight"]])
-            t[o + "mlp.down.weight"] = sd[h + f"{ff}.DenseReluDense.wo.weight"]
-            t[o + "mlp_norm.weight"] = sd[h + f"{ff}.layer_norm.weight"]
-    _load(ours, t)
-    return hf, ours
+    return hf, imported(hf)
 
 
 @pytest.fixture(scope="module")
