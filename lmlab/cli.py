@@ -100,10 +100,7 @@ def _fill_mask(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    import torch
-
-    from lmlab.infer import InferenceError
-    from lmlab.infer.generate import generate
+    from lmlab.infer.generate import generate_text
     from lmlab.train import load_model
 
     model, tok = load_model(args.checkpoint)
@@ -113,27 +110,21 @@ def _generate(args: argparse.Namespace) -> None:
                    seed=args.seed)
     prompts = _texts(args)
     stream = not args.json and args.num_beams == 1 and len(prompts) == 1
+    seq2seq = model.config.arch == "encoder-decoder"
     results = []
-    for prompt in prompts:
-        ids = tok.encode(prompt)
-        if not ids:
-            raise InferenceError("the prompt is empty")
-        seq2seq = model.config.arch == "encoder-decoder"
+    for prompt in prompts:  # one at a time: a prompt samples the same whatever else is asked
         shown: list[int] = []
+        printed = [""]
 
-        def show(column, shown=shown):  # print each new token as it comes
+        def show(column, shown=shown, printed=printed):  # print each new token as it comes
             shown.append(int(column[0]))
             text = tok.decode(shown)
-            print(text[len(show.printed):], end="", flush=True)
-            show.printed = text
+            print(text[len(printed[0]):], end="", flush=True)
+            printed[0] = text
 
-        show.printed = ""
         if stream:
             print("" if seq2seq else prompt, end="", flush=True)
-        out = generate(model, torch.tensor([ids]), eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
-                       streamer=show if stream else None, **options)[0]
-        new = out[1:] if seq2seq else out[len(ids):]
-        text = tok.decode([t for t in new.tolist() if t != tok.pad_id])
+        (text,) = generate_text(model, tok, prompt, streamer=show if stream else None, **options)
         results.append({"prompt": prompt, "generated_text": text if seq2seq else prompt + text})
         if stream:
             print()

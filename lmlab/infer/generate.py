@@ -390,7 +390,7 @@ def generate_text(model: nn.Module, tokenizer, prompts: str | list[str], **gener
     Prompts are encoded with ``tokenizer.encode`` (no special tokens added), left-padded for decoders and
     right-padded for encoder-decoders, and passed to :func:`generate` with ``generate_kwargs``.
     ``eos_token_id``, ``pad_token_id`` and (encoder-decoders) ``decoder_start_token_id`` default to the
-    tokenizer's EOS, pad, and pad (else BOS) ids.
+    tokenizer's EOS, pad, and pad (else BOS, else EOS) ids.
 
     Returns:
         ``len(prompts) * num_return_sequences`` strings: the generated text only (not the prompt), cut at the
@@ -399,6 +399,8 @@ def generate_text(model: nn.Module, tokenizer, prompts: str | list[str], **gener
     Raises:
         InferenceError: as :func:`generate`; an empty prompt.
     """
+    from lmlab.objectives.base import decoder_start_id
+
     if isinstance(prompts, str):
         prompts = [prompts]
     if not prompts:
@@ -410,9 +412,8 @@ def generate_text(model: nn.Module, tokenizer, prompts: str | list[str], **gener
     kwargs = dict(generate_kwargs)
     kwargs.setdefault("eos_token_id", tokenizer.eos_id)
     kwargs.setdefault("pad_token_id", tokenizer.pad_id)
-    if enc_dec:
-        kwargs.setdefault("decoder_start_token_id",
-                          tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.bos_id)
+    if enc_dec:  # the token lmlab's seq2seq objectives train the decoder from
+        kwargs.setdefault("decoder_start_token_id", decoder_start_id(tokenizer))
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0  # any id: padding is masked out
     T = max(len(e) for e in encoded)
     ids = torch.full((len(encoded), T), pad, dtype=torch.long)
