@@ -384,6 +384,18 @@ def _beam_search(steps: _Steps, logits: Tensor, prefix: Tensor, seen: Tensor | N
 # --------------------------------------------------------------------------- text
 
 
+def pad_batch(rows: list[list[int]], left: bool = False, pad: int = 0) -> tuple[Tensor, Tensor]:
+    """Token rows as one (B, T) batch, padded on the left (decoder prompts) or the right, with ``pad`` (any id:
+    it is masked out), and the (B, T) attention mask."""
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    mask = torch.zeros(len(rows), T, dtype=torch.long)
+    for i, r in enumerate(rows):
+        cols = slice(T - len(r), T) if left else slice(0, len(r))
+        ids[i, cols], mask[i, cols] = torch.tensor(r, dtype=torch.long), 1
+    return ids, mask
+
+
 def generate_text(model: nn.Module, tokenizer, prompts: str | list[str], **generate_kwargs) -> list[str]:
     """Generate from text prompts and return the decoded continuations.
 
@@ -414,13 +426,8 @@ def generate_text(model: nn.Module, tokenizer, prompts: str | list[str], **gener
     kwargs.setdefault("pad_token_id", tokenizer.pad_id)
     if enc_dec:  # the token lmlab's seq2seq objectives train the decoder from
         kwargs.setdefault("decoder_start_token_id", decoder_start_id(tokenizer))
-    pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0  # any id: padding is masked out
-    T = max(len(e) for e in encoded)
-    ids = torch.full((len(encoded), T), pad, dtype=torch.long)
-    mask = torch.zeros(len(encoded), T, dtype=torch.long)
-    for i, e in enumerate(encoded):
-        cols = slice(0, len(e)) if enc_dec else slice(T - len(e), T)
-        ids[i, cols], mask[i, cols] = torch.tensor(e), 1
+    ids, mask = pad_batch(encoded, left=not enc_dec, pad=tokenizer.pad_id if tokenizer.pad_id is not None else 0)
+    T = ids.shape[1]
     out = generate(model, ids, mask, **kwargs)
     eos = kwargs["eos_token_id"]
     eos = set([eos] if isinstance(eos, int) else (eos or []))

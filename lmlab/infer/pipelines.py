@@ -107,18 +107,15 @@ class TextGenerationPipeline(Pipeline):
 
     def _run(self, texts: list[str], max_new_tokens: int = 50, return_full_text: bool = True,
              **generate_kwargs: Any) -> list[Any]:
-        from lmlab.infer.generate import generate
+        from lmlab.infer.generate import generate, pad_batch
 
         tok = self.tokenizer
         options = _generation_defaults(tok, generate_kwargs)
         prompts = [tok.encode(t) for t in texts]  # the tokenizer's template (Llama's BOS); lmlab's adds nothing
         if not all(prompts):
             raise InferenceError(f"the prompt is empty: {texts[[bool(p) for p in prompts].index(False)]!r}")
-        T = max(len(p) for p in prompts)
-        ids = torch.zeros(len(prompts), T, dtype=torch.long)  # left-padded; padding is masked out
-        mask = torch.zeros(len(prompts), T, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, T - len(p):], mask[i, T - len(p):] = torch.tensor(p), 1
+        ids, mask = pad_batch(prompts, left=True)  # padding is masked out
+        T = ids.shape[1]
         out = generate(self.model, ids, mask, max_new_tokens=max_new_tokens, **options)  # (B * n, T + new)
         n = out.shape[0] // len(prompts)
         outputs: list[list[dict[str, str]]] = [[] for _ in texts]
@@ -140,7 +137,7 @@ class Text2TextGenerationPipeline(Pipeline):
     key = "generated_text"
 
     def _run(self, texts: list[str], max_new_tokens: int = 50, **generate_kwargs: Any) -> list[Any]:
-        from lmlab.infer.generate import generate
+        from lmlab.infer.generate import generate, pad_batch
         from lmlab.objectives.base import decoder_start_id
 
         tok = self.tokenizer
@@ -149,11 +146,7 @@ class Text2TextGenerationPipeline(Pipeline):
         sources = [tok.encode(t) for t in texts]  # the tokenizer's template (T5 appends </s>)
         if not all(sources):
             raise InferenceError(f"the input is empty: {texts[[bool(s) for s in sources].index(False)]!r}")
-        S = max(len(s) for s in sources)
-        ids = torch.zeros(len(sources), S, dtype=torch.long)  # right-padded; padding is masked out
-        mask = torch.zeros(len(sources), S, dtype=torch.long)
-        for i, s in enumerate(sources):
-            ids[i, :len(s)], mask[i, :len(s)] = torch.tensor(s), 1
+        ids, mask = pad_batch(sources)  # right-padded; padding is masked out
         out = generate(self.model, ids, mask, max_new_tokens=max_new_tokens, **options)  # (B * n, 1 + new)
         n = out.shape[0] // len(sources)
         outputs: list[list[dict[str, str]]] = [[] for _ in texts]

@@ -193,13 +193,10 @@ def _chunks(items: Iterable, n: int) -> Iterator[list]:
 
 
 def _pad(rows: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
-    """Right-padded (B, T) ids (padding 0, masked out) and the (B, T) attention mask."""
-    T = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), T, dtype=torch.long)
-    mask = torch.zeros(len(rows), T, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, :len(r)] = 1
+    """Right-padded (B, T) ids (padding 0, masked out) and the (B, T) attention mask, on ``device``."""
+    from lmlab.infer.generate import pad_batch
+
+    ids, mask = pad_batch(rows)
     return ids.to(device), mask.to(device)
 
 
