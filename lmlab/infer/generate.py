@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from lmlab.errors import LmlabError
 from lmlab.model.cache import KVCache
+from lmlab.model.layers import decode_layout
 
 _NEG = -1.0e9  # a score that rules a hypothesis out (the value Hugging Face uses, so ties break alike)
 
@@ -248,20 +249,21 @@ def generate(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None 
         ids = prefix if prefix_mask is None else prefix.masked_fill(~prefix_mask.bool(), V)  # padding -> V
         seen = torch.zeros(B, V + 1, dtype=torch.bool, device=device).scatter_(1, ids, True)[:, :V]
         seen = seen.repeat_interleave(n_rows, 0)  # (B * n_rows, V)
-    steps = _Steps(model, input_ids, attention_mask, start, max_new_tokens)
-    logits = steps.prompt().repeat_interleave(n_rows, 0)  # (B * n_rows, V)
-    steps.expand(n_rows)
     eos_t = torch.tensor(eos, dtype=torch.long, device=device)
     options = dict(repetition_penalty=repetition_penalty, do_sample=do_sample, temperature=temperature,
                    top_k=top_k, top_p=top_p)
     prefix = prefix.repeat_interleave(n_rows, 0)
-    if num_beams > 1:
-        return _beam_search(steps, logits, prefix, seen, eos_t, fill, num_beams=num_beams,
-                            max_new_tokens=max_new_tokens, length_penalty=length_penalty,
-                            early_stopping=early_stopping, num_return_sequences=num_return_sequences,
-                            generator=generator, options=options)
-    return _decode(steps, logits, prefix, seen, eos_t, fill, max_new_tokens=max_new_tokens, generator=generator,
-                   streamer=streamer, options=options)
+    with decode_layout(model.decoder, model.head):  # the one-token steps' weights, laid out for them
+        steps = _Steps(model, input_ids, attention_mask, start, max_new_tokens)
+        logits = steps.prompt().repeat_interleave(n_rows, 0)  # (B * n_rows, V)
+        steps.expand(n_rows)
+        if num_beams > 1:
+            return _beam_search(steps, logits, prefix, seen, eos_t, fill, num_beams=num_beams,
+                                max_new_tokens=max_new_tokens, length_penalty=length_penalty,
+                                early_stopping=early_stopping, num_return_sequences=num_return_sequences,
+                                generator=generator, options=options)
+        return _decode(steps, logits, prefix, seen, eos_t, fill, max_new_tokens=max_new_tokens,
+                       generator=generator, streamer=streamer, options=options)
 
 
 def _decode(steps: _Steps, logits: Tensor, prefix: Tensor, seen: Tensor | None, eos: Tensor, fill: int, *,

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmlab.model.cache import KVCache
+from lmlab.model.layers import Linear
 from lmlab.model.positions import apply_rotary
 
 
@@ -67,11 +68,11 @@ class Attention(nn.Module):
         self.n_heads, self.kv_heads, self.head_dim = n_heads, kv_heads, head_dim
         self.dropout, self.scale, self.cross = dropout, scale, cross
         if cross:
-            self.q = nn.Linear(d_model, n_heads * head_dim, bias=bias)
-            self.kv = nn.Linear(d_model, 2 * kv_heads * head_dim, bias=bias)
+            self.q = Linear(d_model, n_heads * head_dim, bias=bias)
+            self.kv = Linear(d_model, 2 * kv_heads * head_dim, bias=bias)
         else:
-            self.qkv = nn.Linear(d_model, (n_heads + 2 * kv_heads) * head_dim, bias=bias)
-        self.o = nn.Linear(n_heads * head_dim, d_model, bias=bias)
+            self.qkv = Linear(d_model, (n_heads + 2 * kv_heads) * head_dim, bias=bias)
+        self.o = Linear(n_heads * head_dim, d_model, bias=bias)
 
     def forward(self, x: Tensor, *, mask: Tensor | None = None, is_causal: bool = False,
                 rope: tuple[Tensor, Tensor] | None = None, context: Tensor | None = None,

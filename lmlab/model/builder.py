@@ -9,7 +9,7 @@ from torch import nn
 from lmlab.config import ModelConfig
 from lmlab.errors import ConfigError
 from lmlab.model.attention import Attention
-from lmlab.model.layers import GATED, MLP, Activation, make_norm
+from lmlab.model.layers import GATED, MLP, Activation, Linear, make_norm
 from lmlab.model.positions import RelativePositionBias, Rotary
 from lmlab.model.transformer import Block, Head, Stack, Transformer
 
@@ -89,7 +89,7 @@ def build_model(cfg: ModelConfig) -> Transformer:
             transform = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias), Activation(act),
                                       make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias))
         head_bias = (cfg.mlm_transform and cfg.bias) or cfg.head_bias
-        head = Head(nn.Linear(cfg.d_model, cfg.vocab_size, bias=head_bias), transform,
+        head = Head(Linear(cfg.d_model, cfg.vocab_size, bias=head_bias), transform,
                     scale=cfg.d_model ** -0.5 if cfg.head_rescale else 1.0)
     pooler = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.Tanh()) if cfg.pooler else None
     classifier = nn.Linear(cfg.d_model, cfg.num_labels) if cfg.num_labels > 0 else None

@@ -1,4 +1,4 @@
-"""Norms, activations and the MLP."""
+"""The Linear layer and its decode layout, norms, activations and the MLP."""
 
 from __future__ import annotations
 
@@ -6,7 +6,40 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmlab.model.layers import MLP, activation_fn, make_norm
+from lmlab.model.layers import DECODE_ROWS, MLP, Linear, activation_fn, decode_layout, make_norm
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_decode_layout_matches_float64(threads, bias):
+    """Inside decode_layout, inputs of up to DECODE_ROWS rows go through the chunked (in, out) copy; larger
+    inputs through F.linear. Both equal a float64 product; 257 outputs do not divide into 2 or 3 chunks."""
+    torch.manual_seed(0)
+    layer = Linear(96, 257, bias=bias)
+    keys = set(layer.state_dict())
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad(), decode_layout(layer):
+            chunks = layer.decode_weight.shape[0]
+            assert chunks == min(threads, 257 // 128) and layer.decode_weight.shape[1] == 96
+            for shape in [(1, 96), (3, 1, 96), (DECODE_ROWS, 96), (DECODE_ROWS + 1, 96), (2, 40, 96)]:
+                x = torch.randn(shape)
+                ref = x.double() @ layer.weight.double().T + (layer.bias.double() if bias else 0)
+                y = layer(x)
+                assert y.shape == (*shape[:-1], 257)
+                torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    finally:
+        torch.set_num_threads(before)
+    assert layer.decode_weight is None and set(layer.state_dict()) == keys
+
+
+def test_decode_layout_is_released_on_error_and_skips_other_dtypes():
+    layer, half = Linear(8, 4), Linear(8, 4).to(torch.bfloat16)
+    with pytest.raises(RuntimeError), decode_layout(layer, half, None):
+        assert layer.decode_weight is not None and half.decode_weight is None
+        raise RuntimeError("stop")
+    assert layer.decode_weight is None
 
 
 def test_norms():
