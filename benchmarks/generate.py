@@ -54,13 +54,15 @@ def median_seconds(fns: list, runs: int) -> list[tuple[float, torch.Tensor]]:
 
 
 def profile_split(fn, new_tokens: int) -> tuple[float, float]:
-    """Milliseconds per generated column in matmuls (addmm, mm, bmm) and in everything else, from one run."""
+    """Milliseconds per generated column in matmuls (addmm, mm, bmm, baddbmm) and in everything else, from one
+    run."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
     events = prof.key_averages()
-    matmul = sum(e.self_cpu_time_total for e in events if e.key in ("aten::addmm", "aten::mm", "aten::bmm"))
+    matmuls = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm")
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in matmuls)
     total = sum(e.self_cpu_time_total for e in events)
     return matmul / 1e3 / new_tokens, (total - matmul) / 1e3 / new_tokens
 

@@ -25,16 +25,17 @@ class Linear(nn.Linear):
     ``nn.Linear``.
     """
 
-    decode_weight: Tensor | None = None
+    decode_weight: Tensor | None = None  # (chunks, in, out / chunks) while decoding
+    decode_bias: Tensor | None = None  # (chunks, 1, out / chunks), zeros for a layer without bias
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.decode_weight
         if w is None or x.numel() > DECODE_ROWS * self.in_features:
             return F.linear(x, self.weight, self.bias)
-        rows = x.reshape(1, -1, self.in_features)  # (1, M, in)
-        y = torch.bmm(rows.expand(w.shape[0], -1, -1), w)  # (chunks, M, out / chunks)
-        y = y.transpose(0, 1).reshape(*x.shape[:-1], -1)[..., :self.out_features]  # padding columns dropped
-        return y if self.bias is None else y + self.bias
+        rows = x.reshape(1, -1, self.in_features).expand(w.shape[0], -1, -1)  # (chunks, M, in)
+        y = torch.baddbmm(self.decode_bias, rows, w)  # (chunks, M, out / chunks)
+        y = y.transpose(0, 1).reshape(*x.shape[:-1], -1)  # (..., chunks * out / chunks)
+        return y if y.shape[-1] == self.out_features else y[..., :self.out_features]  # padding columns dropped
 
 
 @contextmanager
@@ -49,14 +50,20 @@ def decode_layout(*modules: nn.Module | None) -> Iterator[None]:
     try:
         for layer in layers:
             chunks = max(1, min(threads, layer.out_features // 128))
-            w = layer.weight.detach()
-            if layer.out_features % chunks:  # zero output rows up to a multiple of chunks
-                w = F.pad(w, (0, 0, 0, -layer.out_features % chunks))
-            layer.decode_weight = w.view(chunks, -1, layer.in_features).transpose(1, 2).contiguous()
+            layer.decode_weight = _chunked_transpose(layer.weight.detach(), chunks)
+            bias = layer.bias.detach() if layer.bias is not None else layer.weight.new_zeros(layer.out_features)
+            layer.decode_bias = _chunked_transpose(bias[:, None], chunks)
         yield
     finally:
         for layer in layers:
-            layer.decode_weight = None
+            layer.decode_weight = layer.decode_bias = None
+
+
+def _chunked_transpose(weight: Tensor, chunks: int) -> Tensor:
+    """(out, in) -> (chunks, in, ceil(out / chunks)): the transpose split by columns, those past ``out`` zero."""
+    if weight.shape[0] % chunks:
+        weight = F.pad(weight, (0, 0, 0, -weight.shape[0] % chunks))
+    return weight.view(chunks, -1, weight.shape[1]).transpose(1, 2).contiguous()
 
 
 def make_norm(kind: str, dim: int, eps: float, bias: bool) -> nn.Module:
