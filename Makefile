@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check lmlab tests benchmarks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -13,9 +13,11 @@ multiplications and everything else (torch.profiler, self CPU time).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import transformers
@@ -76,6 +78,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a tiny model: runs in seconds")
     parser.add_argument("--profile", action="store_true", help="also split time into matmuls and the rest")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON (benchmarks/run_all.py)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -88,6 +91,7 @@ def main() -> None:
     print(f"model: {size['layers']} layers, d {size['d']}, {size['heads']} heads, vocab {size['vocab']}; "
           f"prompt {args.prompt}, {args.new} new tokens; 1 warm-up + median of {args.runs}")
     print(f"{'batch':>5}{'lmlab tok/s':>13}{'HF tok/s':>11}{'ratio':>8}  same tokens")
+    records = []
     for B in args.batches:
         x = torch.randint(0, size["vocab"], (B, args.prompt), generator=torch.Generator().manual_seed(B))
         mask = torch.ones_like(x)
@@ -103,12 +107,16 @@ def main() -> None:
             first = int((ours_out != hf_out).any(0).nonzero()[0]) - args.prompt
             same = f"False (first difference at new token {first})"
         n = B * args.new
-        print(f"{B:>5}{n / ours_s:>13.0f}{n / hf_s:>11.0f}{hf_s / ours_s:>8.2f}  {same}")
+        print(f"{B:>5}{n / ours_s:>13.0f}{n / hf_s:>11.0f}{hf_s / ours_s:>8.2f}  {same}", flush=True)
+        records.append(dict(batch=B, threads=torch.get_num_threads(), lmlab=n / ours_s, hf=n / hf_s,
+                            ratio=hf_s / ours_s, same=same is True))
         if args.profile:
             with torch.no_grad():
                 for name, fn in (("lmlab", run_ours), ("HF", run_hf)):
                     mm, rest = profile_split(fn, args.new)
                     print(f"       {name:<6} per new token: matmuls {mm:.2f} ms, everything else {rest:.2f} ms")
+    if args.json:
+        Path(args.json).write_text(json.dumps(records))
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,7 @@ construction must stay a small fraction of the step (the trainer builds batches 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -78,6 +79,7 @@ def measure(cfg, tokenizer, shards: Path):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny presets and batches")
+    p.add_argument("--json", metavar="PATH", help="also write the rows as JSON (benchmarks/run_all.py)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lmlab-bench-"))
     corpus = write_stdlib_corpus(work / "corpus")
@@ -85,6 +87,7 @@ def main() -> None:
     prepare(corpus, tokenizer, work / "shards", progress=False)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch construction vs training step")
     print(f"{'objective':10} {'batch':>9} {'make_batch ms':>14} {'step ms':>9} {'share':>7}")
+    records = []
     for name, file in RUNS.items():
         overrides = {"data": {"path": str(work / "shards")}}
         if args.quick:
@@ -93,7 +96,10 @@ def main() -> None:
         cfg = load_config(CONFIGS / file, overrides)
         batch, t_batch, t_step = measure(cfg, tokenizer, work / "shards")
         shape = "x".join(map(str, batch.input_ids.shape))
-        print(f"{name:10} {shape:>9} {t_batch * 1e3:14.2f} {t_step * 1e3:9.1f} {t_batch / t_step:7.1%}")
+        print(f"{name:10} {shape:>9} {t_batch * 1e3:14.2f} {t_step * 1e3:9.1f} {t_batch / t_step:7.1%}", flush=True)
+        records.append(dict(objective=name, batch=shape, make_batch=t_batch, step=t_step, share=t_batch / t_step))
+    if args.json:
+        Path(args.json).write_text(json.dumps(records))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import json
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +75,7 @@ def measure(row: str, side: str, quick: bool) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes")
+    p.add_argument("--json", metavar="PATH", help="also write the rows as JSON (benchmarks/run_all.py)")
     p.add_argument("--child", nargs=2, metavar=("ROW", "SIDE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -81,12 +83,16 @@ def main() -> None:
         return
     print(f"torch {torch.__version__}: growth of peak resident memory over two training steps (MiB)")
     print(f"{'row':<16}{'lmlab':>10}{'HF':>10}{'ratio':>8}")
+    records = []
     for row, name in (("gpt2", "GPT-2-like CLM"), ("bert", "BERT-like MLM")):
         mib = {}
         for side in ("lmlab", "hf"):
             cmd = [sys.executable, __file__, "--child", row, side] + (["--quick"] if args.quick else [])
             mib[side] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-        print(f"{name:<16}{mib['lmlab']:>10.0f}{mib['hf']:>10.0f}{mib['lmlab'] / mib['hf']:>8.2f}")
+        print(f"{name:<16}{mib['lmlab']:>10.0f}{mib['hf']:>10.0f}{mib['lmlab'] / mib['hf']:>8.2f}", flush=True)
+        records.append(dict(row=name, lmlab=mib["lmlab"], hf=mib["hf"], ratio=mib["lmlab"] / mib["hf"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(records))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Training throughput: lmlab against Hugging Face ``transformers`` on the same architecture, in one process.
 
-Both sides: same sizes, same batch, fp32, dropout 0, SDPA attention, AdamW; a few warm-up steps, then
+Both sides: same sizes, same batch, fp32, dropout 0, SDPA attention, fused AdamW; a few warm-up steps, then
 timed steps. Rows: a GPT-2-like causal LM and a BERT-like masked LM (15% of positions scored). The
 lmlab loss is computed as an objective would: cross-entropy on ``model(...).logits`` for the causal LM,
 and on ``model.logits(hidden[mask])`` (the projection only at scored positions) for the masked LM;
@@ -15,8 +15,10 @@ output head at unscored positions for the masked LM.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +61,7 @@ PRECISION = "fp32"  # set from --precision: both sides run under the same autoca
 
 def time_steps(step, params, warmup: int, steps: int) -> float:
     """Seconds per optimizer step of ``step()`` (which returns a loss) with AdamW on ``params``."""
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=True)  # both libraries' default (HF Trainer: adamw_torch_fused)
 
     def one():
         with autocast(PRECISION, torch.device("cpu")):
@@ -160,6 +162,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: runs in seconds")
     parser.add_argument("--precision", choices=["fp32", "fp32-fast", "bf16"], default="fp32",
                         help="the same precision setting on both sides (lmlab's train.precision)")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON (benchmarks/run_all.py)")
     args = parser.parse_args()
     global PRECISION
     PRECISION = args.precision
@@ -180,9 +183,14 @@ def run(args: argparse.Namespace) -> None:
     rows = [(f"GPT-2-like CLM {s.gpt_batch[0]}x{s.gpt_batch[1]}", gpt_row),
             (f"BERT-like MLM {s.bert_batch[0]}x{s.bert_batch[1]}", bert_row),
             (f"T5-like {s.t5_batch[0]}x({s.t5_batch[1]}+{s.t5_batch[2]})", t5_row)]
+    records = []
     for name, row in rows:
         ours, hf, fpt = row(s, args.warmup, args.steps)
-        print(f"{name:<28}{ours:>12.0f}{hf:>12.0f}{ours / hf:>8.2f}{ours * fpt / peak:>10.1%}")
+        print(f"{name:<28}{ours:>12.0f}{hf:>12.0f}{ours / hf:>8.2f}{ours * fpt / peak:>10.1%}", flush=True)
+        records.append(dict(row=name, precision=args.precision, lmlab=ours, hf=hf, ratio=ours / hf,
+                            mfu=ours * fpt / peak, peak=peak))
+    if args.json:
+        Path(args.json).write_text(json.dumps(records))
 
 
 if __name__ == "__main__":
