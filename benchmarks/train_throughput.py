@@ -1,13 +1,16 @@
 """Training throughput: lmlab against Hugging Face ``transformers`` on the same architecture, in one process.
 
-Both sides: same sizes, same batch, fp32, dropout 0, SDPA attention, fused AdamW; a few warm-up steps, then
-timed steps. Rows: a GPT-2-like causal LM and a BERT-like masked LM (15% of positions scored). The
-lmlab loss is computed as an objective would: cross-entropy on ``model(...).logits`` for the causal LM,
-and on ``model.logits(hidden[mask])`` (the projection only at scored positions) for the masked LM;
-Hugging Face uses its ``labels=`` path with -100. A T5 v1.1-like encoder-decoder row counts encoder and
-decoder tokens. MFU is lmlab's, against a peak measured here with
-fp32 matmuls, from the FLOPs lmlab executes: ``model.flops_per_token`` (matmuls, 3x forward), less the
-output head at unscored positions for the masked LM.
+Both sides: same sizes, same batch, same precision setting, dropout 0, SDPA attention, fused AdamW; a few
+warm-up steps, then timed steps. Rows: a GPT-2-like causal LM, a BERT-like masked LM (15% of positions
+scored) and a T5 v1.1-like encoder-decoder (tokens/s counts encoder and decoder tokens). The lmlab loss is
+the objectives' own ``token_loss`` (cross-entropy in float32, summed, with the accuracy count) on
+``model(...).logits``, and for the masked LM on ``model.logits(hidden[mask])`` (the projection only at scored
+positions); Hugging Face uses its ``labels=`` path with -100.
+
+MFU is against a matmul peak measured here in the chosen precision, from the FLOPs each side executes:
+``model.flops_per_token`` (matmuls, 3x forward) for both, less the output head at unscored positions for
+lmlab's masked LM (Hugging Face computes the head everywhere). With both sides near the peak, the ratio
+cannot exceed 100% / HF MFU.
 
     .venv/bin/python benchmarks/train_throughput.py [--steps 10] [--warmup 3] [--quick] [--precision bf16]
 """
@@ -21,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import transformers
 
 from lmlab.config import model_preset
 from lmlab.model import build_model
+from lmlab.objectives.base import token_loss
 from lmlab.train.precision import autocast, compute_dtype, run_precision
 
 
@@ -78,7 +81,7 @@ def time_steps(step, params, warmup: int, steps: int) -> float:
     return (time.perf_counter() - t) / steps
 
 
-def gpt_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float]:
+def gpt_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float, float]:
     B, T = s.gpt_batch
     cfg = model_preset("gpt2-small", vocab_size=s.vocab, d_model=s.d, n_layers=s.layers, n_heads=s.heads,
                        d_ff=4 * s.d, max_seq_len=T)
@@ -92,16 +95,16 @@ def gpt_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float]:
 
     targets = torch.cat([x[:, 1:], torch.full((B, 1), -100)], dim=1)  # (B, T): token t+1, none for the last
 
-    def lmlab_step():  # as the causal-LM objective: full logits, unscored positions ignored
-        logits = ours(x).logits  # (B, T, V)
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+    def lmlab_step():  # the causal-LM objective's loss: full logits, unscored positions ignored
+        loss, n, _ = token_loss(ours(x).logits, targets)  # logits (B, T, V)
+        return loss / n
 
     ours_s = time_steps(lmlab_step, ours.parameters(), warmup, steps)
     hf_s = time_steps(lambda: hf(x, labels=x).loss, hf.parameters(), warmup, steps)
-    return B * T / ours_s, B * T / hf_s, ours.flops_per_token(T)
+    return B * T / ours_s, B * T / hf_s, ours.flops_per_token(T), ours.flops_per_token(T)
 
 
-def bert_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float]:
+def bert_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float, float]:
     B, T = s.bert_batch
     cfg = model_preset("bert-small", vocab_size=s.vocab, d_model=s.d, n_layers=s.layers, n_heads=s.heads,
                        d_ff=4 * s.d, max_seq_len=T)
@@ -117,9 +120,10 @@ def bert_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float]:
     scored = torch.rand(B, T, generator=g) < 0.15
     labels = torch.where(scored, x, -100)
 
-    def lmlab_step():
+    def lmlab_step():  # the masked-LM objective's loss: the head only at scored positions
         hidden = ours.hidden(x)  # (B, T, D)
-        return F.cross_entropy(ours.logits(hidden[scored]), x[scored])  # (N, V): only scored positions
+        loss, n, _ = token_loss(ours.logits(hidden[scored]), x[scored])  # logits (N, V)
+        return loss / n
 
     ours_s = time_steps(lmlab_step, ours.parameters(), warmup, steps)
     hf_s = time_steps(lambda: hf(x, labels=labels).loss, hf.parameters(), warmup, steps)
@@ -127,10 +131,10 @@ def bert_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float]:
     linears = [m for m in ours.head.modules() if isinstance(m, torch.nn.Linear)]
     head = 3 * 2 * sum(m.in_features * m.out_features for m in linears)
     executed = ours.flops_per_token(T) - (1 - scored.float().mean().item()) * head
-    return B * T / ours_s, B * T / hf_s, executed
+    return B * T / ours_s, B * T / hf_s, executed, ours.flops_per_token(T)  # HF: the head everywhere
 
 
-def t5_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float]:
+def t5_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float, float]:
     """A T5 v1.1-like encoder-decoder (RMSNorm, relative bias, gated GELU, untied head): encoder S, decoder T."""
     B, S, T = s.t5_batch
     cfg = model_preset("t5-small", vocab_size=s.vocab, d_model=s.d, n_layers=s.layers, n_heads=s.heads,
@@ -147,12 +151,12 @@ def t5_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float]:
     decoder_inputs = torch.cat([torch.zeros(B, 1, dtype=torch.long), y[:, :-1]], dim=1)
 
     def lmlab_step():  # as the span-corruption objective: teacher forcing, cross-entropy on the decoder's logits
-        logits = ours(x, decoder_input_ids=decoder_inputs).logits  # (B, T, V)
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        loss, n, _ = token_loss(ours(x, decoder_input_ids=decoder_inputs).logits, y)  # logits (B, T, V)
+        return loss / n
 
     ours_s = time_steps(lmlab_step, ours.parameters(), warmup, steps)
     hf_s = time_steps(lambda: hf(input_ids=x, labels=y).loss, hf.parameters(), warmup, steps)
-    return B * (S + T) / ours_s, B * (S + T) / hf_s, ours.flops_per_token(S, T)
+    return B * (S + T) / ours_s, B * (S + T) / hf_s, ours.flops_per_token(S, T), ours.flops_per_token(S, T)
 
 
 def main() -> None:
@@ -179,16 +183,17 @@ def run(args: argparse.Namespace) -> None:
           f"{torch.get_num_threads()} threads, {args.precision}; peak (matmul) {peak / 1e9:.1f} GFLOP/s")
     print(f"model: {s.layers} layers, d {s.d}, {s.heads} heads, vocab {s.vocab}; "
           f"{args.warmup} warm-up + {args.steps} timed steps")
-    print(f"{'row':<28}{'lmlab tok/s':>12}{'HF tok/s':>12}{'ratio':>8}{'lmlab MFU':>11}")
+    print(f"{'row':<28}{'lmlab tok/s':>12}{'HF tok/s':>12}{'ratio':>8}{'lmlab MFU':>11}{'HF MFU':>8}")
     rows = [(f"GPT-2-like CLM {s.gpt_batch[0]}x{s.gpt_batch[1]}", gpt_row),
             (f"BERT-like MLM {s.bert_batch[0]}x{s.bert_batch[1]}", bert_row),
             (f"T5-like {s.t5_batch[0]}x({s.t5_batch[1]}+{s.t5_batch[2]})", t5_row)]
     records = []
     for name, row in rows:
-        ours, hf, fpt = row(s, args.warmup, args.steps)
-        print(f"{name:<28}{ours:>12.0f}{hf:>12.0f}{ours / hf:>8.2f}{ours * fpt / peak:>10.1%}", flush=True)
+        ours, hf, fpt, hf_fpt = row(s, args.warmup, args.steps)
+        print(f"{name:<28}{ours:>12.0f}{hf:>12.0f}{ours / hf:>8.2f}{ours * fpt / peak:>10.1%}"
+              f"{hf * hf_fpt / peak:>8.1%}", flush=True)
         records.append(dict(row=name, precision=args.precision, lmlab=ours, hf=hf, ratio=ours / hf,
-                            mfu=ours * fpt / peak, peak=peak))
+                            mfu=ours * fpt / peak, hf_mfu=hf * hf_fpt / peak, peak=peak))
     if args.json:
         Path(args.json).write_text(json.dumps(records))
 

@@ -101,8 +101,8 @@ class Objective:
 def token_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Summed cross-entropy of ``logits`` (..., V) against ``targets`` (...), IGNORE skipped; with the
     number of scored targets and the number predicted correctly."""
-    flat, tgt = logits.flatten(0, -2), targets.flatten()
-    loss = F.cross_entropy(flat.float(), tgt, ignore_index=IGNORE, reduction="sum")
+    flat, tgt = logits.flatten(0, -2).float(), targets.flatten()  # float32 (argmax on bf16 is 4x slower on CPU)
+    loss = F.cross_entropy(flat, tgt, ignore_index=IGNORE, reduction="sum")
     scored = tgt != IGNORE
     return loss, scored.sum(), {"correct": ((flat.argmax(-1) == tgt) & scored).sum()}
 
