@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test in about a minute")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="the Markdown file written")
     args = parser.parse_args()
+    host = machine()  # before the runs: the commit they measure
     sections, rows = [], {}
     for key, title, script, script_args in RUNS:
         print(f"== {title}: {script} {' '.join(script_args)}", flush=True)
@@ -133,7 +134,7 @@ def main() -> None:
              "`benchmarks/README.md` says what each script measures and how.", ""]
     if args.quick:
         lines += ["**Tiny sizes (`--quick`): a smoke test, not the measurement the aims are about.**", ""]
-    lines += ["## Machine", "", *machine(), "", "## Aims", "",
+    lines += ["## Machine", "", *host, "", "## Aims", "",
               "| aim | target | measured | met |", "|---|---|---|---|"]
     for aim, target, measured, met in aims(rows):
         lines.append(f"| {aim} | {target} | {measured} | {'-' if met is None else 'yes' if met else 'no'} |")
