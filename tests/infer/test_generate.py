@@ -49,41 +49,35 @@ def left_pad(rows: list[torch.Tensor], pad: int) -> tuple[torch.Tensor, torch.Te
 # --------------------------------------------------------------------------- cache, beams, padding
 
 
-@pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny", "t5-tiny"])
-def test_cached_greedy_equals_the_uncached_loop(name):
-    model = tiny(name)
+def assert_cached_greedy_is_uncached(model, n: int = 10) -> None:
+    """``generate`` (KV cache, decode layout) gives the tokens of the uncached loop, on 2 prompts."""
     with torch.no_grad():
         if model.config.arch == "encoder-decoder":
             src = rand_ids(2, 9, seed=1)
-            got = generate(model, src, max_new_tokens=10, decoder_start_token_id=0)
-            ref = uncached_greedy(model, torch.zeros(2, 1, dtype=torch.long), 10, src=src)
+            got = generate(model, src, max_new_tokens=n, decoder_start_token_id=0)
+            ref = uncached_greedy(model, torch.zeros(2, 1, dtype=torch.long), n, src=src)
         else:
             prompt = rand_ids(2, 6)
-            got = generate(model, prompt, max_new_tokens=10)
-            ref = uncached_greedy(model, prompt, 10)
+            got = generate(model, prompt, max_new_tokens=n)
+            ref = uncached_greedy(model, prompt, n)
     assert torch.equal(got, ref)
-    assert len(set(got[:, -10:].flatten().tolist())) > 3  # a real sequence, not one repeated token
+    assert len(set(got[:, -n:].flatten().tolist())) > 3  # a real sequence, not one repeated token
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny", "t5-tiny"])
+def test_cached_greedy_equals_the_uncached_loop(name):
+    assert_cached_greedy_is_uncached(tiny(name))
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny", "t5-tiny"])
 def test_chunked_decode_layout_on_two_threads_equals_the_uncached_loop(name):
     """With 2 threads and 256-wide layers, every decoder Linear multiplies by 2 column chunks while decoding."""
-    model = tiny(name, d_model=256, d_ff=512)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        with torch.no_grad():
-            if model.config.arch == "encoder-decoder":
-                src = rand_ids(2, 9, seed=1)
-                got = generate(model, src, max_new_tokens=8, decoder_start_token_id=0)
-                ref = uncached_greedy(model, torch.zeros(2, 1, dtype=torch.long), 8, src=src)
-            else:
-                got = generate(model, rand_ids(2, 6), max_new_tokens=8)
-                ref = uncached_greedy(model, rand_ids(2, 6), 8)
+        assert_cached_greedy_is_uncached(tiny(name, d_model=256, d_ff=512), n=8)
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(got, ref)
-    assert len(set(got[:, -8:].flatten().tolist())) > 3
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny", "t5-tiny"])
