@@ -20,9 +20,10 @@ class Linear(nn.Linear):
     product bound by memory bandwidth, and MKL's GEMV on ``nn.Linear``'s (out, in) weight runs on one core.
     Inside :func:`decode_layout` the layer keeps ``decode_weight``, a copy of the weight transposed and split
     by output columns into (chunks, in, out / chunks), and multiplies inputs of at most ``DECODE_ROWS`` rows
-    by it with one ``bmm``, which spreads the chunks over the cores. Every output is still one dot product
-    over ``in``; only the order of its additions changes. Parameters, state dict and gradients are those of
-    ``nn.Linear``.
+    by it with one batched matmul (``baddbmm``, bias included), which spreads the chunks over the cores.
+    Every output is still one dot product over ``in``; only the order of its additions changes. The copy is
+    used only where autograd is off (it holds no gradient); parameters, state dict and gradients are those
+    of ``nn.Linear``.
     """
 
     decode_weight: Tensor | None = None  # (chunks, in, out / chunks) while decoding
@@ -30,7 +31,7 @@ class Linear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.decode_weight
-        if w is None or x.numel() > DECODE_ROWS * self.in_features:
+        if w is None or x.numel() > DECODE_ROWS * self.in_features or torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)
         rows = x.reshape(1, -1, self.in_features).expand(w.shape[0], -1, -1)  # (chunks, M, in)
         y = torch.baddbmm(self.decode_bias, rows, w)  # (chunks, M, out / chunks)

@@ -34,6 +34,14 @@ def test_linear_decode_layout_matches_float64(threads, bias):
     assert layer.decode_weight is None and set(layer.state_dict()) == keys
 
 
+def test_decode_layout_leaves_autograd_to_the_parameters():
+    layer = Linear(8, 4)
+    x = torch.randn(2, 8)
+    with decode_layout(layer):
+        layer(x).sum().backward()
+    torch.testing.assert_close(layer.weight.grad, torch.ones(4, 1) * x.sum(0))
+
+
 def test_decode_layout_is_released_on_error_and_skips_other_dtypes():
     layer, half = Linear(8, 4), Linear(8, 4).to(torch.bfloat16)
     with pytest.raises(RuntimeError), decode_layout(layer, half, None):
