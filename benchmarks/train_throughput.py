@@ -1,8 +1,9 @@
 """Training throughput: lmlab against Hugging Face ``transformers`` on the same architecture, in one process.
 
 Both sides: same sizes, same batch, same precision setting, dropout 0, SDPA attention, fused AdamW; a few
-warm-up steps, then timed steps. Rows: a GPT-2-like causal LM, a BERT-like masked LM (15% of positions
-scored) and a T5 v1.1-like encoder-decoder (tokens/s counts encoder and decoder tokens). The lmlab loss is
+warm-up steps, then timed steps that alternate between the two (the median step of each). Rows: a GPT-2-like
+causal LM, a BERT-like masked LM (15% of positions scored) and a T5 v1.1-like encoder-decoder (tokens/s
+counts encoder and decoder tokens). The lmlab loss is
 the objectives' own ``token_loss`` (cross-entropy in float32, summed, with the accuracy count) on
 ``model(...).logits``, and for the masked LM on ``model.logits(hidden[mask])`` (the projection only at scored
 positions); Hugging Face uses its ``labels=`` path with -100.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,23 +64,33 @@ def peak_flops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float
 PRECISION = "fp32"  # set from --precision: both sides run under the same autocast / matmul setting
 
 
-def time_steps(step, params, warmup: int, steps: int) -> float:
-    """Seconds per optimizer step of ``step()`` (which returns a loss) with AdamW on ``params``."""
-    opt = torch.optim.AdamW(params, lr=1e-4, fused=True)  # both libraries' default (HF Trainer: adamw_torch_fused)
+def time_steps(sides: list[tuple], warmup: int, steps: int) -> list[float]:
+    """Median seconds per optimizer step of each ``(step, params)`` side, where ``step()`` returns a loss, with
+    fused AdamW on ``params``. The sides' steps alternate, so that load from other processes hits both alike."""
 
-    def one():
-        with autocast(PRECISION, torch.device("cpu")):
-            loss = step()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    def runner(step, params):
+        opt = torch.optim.AdamW(params, lr=1e-4, fused=True)  # both libraries' default (HF: adamw_torch_fused)
 
-    for _ in range(warmup):
-        one()
-    t = time.perf_counter()
+        def one() -> float:
+            t = time.perf_counter()
+            with autocast(PRECISION, torch.device("cpu")):
+                loss = step()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return time.perf_counter() - t
+
+        return one
+
+    runners = [runner(step, params) for step, params in sides]
+    for one in runners:
+        for _ in range(warmup):
+            one()
+    times = [[] for _ in runners]
     for _ in range(steps):
-        one()
-    return (time.perf_counter() - t) / steps
+        for one, t in zip(runners, times, strict=True):
+            t.append(one())
+    return [statistics.median(t) for t in times]
 
 
 def gpt_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float, float]:
@@ -99,8 +111,8 @@ def gpt_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float, floa
         loss, n, _ = token_loss(ours(x).logits, targets)  # logits (B, T, V)
         return loss / n
 
-    ours_s = time_steps(lmlab_step, ours.parameters(), warmup, steps)
-    hf_s = time_steps(lambda: hf(x, labels=x).loss, hf.parameters(), warmup, steps)
+    ours_s, hf_s = time_steps([(lmlab_step, ours.parameters()),
+                              (lambda: hf(x, labels=x).loss, hf.parameters())], warmup, steps)
     return B * T / ours_s, B * T / hf_s, ours.flops_per_token(T), ours.flops_per_token(T)
 
 
@@ -125,8 +137,8 @@ def bert_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float, flo
         loss, n, _ = token_loss(ours.logits(hidden[scored]), x[scored])  # logits (N, V)
         return loss / n
 
-    ours_s = time_steps(lmlab_step, ours.parameters(), warmup, steps)
-    hf_s = time_steps(lambda: hf(x, labels=labels).loss, hf.parameters(), warmup, steps)
+    ours_s, hf_s = time_steps([(lmlab_step, ours.parameters()),
+                              (lambda: hf(x, labels=labels).loss, hf.parameters())], warmup, steps)
     # the head (transform + projection) runs only at the scored fraction of positions
     linears = [m for m in ours.head.modules() if isinstance(m, torch.nn.Linear)]
     head = 3 * 2 * sum(m.in_features * m.out_features for m in linears)
@@ -154,8 +166,8 @@ def t5_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float, float
         loss, n, _ = token_loss(ours(x, decoder_input_ids=decoder_inputs).logits, y)  # logits (B, T, V)
         return loss / n
 
-    ours_s = time_steps(lmlab_step, ours.parameters(), warmup, steps)
-    hf_s = time_steps(lambda: hf(input_ids=x, labels=y).loss, hf.parameters(), warmup, steps)
+    ours_s, hf_s = time_steps([(lmlab_step, ours.parameters()),
+                              (lambda: hf(input_ids=x, labels=y).loss, hf.parameters())], warmup, steps)
     return B * (S + T) / ours_s, B * (S + T) / hf_s, ours.flops_per_token(S, T), ours.flops_per_token(S, T)
 
 
