@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import transformers
+from timing import alternating_medians
 
 from lmlab.infer import generate
 from lmlab.interop import load_hf
@@ -40,19 +39,6 @@ def gpt2_pair(vocab: int, d: int, layers: int, heads: int, max_len: int) -> tupl
         hf.save_pretrained(tmp)
         ours = load_hf(tmp)[0]
     return hf, ours
-
-
-def median_seconds(fns: list, runs: int) -> list[tuple[float, torch.Tensor]]:
-    """Median seconds of each function and its output: one warm-up each, then ``runs`` rounds that
-    alternate between them, so that load from other processes hits all of them alike."""
-    outs = [fn() for fn in fns]  # warm-up
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(runs):
-        for i, fn in enumerate(fns):
-            t = time.perf_counter()
-            outs[i] = fn()
-            times[i].append(time.perf_counter() - t)
-    return [(statistics.median(t), out) for t, out in zip(times, outs, strict=True)]
 
 
 def profile_split(fn, new_tokens: int) -> tuple[float, float]:
@@ -100,7 +86,7 @@ def main() -> None:
             x, attention_mask=mask, max_new_tokens=args.new, do_sample=False, num_beams=1, pad_token_id=0,
             eos_token_id=None)
         with torch.no_grad():
-            (ours_s, ours_out), (hf_s, hf_out) = median_seconds([run_ours, run_hf], args.runs)
+            (ours_s, ours_out), (hf_s, hf_out) = alternating_medians([run_ours, run_hf], args.runs)
         assert ours_out.shape == hf_out.shape == (B, args.prompt + args.new), (ours_out.shape, hf_out.shape)
         same = torch.equal(ours_out, hf_out)
         if not same:

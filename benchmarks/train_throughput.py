@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import transformers
+from timing import alternating_medians
 
 from lmlab.config import model_preset
 from lmlab.model import build_model
@@ -71,26 +71,16 @@ def time_steps(sides: list[tuple], warmup: int, steps: int) -> list[float]:
     def runner(step, params):
         opt = torch.optim.AdamW(params, lr=1e-4, fused=True)  # both libraries' default (HF: adamw_torch_fused)
 
-        def one() -> float:
-            t = time.perf_counter()
+        def one() -> None:
             with autocast(PRECISION, torch.device("cpu")):
                 loss = step()
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            return time.perf_counter() - t
 
         return one
 
-    runners = [runner(step, params) for step, params in sides]
-    for one in runners:
-        for _ in range(warmup):
-            one()
-    times = [[] for _ in runners]
-    for _ in range(steps):
-        for one, t in zip(runners, times, strict=True):
-            t.append(one())
-    return [statistics.median(t) for t in times]
+    return [s for s, _ in alternating_medians([runner(*side) for side in sides], steps, warmup)]
 
 
 def gpt_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float, float]:
