@@ -129,11 +129,9 @@ def bert_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float, flo
 
     ours_s, hf_s = time_steps([(lmlab_step, ours.parameters()),
                               (lambda: hf(x, labels=labels).loss, hf.parameters())], warmup, steps)
-    # the head (transform + projection) runs only at the scored fraction of positions
-    linears = [m for m in ours.head.modules() if isinstance(m, torch.nn.Linear)]
-    head = 3 * 2 * sum(m.in_features * m.out_features for m in linears)
-    executed = ours.flops_per_token(T) - (1 - scored.float().mean().item()) * head
-    return B * T / ours_s, B * T / hf_s, executed, ours.flops_per_token(T)  # HF: the head everywhere
+    # lmlab runs the head (transform + projection) only at the scored positions, HF everywhere
+    executed = ours.flops_per_token(T, head_fraction=scored.float().mean().item())
+    return B * T / ours_s, B * T / hf_s, executed, ours.flops_per_token(T)
 
 
 def t5_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float, float]:

@@ -27,6 +27,11 @@ from lmlab.model.layers import MLP
 from lmlab.model.positions import RelativePositionBias, Rotary, positions_from_segments, positions_from_tokens
 
 
+def linear_macs(module: nn.Module) -> int:
+    """Multiply-adds per row through every ``nn.Linear`` in ``module``: ``sum(in * out)``."""
+    return sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, nn.Linear))
+
+
 @dataclass
 class ModelOutput:
     logits: Tensor  # (B, T, V); decoder side for encoder-decoders; None for a model without a token head
@@ -380,23 +385,22 @@ class Transformer(nn.Module):
         ``2 D V``, and BERT's transform) for every output token. Embedding lookups, norms and activations
         are not counted. ``head_fraction`` is the share of tokens the head runs at (an objective that
         projects only its scored positions, like masked LM, runs it at about 15%). Encoder-decoders
-        average over all ``seq_len + decoder_seq_len`` tokens (the unit of :meth:`Batch.num_tokens`);
-        ``decoder_seq_len`` defaults to ``seq_len``.
+        average over all ``seq_len + decoder_seq_len`` tokens (the unit of :meth:`Batch.num_tokens`), and
+        count the cross-attention's key/value projection at the encoder's tokens, where it runs;
+        ``decoder_seq_len`` defaults to ``seq_len``. Recomputation (activation checkpointing) is not counted.
         """
-        def linear(module: nn.Module) -> int:
-            return sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, nn.Linear))
-
         def stack_flops(stack: Stack, t_self: int, t_cross: int) -> float:
             attn = sum(4 * b.attn.n_heads * b.attn.head_dim * t_self
                        + (4 * b.cross_attn.n_heads * b.cross_attn.head_dim * t_cross if b.cross_attn else 0)
                        for b in stack.layers)
-            return 2 * linear(stack) + attn
+            return 2 * linear_macs(stack) + attn
 
-        head = 2 * linear(self.head) * head_fraction if self.head is not None else 0.0
+        head = 2 * linear_macs(self.head) * head_fraction if self.head is not None else 0.0
         if self.arch == "encoder-decoder":
             t_dec = decoder_seq_len or seq_len
-            total = seq_len * stack_flops(self.encoder, seq_len, 0) + t_dec * (
-                stack_flops(self.decoder, t_dec, seq_len) + head)
+            cross_kv = 2 * sum(linear_macs(b.cross_attn.kv) for b in self.decoder.layers if b.cross_attn)
+            total = seq_len * (stack_flops(self.encoder, seq_len, 0) + cross_kv) + t_dec * (
+                stack_flops(self.decoder, t_dec, seq_len) - cross_kv + head)
             return 3 * total / (seq_len + t_dec)
         stack = self.encoder if self.decoder is None else self.decoder
         return 3 * (stack_flops(stack, seq_len, 0) + head)

@@ -66,8 +66,7 @@ class Objective:
     name: str = ""
     extra_tokens: int = 0  # the sampler draws data.seq_len + extra_tokens tokens per row
     archs: tuple[str, ...] = ()  # model architectures this objective can train
-    head_fraction: float = 1.0  # the share of positions where the output projection runs (for MFU)
-    decoder_len: int | None = None  # encoder-decoder objectives: decoder positions per row (for MFU)
+    sparse_head: bool = False  # the output head runs only at the scored positions (for MFU)
     special_tokens: tuple[str, ...] = ()  # tokens the objective adds to the tokenizer when it lacks them
 
     def attach(self, model: torch.nn.Module) -> None:
@@ -96,6 +95,20 @@ class Objective:
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Return ``(summed_loss, num_targets, metrics)``; metrics are sums too (e.g. correct predictions)."""
         raise NotImplementedError
+
+    def flops(self, model: torch.nn.Module, batch: Batch) -> float:
+        """Training FLOPs (forward + backward, matmuls) of ``batch``: the model's
+        :meth:`~lmlab.model.Transformer.flops_per_token` at the batch's own encoder and decoder lengths (which
+        vary from batch to batch for UL2), with the output head at every position, or with ``sparse_head`` at
+        the scored ones only. The trainer's MFU is their sum over time, against the peak."""
+        decoder_len = batch.decoder_input_ids.shape[1] if batch.decoder_input_ids is not None else None
+        head = scored_share(batch) if self.sparse_head else 1.0
+        return batch.num_tokens() * model.flops_per_token(batch.input_ids.shape[1], decoder_len, head_fraction=head)
+
+
+def scored_share(batch: Batch) -> float:
+    """The share of the target positions that are scored (not IGNORE)."""
+    return int((batch.targets != IGNORE).sum()) / max(batch.targets.numel(), 1)
 
 
 def token_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:

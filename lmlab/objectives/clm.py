@@ -29,6 +29,7 @@ class CausalLM(Objective):
     def __init__(self, document_mask: bool = True, loss_chunk: int = 0) -> None:
         self.document_mask = document_mask
         self.loss_chunk = loss_chunk  # > 0: logits and cross-entropy this many tokens at a time (large vocabularies)
+        self.sparse_head = loss_chunk > 0  # the chunked loss projects the scored positions only
 
     def make_batch(self, tokens: Tensor, segment_ids: Tensor, generator: torch.Generator) -> Batch:
         inputs, targets = tokens[:, :-1], tokens[:, 1:].clone()  # (B, T) each

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
-from lmlab.objectives.base import IGNORE, Batch, Objective, required_id
+from lmlab.objectives.base import IGNORE, Batch, Objective, required_id, scored_share
 from lmlab.objectives.mlm import MaskedLM
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ class Electra(Objective, nn.Module):
         nn.Module.__init__(self)
         self.masking = masking
         self.generator_fraction, self.weight = generator_fraction, weight
-        self.head_fraction = 1.0
 
     def attach(self, model: nn.Module) -> None:
         from lmlab.model.builder import _stack, init_weights
@@ -85,6 +84,19 @@ class Electra(Objective, nn.Module):
         for layer in (self.discriminator_head[0], self.discriminator_head[2]):
             nn.init.normal_(layer.weight, 0.0, cfg.init_std)
             nn.init.zeros_(layer.bias)
+
+    def flops(self, model: nn.Module, batch: Batch) -> float:
+        """The discriminator (an encoder without token head) everywhere and its binary head at the scored
+        positions, plus the generator: the projection of the shared embeddings and its encoder everywhere, its
+        token head at the masked positions."""
+        from lmlab.model.transformer import linear_macs
+
+        n, seq_len = batch.num_tokens(), batch.input_ids.shape[1]
+        masked = int((batch.input_ids == self.masking.mask_id).sum()) / n
+        generator = self.generator.flops_per_token(seq_len, head_fraction=masked)
+        generator += 3 * 2 * linear_macs(self.generator.embed)
+        head = 3 * 2 * linear_macs(self.discriminator_head) * scored_share(batch)
+        return super().flops(model, batch) + n * (generator + head)
 
     def make_batch(self, tokens: Tensor, segment_ids: Tensor, generator: torch.Generator) -> Batch:
         batch = self.masking.make_batch(tokens, segment_ids, generator)  # chosen tokens all become [MASK]

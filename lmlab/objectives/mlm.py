@@ -85,13 +85,13 @@ class MaskedLM(Objective):
     name = "mlm"
     archs = ("encoder", "decoder")  # a decoder runs bidirectionally for MLM
     extra_tokens = 0
+    sparse_head = True
 
     def __init__(self, mask_id: int, special_ids: list[int], vocab_size: int, mask_prob: float = 0.15,
                  mask_token_frac: float = 0.8, random_token_frac: float = 0.1,
                  word_starts: WordStarts | None = None, document_mask: bool = True) -> None:
         self.mask_id = mask_id
         self.mask_prob = mask_prob
-        self.head_fraction = mask_prob  # logits only at the chosen positions
         self.mask_token_frac = mask_token_frac
         self.random_token_frac = random_token_frac
         is_special = torch.zeros(vocab_size, dtype=torch.bool)

@@ -122,8 +122,6 @@ class SpanCorruption(Objective):
         self.is_special[list(special_ids)] = True
         self.row_len = self.raw_len + (max(8, self.raw_len // 8) if special_ids else 0)
         self.extra_tokens = self.row_len - seq_len
-        if decoder_only:
-            self.decoder_len = None
         self.sentinels = torch.tensor(sentinel_ids, dtype=torch.long)
         self.eos_id, self.decoder_start_id = eos_id, decoder_start_id
         self.noise_density, self.mean_span = noise_density, mean_noise_span_length

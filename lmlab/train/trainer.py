@@ -208,13 +208,11 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
     log = MetricsLog(out_dir / "metrics.jsonl", resume_step=step if resume_path else None) if d.is_main else None
 
     n_params = model.num_params()
-    flops_per_token = model.flops_per_token(cfg.data.seq_len, objective.decoder_len,
-                                            head_fraction=objective.head_fraction)
     peak = tc.peak_flops or measure_peak_flops(d.device, compute_dtype(tc.precision))  # for this precision
     state_common = {"config": cfg.to_dict(), "world_size": d.world_size}
     if log is not None and resume_path is None:
-        log.write({"step": 0, "event": "start", "params": n_params, "flops_per_token": flops_per_token,
-                   "peak_flops": peak, "world_size": d.world_size})
+        log.write({"step": 0, "event": "start", "params": n_params, "peak_flops": peak,
+                   "world_size": d.world_size})
 
     last_step = min(tc.max_steps, stop_after) if stop_after is not None else tc.max_steps
     bar = tqdm(total=last_step, initial=step, disable=not (tc.progress and d.is_main), unit="step",
@@ -236,7 +234,7 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
 
     step_module.train()
     first_step = step
-    window_t, window_tokens = time.perf_counter(), 0
+    window_t, window_tokens, window_flops = time.perf_counter(), 0, 0.0
     with _StopFlag() as stop:
         while step < last_step:
             lr = lr_at(step, tc)
@@ -263,6 +261,7 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
                     scaler.scale(loss_sum * (d.world_size / max(n_global, 1.0))).backward()
                 loss_total += loss_sum.detach()
                 window_tokens += batch.num_tokens() * d.world_size
+                window_flops += objective.flops(model, batch) * d.world_size  # every rank: a batch of this shape
             if tc.grad_clip > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(step_module.parameters(), tc.grad_clip)
@@ -273,7 +272,7 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
             tokens_seen += sum(b.num_tokens() for b in batches) * d.world_size
             if tc.compile and step == first_step + 1:  # the first step compiles: report it, leave it out of tok/s
                 compile_s = time.perf_counter() - window_t
-                window_t, window_tokens = time.perf_counter(), 0
+                window_t, window_tokens, window_flops = time.perf_counter(), 0, 0.0
                 if log is not None:
                     log.write({"step": step, "event": "compiled", "compile_s": compile_s})
                 if d.is_main and tc.progress:
@@ -283,8 +282,8 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
                 loss = all_reduce_sum(loss_total.reshape(1).cpu(), d).item() / max(n_global, 1.0)
                 elapsed = time.perf_counter() - window_t
                 tps = window_tokens / max(elapsed, 1e-9)
-                mfu = tps * flops_per_token / (peak * d.world_size)
-                window_t, window_tokens = time.perf_counter(), 0
+                mfu = window_flops / max(elapsed, 1e-9) / (peak * d.world_size)
+                window_t, window_tokens, window_flops = time.perf_counter(), 0, 0.0
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{mfu:.1%}", refresh=False)
                 if log is not None:
                     log.write({"step": step, "loss": loss, "lr": lr, "tokens": tokens_seen, "tokens_per_s": tps,

@@ -176,9 +176,9 @@ def test_flops_per_token_by_hand():
 def test_flops_per_token_encoder_decoder_and_gqa():
     model = build_model(model_preset("t5-tiny", vocab_size=100))  # d=64, ff=160 (gated), 4 heads
     S, T = 10, 6
-    self_attn, cross, mlp = 64 * 192 + 64 * 64, 64 * 64 + 64 * 128 + 64 * 64, 64 * 320 + 160 * 64
-    enc = 2 * 2 * (self_attn + mlp) + 2 * 4 * 64 * S
-    dec = 2 * 2 * (self_attn + cross + mlp) + 2 * (4 * 64 * T + 4 * 64 * S) + 2 * 64 * 100
+    self_attn, cross_q_o, cross_kv, mlp = 64 * 192 + 64 * 64, 64 * 64 + 64 * 64, 64 * 128, 64 * 320 + 160 * 64
+    enc = 2 * 2 * (self_attn + mlp + cross_kv) + 2 * 4 * 64 * S  # the decoder's K/V projections read encoder rows
+    dec = 2 * 2 * (self_attn + cross_q_o + mlp) + 2 * (4 * 64 * T + 4 * 64 * S) + 2 * 64 * 100
     assert model.flops_per_token(S, T) == pytest.approx(3 * (S * enc + T * dec) / (S + T))
     llama = build_model(model_preset("llama-tiny", vocab_size=100))  # kv_heads 2: qkv is 64 -> (4 + 2*2) * 16
     per_layer = 64 * 128 + 64 * 64 + 64 * 320 + 160 * 64

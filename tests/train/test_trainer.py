@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from lmlab.config import load_config
 from lmlab.errors import CheckpointError, ConfigError
+from lmlab.model import build_model
 from lmlab.train import config_from_checkpoint, pretrain
 
 PRESETS = {"clm": "gpt2-tiny", "mlm": "bert-tiny", "span": "t5-tiny", "bart": "t5-tiny", "fim": "gpt2-tiny",
@@ -68,6 +69,9 @@ def test_training_lowers_loss_and_writes_artifacts(shards, tmp_path):
     assert records[0]["event"] == "start" and records[0]["params"] > 0
     train_records = [r for r in records if "loss" in r]
     assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] for r in train_records)
+    # MFU is the objective's FLOPs per second against train.peak_flops: with fixed shapes, FLOPs per token x tok/s
+    per_token = build_model(config_from_checkpoint(run).model).flops_per_token(32)
+    assert all(r["mfu"] * 1e11 == pytest.approx(r["tokens_per_s"] * per_token) for r in train_records)
     assert train_records[-1]["tokens"] == 30 * 2 * 4 * 32
     ckpt = result.checkpoint
     assert {"config.json", "model.safetensors", "tokenizer.json", "training_state.json",
