@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from reference import hf_gpt2
 from timing import alternating_medians
 
 from lmlab.infer import generate
@@ -30,11 +31,7 @@ QUICK = dict(vocab=512, d=64, layers=2, heads=4)
 
 def gpt2_pair(vocab: int, d: int, layers: int, heads: int, max_len: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     """A random Hugging Face GPT-2 and an lmlab model holding the same weights."""
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=vocab, n_positions=max_len, n_embd=d, n_layer=layers, n_head=heads,
-        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        attn_implementation="sdpa", bos_token_id=None, eos_token_id=None)).eval()
-    assert hf.config._attn_implementation == "sdpa"
+    hf = hf_gpt2(vocab, d, layers, heads, max_len, bos_token_id=None, eos_token_id=None).eval()  # no EOS stop
     with tempfile.TemporaryDirectory() as tmp:  # the same weights, through lmlab's own importer
         hf.save_pretrained(tmp)
         ours = load_hf(tmp)[0]

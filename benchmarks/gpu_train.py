@@ -18,6 +18,7 @@ import time
 
 import torch
 import transformers
+from reference import hf_gpt2
 
 from lmlab.config import model_preset
 from lmlab.model import build_model
@@ -69,10 +70,7 @@ def main() -> None:
                        n_heads=size["heads"], d_ff=4 * size["d"], max_seq_len=T)
     ours = build_model(cfg).to(device).train()
     transformers.logging.set_verbosity_error()
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=V, n_positions=T, n_embd=size["d"], n_layer=size["layers"], n_head=size["heads"],
-        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        attn_implementation="sdpa", bos_token_id=0, eos_token_id=0)).to(device).train()
+    hf = hf_gpt2(V, size["d"], size["layers"], size["heads"], T).to(device).train()
     x = torch.randint(0, V, (B, T), device=device)
     targets = torch.cat([x[:, 1:], torch.full((B, 1), -100, device=device)], dim=1)
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 def measure(row: str, side: str, quick: bool) -> float:
     """Growth of the peak resident set (MiB) over two training steps, in this process."""
     import transformers
+    from reference import hf_bert, hf_gpt2
     from train_throughput import FULL, QUICK
 
     from lmlab.config import model_preset
@@ -42,10 +43,7 @@ def measure(row: str, side: str, quick: bool) -> float:
             targets = torch.cat([x[:, 1:], torch.full((B, 1), -100)], dim=1)
             step = lambda: F.cross_entropy(model(x).logits.flatten(0, 1), targets.flatten())  # noqa: E731
         else:
-            model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-                vocab_size=s.vocab, n_positions=T, n_embd=s.d, n_layer=s.layers, n_head=s.heads,
-                activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                attn_implementation="sdpa"))
+            model = hf_gpt2(s.vocab, s.d, s.layers, s.heads, T)
             step = lambda: model(x, labels=x).loss  # noqa: E731
     else:
         B, T = s.bert_batch
@@ -56,10 +54,7 @@ def measure(row: str, side: str, quick: bool) -> float:
                                              n_heads=s.heads, d_ff=4 * s.d, max_seq_len=T))
             step = lambda: F.cross_entropy(model.logits(model.hidden(x)[scored]), x[scored])  # noqa: E731
         else:
-            model = transformers.BertForMaskedLM(transformers.BertConfig(
-                vocab_size=s.vocab, hidden_size=s.d, num_hidden_layers=s.layers, num_attention_heads=s.heads,
-                intermediate_size=4 * s.d, max_position_embeddings=T, hidden_dropout_prob=0.0,
-                attention_probs_dropout_prob=0.0, attn_implementation="sdpa"))
+            model = hf_bert(s.vocab, s.d, s.layers, s.heads, T)
             labels = torch.where(scored, x, -100)
             step = lambda: model(x, labels=labels).loss  # noqa: E731
     model.train()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from reference import hf_bert, hf_gpt2
 from timing import alternating_medians
 
 from lmlab.config import model_preset
@@ -88,11 +89,7 @@ def gpt_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float, floa
     cfg = model_preset("gpt2-small", vocab_size=s.vocab, d_model=s.d, n_layers=s.layers, n_heads=s.heads,
                        d_ff=4 * s.d, max_seq_len=T)
     ours = build_model(cfg).train()
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=s.vocab, n_positions=T, n_embd=s.d, n_layer=s.layers, n_head=s.heads,
-        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        attn_implementation="sdpa", bos_token_id=0, eos_token_id=0)).train()
-    assert hf.config._attn_implementation == "sdpa"
+    hf = hf_gpt2(s.vocab, s.d, s.layers, s.heads, T).train()
     x = torch.randint(0, s.vocab, (B, T), generator=torch.Generator().manual_seed(0))
 
     targets = torch.cat([x[:, 1:], torch.full((B, 1), -100)], dim=1)  # (B, T): token t+1, none for the last
@@ -111,12 +108,7 @@ def bert_row(s: Size, warmup: int, steps: int) -> tuple[float, float, float, flo
     cfg = model_preset("bert-small", vocab_size=s.vocab, d_model=s.d, n_layers=s.layers, n_heads=s.heads,
                        d_ff=4 * s.d, max_seq_len=T)
     ours = build_model(cfg).train()
-    hf = transformers.BertForMaskedLM(transformers.BertConfig(
-        vocab_size=s.vocab, hidden_size=s.d, num_hidden_layers=s.layers, num_attention_heads=s.heads,
-        intermediate_size=4 * s.d, max_position_embeddings=T, type_vocab_size=2, hidden_act="gelu",
-        layer_norm_eps=1e-12, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-        attn_implementation="sdpa")).train()
-    assert hf.config._attn_implementation == "sdpa"
+    hf = hf_bert(s.vocab, s.d, s.layers, s.heads, T).train()
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, s.vocab, (B, T), generator=g)
     scored = torch.rand(B, T, generator=g) < 0.15
