@@ -48,13 +48,17 @@ def test_two_processes_match_one(sentinel_shards, tmp_path, objective, preset):
     assert state["world_size"] == 2
 
 
-def test_fsdp_matches_ddp_and_resumes(sentinel_shards, tmp_path):
-    """fully_shard under torchrun: the losses of DDP, and a sharded run that saves and resumes exactly."""
+@pytest.mark.parametrize("objective, preset", [("clm", "gpt2-tiny"), ("electra", "bert-tiny")])
+def test_fsdp_matches_ddp_and_resumes(sentinel_shards, tmp_path, objective, preset):
+    """fully_shard under torchrun: the losses of DDP, and a sharded run that saves and resumes exactly (ELECTRA: with
+    its generator, which shares the model's embeddings, sharded at the root)."""
     import shutil
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = [*ARGS, "--data.path", str(sentinel_shards), "--preset", "gpt2-tiny", "--train.batch_size", "4",
-              "--train.max_steps", "4", "--train.save_every", "2", "--train.keep_last", "5"]
+    common = [*ARGS, "--data.path", str(sentinel_shards), "--preset", preset, "--objective.name", objective,
+              "--train.batch_size", "4", "--train.max_steps", "4", "--train.save_every", "2", "--train.keep_last", "5"]
+    if objective == "electra":
+        common += ["--model.lm_head", "false", "--model.mlm_transform", "false"]
 
     def torchrun(*args):
         proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
@@ -72,7 +76,8 @@ def test_fsdp_matches_ddp_and_resumes(sentinel_shards, tmp_path):
     (tmp_path / "again").mkdir()
     shutil.copytree(tmp_path / "fsdp" / "step-000002", tmp_path / "again" / "step-000002")
     torchrun("--resume", str(tmp_path / "again"), "--train.out_dir", str(tmp_path / "again"))
-    for file in ("model.safetensors", "optimizer.safetensors"):
+    own = ["objective.safetensors"] if objective == "electra" else []  # the generator and the binary head
+    for file in ["model.safetensors", "optimizer.safetensors", *own]:
         x = load_file(str(tmp_path / "fsdp" / "step-000004" / file))
         y = load_file(str(tmp_path / "again" / "step-000004" / file))
         assert x.keys() == y.keys()
