@@ -83,3 +83,17 @@ def test_fsdp_matches_ddp_and_resumes(sentinel_shards, tmp_path, objective, pres
         assert x.keys() == y.keys()
         for name in x:
             torch.testing.assert_close(x[name], y[name], rtol=0, atol=0, msg=name)
+
+
+def test_fsdp_with_compile_trains_the_same(sentinel_shards, tmp_path):
+    """train.compile on top of fully_shard: the sharded eager run's losses."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = [*ARGS, "--data.path", str(sentinel_shards), "--preset", "gpt2-tiny", "--train.batch_size", "4",
+              "--train.parallel", "fsdp", "--model.dropout", "0"]
+    for name, extra in [("eager", []), ("compiled", ["--train.compile", "true"])]:
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               "-m", "lmlab", "pretrain", *common, *extra, "--train.out_dir", str(tmp_path / name)],
+                              env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    eager, compiled = _losses(tmp_path / "eager"), _losses(tmp_path / "compiled")
+    assert len(eager) == 3 and compiled == pytest.approx(eager, abs=1e-4)
