@@ -246,6 +246,7 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
                 tokens, segments = sampler.sample()
                 batches.append(objective.make_batch(tokens, segments, generators["objective"]).rows(rows))
             n_local = sum(int((b.targets != -100).sum()) for b in batches)
+            window_flops += sum(objective.flops(model, b) for b in batches) * d.world_size  # (on the CPU batches)
             n_global = all_reduce_sum(torch.tensor([float(n_local)]), d).item()
             loss_total = torch.zeros((), device=d.device)
             for i, batch in enumerate(batches):
@@ -261,7 +262,6 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
                     scaler.scale(loss_sum * (d.world_size / max(n_global, 1.0))).backward()
                 loss_total += loss_sum.detach()
                 window_tokens += batch.num_tokens() * d.world_size
-                window_flops += objective.flops(model, batch) * d.world_size  # every rank: a batch of this shape
             if tc.grad_clip > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(step_module.parameters(), tc.grad_clip)
