@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from lmlab.errors import LmlabError
 from lmlab.model.cache import KVCache
 from lmlab.model.layers import decode_layout
+from lmlab.objectives.base import decoder_start_id, imported_decoder_start
 
 _NEG = -1.0e9  # a score that rules a hypothesis out (the value Hugging Face uses, so ties break alike)
 
@@ -205,7 +206,8 @@ def generate(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None 
         length_penalty: beam search scores a finished hypothesis by ``sum_logprob / n_generated ** it``.
         early_stopping: beam search stops an input once it has ``num_beams`` finished hypotheses (True), when
             no running beam can beat them by a heuristic (False), or by the canonical bound ("never").
-        decoder_start_token_id: first decoder token of encoder-decoders (default ``pad_token_id``, as T5).
+        decoder_start_token_id: first decoder token of encoder-decoders (default: the one the Hugging Face
+            checkpoint the model was imported from names, EOS for BART; else ``pad_token_id``, as T5).
         seed: seeds a ``torch.Generator`` used for all sampling; None uses torch's global generator.
         streamer: called with each new column of tokens (B * num_return_sequences,) as it is produced.
 
@@ -233,7 +235,8 @@ def generate(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None 
     start = None
     prefix, prefix_mask = input_ids, attention_mask  # (B, L0): what the output starts with
     if model.config.arch == "encoder-decoder":
-        first = decoder_start_token_id if decoder_start_token_id is not None else pad_token_id
+        first = next((i for i in (decoder_start_token_id, imported_decoder_start(model), pad_token_id)
+                      if i is not None), None)
         if first is None:
             raise _error("an encoder-decoder needs decoder_start_token_id (or pad_token_id, its default)")
         start = torch.full((B, 1), first, dtype=torch.long, device=device)
@@ -413,7 +416,6 @@ def generate_text(model: nn.Module, tokenizer, prompts: str | list[str], **gener
     Raises:
         InferenceError: as :func:`generate`; an empty prompt.
     """
-    from lmlab.objectives.base import decoder_start_id
 
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -427,7 +429,7 @@ def generate_text(model: nn.Module, tokenizer, prompts: str | list[str], **gener
     kwargs.setdefault("eos_token_id", tokenizer.eos_id)
     kwargs.setdefault("pad_token_id", tokenizer.pad_id)
     if enc_dec:  # the token lmlab's seq2seq objectives train the decoder from
-        kwargs.setdefault("decoder_start_token_id", decoder_start_id(tokenizer))
+        kwargs.setdefault("decoder_start_token_id", decoder_start_id(tokenizer, model))
     ids, mask = pad_batch(encoded, left=not enc_dec, pad=tokenizer.pad_id if tokenizer.pad_id is not None else 0)
     T = ids.shape[1]
     out = generate(model, ids, mask, **kwargs)

@@ -142,7 +142,7 @@ class Text2TextGenerationPipeline(Pipeline):
 
         tok = self.tokenizer
         options = _generation_defaults(tok, generate_kwargs)
-        options.setdefault("decoder_start_token_id", decoder_start_id(tok.lmlab_tokenizer))
+        options.setdefault("decoder_start_token_id", decoder_start_id(tok.lmlab_tokenizer, self.model))
         sources = [tok.encode(t) for t in texts]  # the tokenizer's template (T5 appends </s>)
         if not all(sources):
             raise InferenceError(f"the input is empty: {texts[[bool(s) for s in sources].index(False)]!r}")

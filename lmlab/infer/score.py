@@ -332,7 +332,7 @@ def _score_seq2seq(model: torch.nn.Module, tok, sources: list[str], targets: lis
                    start: int | None) -> list[TextScore]:
     from lmlab.objectives.base import decoder_start_id
 
-    start = start if start is not None else decoder_start_id(tok)
+    start = start if start is not None else decoder_start_id(tok, model)
     src, tgt = [], []
     for source, target in zip(sources, targets, strict=True):
         s = tok.tok.encode(source, add_special_tokens=True).ids

@@ -193,9 +193,7 @@ def convert_from_hf(src: str | Path, dst: str | Path, allow_pickle: bool = False
                            "an lmlab checkpoint needs one: add the tokenizer files to the directory")
     tmp = _fresh_dir(dst)
     try:
-        save_model_dir(tmp, model, tokenizer)
-        raw = json.loads((tmp / CONFIG).read_text(encoding="utf-8"))
-        (tmp / CONFIG).write_text(json.dumps({**raw, "hf_config": model.hf_config}, indent=2), encoding="utf-8")
+        save_model_dir(tmp, model, tokenizer)  # with model.hf_config
         return _publish(tmp, dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -265,11 +263,8 @@ def convert_to_hf(src: str | Path, dst: str | Path) -> Path:
         CheckpointError: ``src`` is not a readable checkpoint.
         InteropError: its model has no Hugging Face equivalent (the message names the option); ``dst`` exists.
     """
-    from lmlab.train.checkpoint import load_model, read_json, resolve_checkpoint
+    from lmlab.train.checkpoint import load_model, resolve_checkpoint
 
     path = resolve_checkpoint(src)
-    model, tokenizer = load_model(path)
-    raw = read_json(path / CONFIG)
-    if isinstance(raw.get("hf_config"), dict):
-        model.hf_config = raw["hf_config"]
+    model, tokenizer = load_model(path)  # with the hf_config of a converted model
     return save_hf(model, tokenizer, dst)

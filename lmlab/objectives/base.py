@@ -153,9 +153,19 @@ def required_id(tokenizer: Tokenizer, role: str) -> int:
     return i
 
 
-def decoder_start_id(tokenizer: Tokenizer) -> int:
-    """The token an encoder-decoder's decoder starts from: pad as in T5, else bos, else eos."""
+def decoder_start_id(tokenizer: Tokenizer, model: torch.nn.Module | None = None) -> int:
+    """The token an encoder-decoder's decoder starts from: the one named by the Hugging Face checkpoint ``model``
+    was imported from (:func:`imported_decoder_start`: EOS for BART), else pad as in T5, else bos, else eos."""
+    if (start := imported_decoder_start(model)) is not None:
+        return start
     for i in (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id):
         if i is not None:
             return i
     return required_id(tokenizer, "pad")
+
+
+def imported_decoder_start(model: torch.nn.Module | None) -> int | None:
+    """``decoder_start_token_id`` of the Hugging Face config.json ``model`` was imported from (``model.hf_config``,
+    which lmlab checkpoints keep), or None: the token that checkpoint's decoder was trained to start from."""
+    start = (getattr(model, "hf_config", None) or {}).get("decoder_start_token_id")
+    return start if isinstance(start, int) else None

@@ -73,9 +73,13 @@ def model_config_dict(cfg: ModelConfig, tokenizer=None) -> dict[str, Any]:
 def save_model_dir(path: Path, model: torch.nn.Module, tokenizer=None,
                    weights: dict[str, torch.Tensor] | None = None) -> None:
     """Write config.json, model.safetensors (``weights``, by default the model's) and the tokenizer into an
-    existing directory."""
+    existing directory. A model imported from Hugging Face keeps its source config.json under ``hf_config``
+    (its generation ids, labels, and the fields an export restores)."""
     cfg: ModelConfig = model.config
-    (path / CONFIG).write_text(json.dumps(model_config_dict(cfg, tokenizer), indent=2))
+    config = model_config_dict(cfg, tokenizer)
+    if isinstance(getattr(model, "hf_config", None), dict):
+        config["hf_config"] = model.hf_config
+    (path / CONFIG).write_text(json.dumps(config, indent=2))
     save_file(weights if weights is not None else _unique_state_dict(model), str(path / WEIGHTS),
               metadata={"format": "pt"})
     if tokenizer is not None:
@@ -216,6 +220,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
         return model.to(device).eval(), tokenizer
     model = build_model(read_model_config(path))
     load_weights(model, path)
+    if isinstance(hf_config := read_json(path / CONFIG).get("hf_config"), dict):
+        model.hf_config = hf_config  # imported from Hugging Face: see save_model_dir
     try:
         tokenizer = Tokenizer.load(path / TOKENIZER)
     except LmlabError as e:

@@ -51,6 +51,7 @@ def test_t5_with_tokenizer_json_round_trip(tmp_path, tokenizer):
     tokenizer.save(tmp_path / "hf")
     model, tok = load_model(convert_from_hf(tmp_path / "hf", tmp_path / "lmlab"))
     assert (tok.pad_id, tok.eos_id) == (0, 3) and model.config.head_rescale
+    assert model.hf_config["decoder_start_token_id"] == 0  # the source config.json, kept by the lmlab checkpoint
     src, tgt = ids(2, 11), ids(2, 5, seed=1)
     back = transformers.AutoModelForSeq2SeqLM.from_pretrained(convert_to_hf(tmp_path / "lmlab", tmp_path / "back"))
     with torch.no_grad():
