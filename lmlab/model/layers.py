@@ -35,7 +35,10 @@ class Linear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         rows = x.reshape(1, -1, self.in_features).expand(w.shape[0], -1, -1)  # (chunks, M, in)
         y = torch.baddbmm(self.decode_bias, rows, w)  # (chunks, M, out / chunks)
-        y = y.transpose(0, 1).reshape(*x.shape[:-1], -1)  # (..., chunks * out / chunks)
+        if rows.shape[1] == 1:  # one row: the chunks are already side by side
+            y = y.view(*x.shape[:-1], -1)
+        else:
+            y = y.transpose(0, 1).reshape(*x.shape[:-1], -1)  # (..., chunks * out / chunks)
         return y if y.shape[-1] == self.out_features else y[..., :self.out_features]  # padding columns dropped
 
 

@@ -32,6 +32,10 @@ def linear_macs(module: nn.Module) -> int:
     return sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, nn.Linear))
 
 
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
 @dataclass
 class ModelOutput:
     logits: Tensor  # (B, T, V); decoder side for encoder-decoders; None for a model without a token head
@@ -53,9 +57,10 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def _residual(self, x: Tensor, norm: nn.Module, f) -> Tensor:
+        drop = self.drop if self.training and self.drop.p > 0 else _identity  # (a module call less per branch)
         if self.prenorm:
-            return x + self.drop(f(norm(x)))
-        return norm(x + self.drop(f(x)))
+            return x + drop(f(norm(x)))
+        return norm(x + drop(f(x)))
 
     def forward(self, x: Tensor, *, mask: Tensor | None, is_causal: bool, rope: tuple[Tensor, Tensor] | None,
                 context: Tensor | None, context_mask: Tensor | None, cache: KVCache | None,

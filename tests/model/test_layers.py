@@ -23,7 +23,7 @@ def test_linear_decode_layout_matches_float64(threads, bias):
         with torch.no_grad(), decode_layout(layer):
             chunks = layer.decode_weight.shape[0]
             assert chunks == min(threads, 257 // 128) and layer.decode_weight.shape[1] == 96
-            for shape in [(1, 96), (3, 1, 96), (DECODE_ROWS, 96), (DECODE_ROWS + 1, 96), (2, 40, 96)]:
+            for shape in [(1, 96), (1, 1, 96), (3, 1, 96), (DECODE_ROWS, 96), (DECODE_ROWS + 1, 96), (2, 40, 96)]:
                 x = torch.randn(shape)
                 ref = x.double() @ layer.weight.double().T + (layer.bias.double() if bias else 0)
                 y = layer(x)
