@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hf_tiny import V, build, ids
+from hf_tiny import V, build, ids, right_padding
 
 from lmlab.interop import load_hf
 from lmlab.objectives.base import decoder_start_id
@@ -30,17 +30,20 @@ def test_gpt2_greedy_matches_transformers(tmp_path):
     assert torch.equal(got, ref)
 
 
+def _imported_seq2seq(tmp_path, cls, cfg):
+    """A tiny random ``cls`` model from transformers, its lmlab import, and 3 encoder inputs right-padded."""
+    hf = build(cls, cfg)
+    hf.save_pretrained(tmp_path)
+    model, _ = load_hf(tmp_path)
+    x, mask = right_padding(ids(3, 12), [12, 9, 4], pad_id=cfg.pad_token_id)
+    return hf, model, x, mask
+
+
 def test_t5_greedy_matches_transformers(tmp_path):
     cfg = transformers.T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                                 dropout_rate=0.0, feed_forward_proj="gated-gelu", decoder_start_token_id=0,
                                 pad_token_id=0, eos_token_id=1)
-    hf = build(transformers.T5ForConditionalGeneration, cfg)
-    hf.save_pretrained(tmp_path)
-    model, _ = load_hf(tmp_path)
-    x = ids(3, 12)
-    mask = torch.ones_like(x)
-    mask[1, 9:] = mask[2, 4:] = 0
-    x = x.masked_fill(mask == 0, 0)
+    hf, model, x, mask = _imported_seq2seq(tmp_path, transformers.T5ForConditionalGeneration, cfg)
     ref = hf.generate(x, attention_mask=mask, max_new_tokens=15, do_sample=False)
     got = generate.generate(model, x, mask, max_new_tokens=15, eos_token_id=1, pad_token_id=0,
                             decoder_start_token_id=0)
@@ -54,13 +57,7 @@ def test_bart_starts_from_its_configured_token_and_matches_transformers(tmp_path
                                   decoder_ffn_dim=64, max_position_embeddings=40, dropout=0.0, attention_dropout=0.0,
                                   activation_dropout=0.0, pad_token_id=1, bos_token_id=0, eos_token_id=3,
                                   decoder_start_token_id=2, forced_eos_token_id=None)
-    hf = build(transformers.BartForConditionalGeneration, cfg)
-    hf.save_pretrained(tmp_path)
-    model, _ = load_hf(tmp_path)
-    x = ids(3, 12)
-    mask = torch.ones_like(x)
-    mask[1, 9:] = mask[2, 4:] = 0
-    x = x.masked_fill(mask == 0, 1)
+    hf, model, x, mask = _imported_seq2seq(tmp_path, transformers.BartForConditionalGeneration, cfg)
     ref = hf.generate(x, attention_mask=mask, max_new_tokens=12, do_sample=False)
     got = generate.generate(model, x, mask, max_new_tokens=12, eos_token_id=3, pad_token_id=1)  # no start given
     assert got[0, 0] == 2 and torch.equal(got, ref)
