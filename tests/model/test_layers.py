@@ -11,27 +11,36 @@ from lmlab.model.layers import DECODE_ROWS, MLP, Linear, activation_fn, decode_l
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_decode_layout_matches_float64(threads, bias):
-    """Inside decode_layout, inputs of up to DECODE_ROWS rows go through the chunked (in, out) copy; larger
-    inputs through F.linear. Both equal a float64 product; 257 outputs do not divide into 2 or 3 chunks."""
+@pytest.mark.parametrize("d_in, d_out, by_rows", [
+    (96, 257, False),  # wide: split by output columns; 257 does not divide into 2 or 3 chunks (padding)
+    (384, 96, True),  # deep: split by input rows into 2 or 3 chunks, partial products summed
+    (257, 96, False),  # deep, but 257 rows do not divide into 2 chunks: by columns (one chunk of 96)
+])
+def test_linear_decode_layout_matches_float64(threads, bias, d_in, d_out, by_rows):
+    """Inside decode_layout, inputs of up to DECODE_ROWS rows go through the chunked copy; larger inputs through
+    F.linear. Both equal a float64 product."""
     torch.manual_seed(0)
-    layer = Linear(96, 257, bias=bias)
+    layer = Linear(d_in, d_out, bias=bias)
     keys = set(layer.state_dict())
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.no_grad(), decode_layout(layer):
-            chunks = layer.decode_weight.shape[0]
-            assert chunks == min(threads, 257 // 128) and layer.decode_weight.shape[1] == 96
-            for shape in [(1, 96), (1, 1, 96), (3, 1, 96), (DECODE_ROWS, 96), (DECODE_ROWS + 1, 96), (2, 40, 96)]:
-                x = torch.randn(shape)
+            w = layer.decode_weight
+            assert layer.decode_by_rows == (by_rows and threads > 1)
+            if layer.decode_by_rows:
+                assert w.shape == (min(threads, d_in // 128), d_in // w.shape[0], d_out)
+            else:
+                assert w.shape[:2] == (max(1, min(threads, d_out // 128)), d_in)
+            for n in [(1,), (1, 1), (3, 1), (DECODE_ROWS,), (DECODE_ROWS + 1,), (2, 40)]:
+                x = torch.randn(*n, d_in)
                 ref = x.double() @ layer.weight.double().T + (layer.bias.double() if bias else 0)
                 y = layer(x)
-                assert y.shape == (*shape[:-1], 257)
+                assert y.shape == (*n, d_out)
                 torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
     finally:
         torch.set_num_threads(before)
-    assert layer.decode_weight is None and set(layer.state_dict()) == keys
+    assert layer.decode_weight is None and not layer.decode_by_rows and set(layer.state_dict()) == keys
 
 
 def test_decode_layout_leaves_autograd_to_the_parameters():
