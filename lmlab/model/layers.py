@@ -19,33 +19,23 @@ class Linear(nn.Linear):
     A decoding step multiplies one row per sequence by every weight matrix; on a CPU that is a matrix-vector
     product bound by memory bandwidth, and MKL's GEMV on ``nn.Linear``'s (out, in) weight runs on one core.
     Inside :func:`decode_layout` the layer keeps ``decode_weight``, a copy of the weight transposed and split
-    into one chunk per thread, and multiplies inputs of at most ``DECODE_ROWS`` rows by it with one batched
-    matmul (``baddbmm``, bias included), which spreads the chunks over the cores. A layer at least as wide
-    as it is deep is split by output columns, (chunks, in, out / chunks), the chunks' outputs side by side;
-    a deeper one (an MLP's down projection) by input rows, (chunks, in / chunks, out), the chunks' partial
-    products summed, since MKL reads a chunk faster the wider its rows. Only the order of the additions
+    by input rows into one chunk per thread, (chunks, in / chunks, out), and multiplies inputs of at most
+    ``DECODE_ROWS`` rows by it with one batched matmul (``baddbmm``, the bias in chunk 0), which spreads the
+    chunks over the cores; the chunks' partial products are then summed. Only the order of the additions
     changes. The copy is used only where autograd is off (it holds no gradient); parameters, state dict and
     gradients are those of ``nn.Linear``.
     """
 
-    decode_weight: Tensor | None = None  # (chunks, in, out / chunks), or by_rows (chunks, in / chunks, out)
-    decode_bias: Tensor | None = None  # (chunks, 1, out / chunks), or by_rows (chunks, 1, out), zeros past chunk 0
-    decode_by_rows = False  # decode_weight is split by input rows
+    decode_weight: Tensor | None = None  # (chunks, in / chunks, out) while decoding
+    decode_bias: Tensor | None = None  # (chunks, 1, out): the bias in chunk 0 (zeros without one), then zeros
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.decode_weight
         if w is None or x.numel() > DECODE_ROWS * self.in_features or torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)
-        if self.decode_by_rows:
-            rows = x.reshape(-1, w.shape[0], w.shape[1]).transpose(0, 1)  # (chunks, M, in / chunks)
-            return torch.baddbmm(self.decode_bias, rows, w).sum(0).view(*x.shape[:-1], -1)
-        rows = x.reshape(1, -1, self.in_features).expand(w.shape[0], -1, -1)  # (chunks, M, in)
-        y = torch.baddbmm(self.decode_bias, rows, w)  # (chunks, M, out / chunks)
-        if rows.shape[1] == 1:  # one row: the chunks are already side by side
-            y = y.view(*x.shape[:-1], -1)
-        else:
-            y = y.transpose(0, 1).reshape(*x.shape[:-1], -1)  # (..., chunks * out / chunks)
-        return y if y.shape[-1] == self.out_features else y[..., :self.out_features]  # padding columns dropped
+        rows = x.reshape(-1, w.shape[0], w.shape[1]).transpose(0, 1)  # (chunks, M, in / chunks)
+        y = torch.baddbmm(self.decode_bias, rows, w)  # (chunks, M, out) partial products
+        return (y.sum(0) if w.shape[0] > 1 else y[0]).view(*x.shape[:-1], self.out_features)
 
 
 @contextmanager
@@ -54,35 +44,21 @@ def decode_layout(*modules: nn.Module | None) -> Iterator[None]:
     elsewhere the usual product is already fast). The copies double those weights' memory until the exit."""
     layers = [m for module in modules if module is not None for m in module.modules()
               if isinstance(m, Linear) and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32]
-    # A chunk per thread, of at least 128 columns or rows (on one thread: the plain (in, out) transpose, which
-    # MKL's GEMV also reads faster than (out, in)).
     threads = torch.get_num_threads()
     try:
         for layer in layers:
+            # a chunk per thread, of at least 128 rows that divide ``in`` (on one thread: the plain (in, out)
+            # transpose, which MKL's GEMV also reads faster than (out, in))
+            d_in = layer.in_features
+            chunks = max(c for c in range(1, threads + 1) if c == 1 or (d_in % c == 0 and d_in // c >= 128))
             weight = layer.weight.detach()
+            layer.decode_weight = weight.t().reshape(chunks, d_in // chunks, layer.out_features).contiguous()
             bias = layer.bias.detach() if layer.bias is not None else weight.new_zeros(layer.out_features)
-            chunks = min(threads, layer.in_features // 128)
-            layer.decode_by_rows = layer.out_features < layer.in_features and chunks > 1 and \
-                layer.in_features % chunks == 0
-            if layer.decode_by_rows:
-                layer.decode_weight = weight.t().reshape(chunks, -1, layer.out_features).clone()
-                layer.decode_bias = F.pad(bias[None, None], (0, 0, 0, 0, 0, chunks - 1))  # the bias once
-            else:
-                chunks = max(1, min(threads, layer.out_features // 128))
-                layer.decode_weight = _chunked_transpose(weight, chunks)
-                layer.decode_bias = _chunked_transpose(bias[:, None], chunks)
+            layer.decode_bias = F.pad(bias[None, None], (0, 0, 0, 0, 0, chunks - 1))  # added once, by chunk 0
         yield
     finally:
         for layer in layers:
             layer.decode_weight = layer.decode_bias = None
-            layer.decode_by_rows = False
-
-
-def _chunked_transpose(weight: Tensor, chunks: int) -> Tensor:
-    """(out, in) -> (chunks, in, ceil(out / chunks)): the transpose split by columns, those past ``out`` zero."""
-    if weight.shape[0] % chunks:
-        weight = F.pad(weight, (0, 0, 0, -weight.shape[0] % chunks))
-    return weight.view(chunks, -1, weight.shape[1]).transpose(1, 2).contiguous()
 
 
 def make_norm(kind: str, dim: int, eps: float, bias: bool) -> nn.Module:

@@ -71,8 +71,8 @@ def test_cached_greedy_equals_the_uncached_loop(name):
 
 @pytest.mark.parametrize("name", ["gpt2-tiny", "t5-tiny"])
 def test_chunked_decode_layout_on_two_threads_equals_the_uncached_loop(name):
-    """With 2 threads and 256-wide layers, every decoder Linear multiplies by 2 chunks while decoding: of columns,
-    and of rows for the MLP's down projection (512 -> 256)."""
+    """With 2 threads and 256-wide layers, every decoder Linear multiplies by 2 chunks of its input rows while
+    decoding, and sums their partial products."""
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

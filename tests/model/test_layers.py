@@ -11,14 +11,15 @@ from lmlab.model.layers import DECODE_ROWS, MLP, Linear, activation_fn, decode_l
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("d_in, d_out, by_rows", [
-    (96, 257, False),  # wide: split by output columns; 257 does not divide into 2 or 3 chunks (padding)
-    (384, 96, True),  # deep: split by input rows into 2 or 3 chunks, partial products summed
-    (257, 96, False),  # deep, but 257 rows do not divide into 2 chunks: by columns (one chunk of 96)
+@pytest.mark.parametrize("d_in, d_out, chunks", [
+    (384, 257, {1: 1, 2: 2, 3: 3}),  # 2 or 3 chunks of 192 or 128 input rows
+    (1536, 96, {1: 1, 2: 2, 3: 3}),  # deeper than wide (an MLP's down projection)
+    (256, 96, {1: 1, 2: 2, 3: 2}),  # 256 rows make 2 chunks of 128, not 3
+    (257, 96, {1: 1, 2: 1, 3: 1}),  # 257 rows divide into no chunks of 128: one
 ])
-def test_linear_decode_layout_matches_float64(threads, bias, d_in, d_out, by_rows):
-    """Inside decode_layout, inputs of up to DECODE_ROWS rows go through the chunked copy; larger inputs through
-    F.linear. Both equal a float64 product."""
+def test_linear_decode_layout_matches_float64(threads, bias, d_in, d_out, chunks):
+    """Inside decode_layout, inputs of up to DECODE_ROWS rows go through the chunked copy, the chunks' partial
+    products summed; larger inputs through F.linear. Both equal a float64 product."""
     torch.manual_seed(0)
     layer = Linear(d_in, d_out, bias=bias)
     keys = set(layer.state_dict())
@@ -26,12 +27,8 @@ def test_linear_decode_layout_matches_float64(threads, bias, d_in, d_out, by_row
     torch.set_num_threads(threads)
     try:
         with torch.no_grad(), decode_layout(layer):
-            w = layer.decode_weight
-            assert layer.decode_by_rows == (by_rows and threads > 1)
-            if layer.decode_by_rows:
-                assert w.shape == (min(threads, d_in // 128), d_in // w.shape[0], d_out)
-            else:
-                assert w.shape[:2] == (max(1, min(threads, d_out // 128)), d_in)
+            c = chunks[threads]
+            assert layer.decode_weight.shape == (c, d_in // c, d_out) and layer.decode_weight.is_contiguous()
             for n in [(1,), (1, 1), (3, 1), (DECODE_ROWS,), (DECODE_ROWS + 1,), (2, 40)]:
                 x = torch.randn(*n, d_in)
                 ref = x.double() @ layer.weight.double().T + (layer.bias.double() if bias else 0)
@@ -40,7 +37,7 @@ def test_linear_decode_layout_matches_float64(threads, bias, d_in, d_out, by_row
                 torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
     finally:
         torch.set_num_threads(before)
-    assert layer.decode_weight is None and not layer.decode_by_rows and set(layer.state_dict()) == keys
+    assert layer.decode_weight is None and set(layer.state_dict()) == keys
 
 
 def test_decode_layout_leaves_autograd_to_the_parameters():
