@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from lmlab.config import model_preset
 from lmlab.infer import InferenceError, generate, generate_text
-from lmlab.infer.generate import _process
+from lmlab.infer.generate import MIN_TOKENS_FOR_LAYOUT, _process
 from lmlab.interop import load_hf
 from lmlab.model import build_model
 
@@ -79,6 +80,18 @@ def test_chunked_decode_layout_on_two_threads_equals_the_uncached_loop(name):
         assert_cached_greedy_is_uncached(tiny(name, d_model=256, d_ff=512), n=8)
     finally:
         torch.set_num_threads(before)
+
+
+def test_short_generations_keep_the_plain_layout(monkeypatch):
+    """Packing the decode layout costs about four decoding steps: shorter generations go without it."""
+    module = sys.modules["lmlab.infer.generate"]  # (the package exports the function under the same name)
+    packed, real = [], module.decode_layout
+    monkeypatch.setattr(module, "decode_layout", lambda *modules: packed.append(len(modules)) or real(*modules))
+    model, prompt = tiny("gpt2-tiny"), rand_ids(1, 4)
+    short = generate(model, prompt, max_new_tokens=MIN_TOKENS_FOR_LAYOUT - 1)
+    assert not packed
+    long = generate(model, prompt, max_new_tokens=MIN_TOKENS_FOR_LAYOUT)
+    assert packed and torch.equal(long[:, :short.shape[1]], short)  # the same greedy tokens either way
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny", "t5-tiny"])
