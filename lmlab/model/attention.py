@@ -93,10 +93,8 @@ class Attention(nn.Module):
                 if cache is not None:
                     cache.cross.append((k, v))
         else:
-            q, k, v = self.qkv(x).split([nh * hs, kvh * hs, kvh * hs], dim=-1)
-            q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-            k = k.view(B, T, kvh, hs).transpose(1, 2)  # (B, kvh, T, hs)
-            v = v.view(B, T, kvh, hs).transpose(1, 2)
+            heads = self.qkv(x).view(B, T, nh + 2 * kvh, hs).transpose(1, 2)  # (B, nh + 2 kvh, T, hs)
+            q, k, v = heads.split([nh, kvh, kvh], dim=1)  # (B, nh, T, hs), (B, kvh, T, hs) x 2
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
