@@ -52,13 +52,22 @@ def decode_layout(*modules: nn.Module | None) -> Iterator[None]:
             d_in = layer.in_features
             chunks = max(c for c in range(1, threads + 1) if c == 1 or (d_in % c == 0 and d_in // c >= 128))
             weight = layer.weight.detach()
-            layer.decode_weight = weight.t().reshape(chunks, d_in // chunks, layer.out_features).contiguous()
+            layer.decode_weight = _transposed(weight).view(chunks, d_in // chunks, layer.out_features)
             bias = layer.bias.detach() if layer.bias is not None else weight.new_zeros(layer.out_features)
             layer.decode_bias = F.pad(bias[None, None], (0, 0, 0, 0, 0, chunks - 1))  # added once, by chunk 0
         yield
     finally:
         for layer in layers:
             layer.decode_weight = layer.decode_bias = None
+
+
+def _transposed(weight: Tensor, block: int = 256) -> Tensor:
+    """``weight.t().contiguous()``, copied ``block`` rows at a time: each block's reads and writes stay in cache
+    (the 25 weights of the benchmarks' GPT-2-like model: 11-13 ms instead of 17-18 ms on 2 cores)."""
+    out = weight.new_empty(weight.shape[1], weight.shape[0])
+    for i in range(0, weight.shape[0], block):
+        out[:, i:i + block] = weight[i:i + block].t()
+    return out
 
 
 def make_norm(kind: str, dim: int, eps: float, bias: bool) -> nn.Module:
