@@ -14,8 +14,9 @@ from lmlab.model.layers import DECODE_ROWS, MLP, Linear, activation_fn, decode_l
 @pytest.mark.parametrize("d_in, d_out, chunks", [
     (384, 257, {1: 1, 2: 2, 3: 3}),  # 2 or 3 chunks of 192 or 128 input rows
     (1536, 96, {1: 1, 2: 2, 3: 3}),  # deeper than wide (an MLP's down projection)
-    (256, 96, {1: 1, 2: 2, 3: 2}),  # 256 rows make 2 chunks of 128, not 3
-    (257, 96, {1: 1, 2: 1, 3: 1}),  # 257 rows divide into no chunks of 128: one
+    (256, 96, {1: 1, 2: 2, 3: 2}),  # 256 rows make 2 chunks of 128, not 3 equal ones
+    (257, 96, {1: 1, 2: 1, 3: 1}),  # 257 rows divide into no equal chunks: one
+    (96, 96, {1: 1, 2: 1, 3: 1}),  # chunks of 48 or 32 rows would be too small: one
 ])
 def test_linear_decode_layout_matches_float64(threads, bias, d_in, d_out, chunks):
     """Inside decode_layout, inputs of up to DECODE_ROWS rows go through the chunked copy, the chunks' partial
