@@ -208,7 +208,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     from lmlab.tokenizer import Tokenizer
 
     path = resolve_checkpoint(path)
-    model_type = read_json(path / CONFIG).get("model_type")
+    raw = read_json(path / CONFIG)
+    model_type = raw.get("model_type")
     if isinstance(model_type, str) and model_type not in ("", "lmlab"):
         from lmlab.interop import InteropError, load_hf
 
@@ -220,7 +221,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
         return model.to(device).eval(), tokenizer
     model = build_model(read_model_config(path))
     load_weights(model, path)
-    if isinstance(hf_config := read_json(path / CONFIG).get("hf_config"), dict):
+    if isinstance(hf_config := raw.get("hf_config"), dict):
         model.hf_config = hf_config  # imported from Hugging Face: see save_model_dir
     try:
         tokenizer = Tokenizer.load(path / TOKENIZER)
