@@ -68,7 +68,7 @@ class ModelConfig:
     head_bias: bool = False  # a bias on the head's projection without mlm_transform (BART's final_logits_bias)
     head_rescale: bool = False  # hidden states times d_model**-0.5 before the head (T5 v1.0's tied head)
     pooler: bool = False  # BERT's pooler: dense + tanh on the first token ([CLS]); encoders only
-    num_labels: int = 0  # > 0: a sequence-classification layer on the pooled first token; encoders only
+    num_labels: int = 0  # > 0: a sequence classifier (encoders: on the first token; decoders: the last real one)
     dropout: float = 0.0
     init_std: float = 0.02
 
@@ -104,8 +104,11 @@ class ModelConfig:
             _check(self.vocab_size == 0 or self.pos_pad_id < self.vocab_size,
                    f"model.pos_pad_id ({self.pos_pad_id}) must be a token id below vocab_size ({self.vocab_size})")
         _check(self.num_labels >= 0, f"model.num_labels must be >= 0, got {self.num_labels}")
-        if self.pooler or self.num_labels > 0:
-            _check(self.arch == "encoder", f"model.pooler and model.num_labels are for encoders, not {self.arch}")
+        if self.pooler:
+            _check(self.arch == "encoder", f"model.pooler is for encoders, not {self.arch}")
+        if self.num_labels > 0:
+            _check(self.arch != "encoder-decoder", "model.num_labels: sequence classification needs an encoder "
+                   "(first token) or a decoder (last real token), not an encoder-decoder; set model.arch")
         if not self.lm_head:
             _check(not (self.mlm_transform or self.head_bias or self.head_rescale),
                    "model.lm_head is false: model.mlm_transform, model.head_bias and model.head_rescale "

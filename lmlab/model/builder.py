@@ -92,7 +92,8 @@ def build_model(cfg: ModelConfig) -> Transformer:
         head = Head(Linear(cfg.d_model, cfg.vocab_size, bias=head_bias), transform,
                     scale=cfg.d_model ** -0.5 if cfg.head_rescale else 1.0)
     pooler = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.Tanh()) if cfg.pooler else None
-    classifier = nn.Linear(cfg.d_model, cfg.num_labels) if cfg.num_labels > 0 else None
+    # BERT's classifier has a bias; Hugging Face decoders' ``score`` has none
+    classifier = nn.Linear(cfg.d_model, cfg.num_labels, bias=cfg.arch == "encoder") if cfg.num_labels > 0 else None
     model = Transformer(nn.Embedding(cfg.vocab_size, cfg.d_model), head, encoder, decoder, cfg.tie_embeddings,
                         embed_scale=cfg.d_model ** 0.5 if cfg.embed_scale else 1.0, pooler=pooler,
                         classifier=classifier)

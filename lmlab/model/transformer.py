@@ -8,7 +8,9 @@ Layout (parameter names a weight map can rely on)::
                                mlp (up, down)
     head                       [transform (dense, act, norm)], proj (V, D) (tied to embed when asked) [+ bias];
                                None for a model without a token head (``lm_head = false``)
-    pooler, classifier         optional: dense + tanh on the first token, then (num_labels, D) (BERT classifiers)
+    pooler, classifier         optional sequence classifier: encoders: [dense + tanh] on the first token, then
+                               (num_labels, D) + bias (BERT); decoders: (num_labels, D), no bias, on the last
+                               real token (Hugging Face's ``score`` of GPT-2 / Llama classifiers)
 
 Pre-norm blocks compute ``x + f(norm(x))``; post-norm blocks ``norm(x + f(x))`` (BERT, BART).
 """
@@ -171,11 +173,18 @@ class Transformer(nn.Module):
     It never computes a loss. Build it with :func:`lmlab.model.build_model`, which also sets
     :attr:`config`. ``embed`` is shared by both stacks; with ``tie_embeddings`` the head's projection
     is the same tensor. Token embeddings are multiplied by ``embed_scale`` (BART's ``scale_embedding``).
-    ``head`` may be None (hidden states only); ``pooler`` and ``classifier`` make a sequence classifier
-    (:meth:`classify`).
+    ``head`` may be None (hidden states only); ``pooler`` and ``classifier`` make a sequence classifier::
+
+        h = model.hidden(input_ids, attention_mask=mask)           # (B, T, D)
+        logits = model.classify(h, attention_mask=mask)             # (B, num_labels)
+        names = [model.id2label[i] for i in logits.argmax(-1)]      # when the model has label names
+
+    :attr:`id2label` holds the label names (None when it has none); checkpoints save it in config.json as
+    Hugging Face does (``id2label``, ``label2id``).
     """
 
     config = None  # the ModelConfig it was built from (set by the builder; used to save it)
+    _id2label: list[str] | None = None
 
     def __init__(self, embed: nn.Embedding, head: Head | None, encoder: Stack | None = None,
                  decoder: Stack | None = None, tie_embeddings: bool = False, *, embed_scale: float = 1.0,
@@ -258,19 +267,66 @@ class Transformer(nn.Module):
                              "(hidden(), encode()) and, with model.num_labels, classify()")
         return self.head(hidden)
 
-    def classify(self, hidden: Tensor) -> Tensor:
-        """Sequence-classification logits (B, num_labels) from hidden states (B, T, D), as BERT's
-        ``BertForSequenceClassification``: the first token ([CLS]), through the pooler (dense + tanh) when the
-        model has one, then the classifier. It never computes a loss.
+    @property
+    def id2label(self) -> list[str] | None:
+        """The name of each label of the classifier (``id2label[i]`` for logit ``i``), or None."""
+        return self._id2label
+
+    @id2label.setter
+    def id2label(self, names) -> None:
+        """Set from a list of names or a Hugging Face ``id2label`` mapping (``{"0": "neg", ...}``); None clears.
+
+        Raises:
+            ValueError: the model has no classifier; the names are not ``num_labels`` distinct strings; a
+                mapping's keys are not ``0 .. num_labels - 1``.
+        """
+        if names is None:
+            self._id2label = None
+            return
+        if self.classifier is None:
+            raise ValueError("label names (id2label) need a classifier: this model has none (model.num_labels is 0)")
+        n = self.classifier.out_features
+        if isinstance(names, dict):
+            if sorted(str(k) for k in names) != sorted(str(i) for i in range(n)):
+                raise ValueError(f"id2label must map the ids 0..{n - 1} (model.num_labels = {n}), got keys "
+                                 f"{sorted(names)}")
+            names = [names[k] for k in sorted(names, key=int)]
+        elif not isinstance(names, (list, tuple)):
+            raise ValueError(f"id2label must be a list of names or an id -> name mapping, got {names!r}")
+        names = list(names)
+        if len(names) != n or not all(isinstance(x, str) and x for x in names) or len(set(names)) != n:
+            raise ValueError(f"id2label must be {n} distinct non-empty names (model.num_labels = {n}), got {names}")
+        self._id2label = names
+
+    def classify(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Sequence-classification logits (B, num_labels) from hidden states (B, T, D). It never computes a loss.
+
+        Encoders take the first token ([CLS]), through the pooler (dense + tanh) when the model has one, then
+        the classifier (BERT's ``BertForSequenceClassification``). Decoders take the last real token: in each
+        row the last position where ``attention_mask`` (B, T) is 1, which serves right- and left-padded rows
+        alike, or the last position without a mask (GPT-2's and Llama's ``ForSequenceClassification``, which
+        find it as the last token that is not ``pad_token_id``). Left-padded rows need ``position_ids`` that
+        start at their first real token in :meth:`hidden`, as in generation.
 
         Raises:
             ValueError: the model has no classifier (``model.num_labels`` is 0).
         """
         if self.classifier is None:
             raise ValueError("this model has no classifier: build it with model.num_labels > 0")
-        pooled = hidden[:, 0]  # (B, D)
-        if self.pooler is not None:
-            pooled = self.pooler(pooled)
+        if self.arch == "encoder":
+            pooled = hidden[:, 0]  # (B, D)
+            if self.pooler is not None:
+                pooled = self.pooler(pooled)
+        elif attention_mask is None:
+            pooled = hidden[:, -1]  # (B, D)
+        else:
+            T = hidden.shape[1]
+            if attention_mask.shape != hidden.shape[:2]:
+                raise ValueError(f"attention mask has shape {tuple(attention_mask.shape)}, expected "
+                                 f"{tuple(hidden.shape[:2])} (that of the hidden states)")
+            positions = torch.arange(T, device=hidden.device)
+            last = (positions * (attention_mask != 0)).amax(dim=1)  # (B,) last index with mask 1
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, D)
         return self.classifier(pooled)  # (B, num_labels)
 
     def encode(self, input_ids: Tensor, *, attention_mask: Tensor | None = None,

@@ -164,7 +164,8 @@ def test_export_refuses_a_non_empty_destination(tmp_path):
     (dict(position="rotary", pos_offset=2), "model.pos_offset and model.pos_pad_id need position = 'learned'"),
     (dict(pos_pad_id=1), "model.pos_pad_id needs model.pos_offset >= 1"),
     (dict(pos_pad_id=V, pos_offset=V + 1), "must be a token id below vocab_size"),
-    (dict(arch="decoder", pooler=True), "model.pooler and model.num_labels are for encoders"),
+    (dict(arch="decoder", pooler=True), "model.pooler is for encoders"),
+    (dict(arch="encoder-decoder", num_labels=2), "classification needs an encoder"),
     (dict(lm_head=False), "model.lm_head is false: model.mlm_transform"),
     (dict(num_labels=-1), "model.num_labels must be >= 0"),
 ])

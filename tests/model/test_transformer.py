@@ -254,3 +254,62 @@ def test_activation_checkpointing_gives_the_same_gradients(name):
 
     for a, b in zip(grads(False), grads(True), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny"])
+def test_decoder_classify_takes_the_last_real_token(name):
+    """Right- and left-padded rows give the logits of each row alone (its last token), within 1e-5."""
+    model = tiny(name, num_labels=3)
+    assert model.classifier.bias is None  # Hugging Face's ``score``
+    rows = [ids(1, n, seed=n)[0] for n in (12, 7, 3)]
+    T = 12
+    right = torch.zeros(3, T, dtype=torch.long)
+    left = torch.zeros(3, T, dtype=torch.long)
+    right_mask, left_mask = torch.zeros_like(right), torch.zeros_like(left)
+    for i, r in enumerate(rows):
+        right[i, :len(r)], right_mask[i, :len(r)] = r, 1
+        left[i, T - len(r):], left_mask[i, T - len(r):] = r, 1
+    left_positions = (left_mask.cumsum(1) - 1).clamp(min=0)  # each row's positions start at its first token
+    with torch.no_grad():
+        alone = torch.cat([model.classify(model.hidden(r[None])) for r in rows])  # (3, 3)
+        got_right = model.classify(model.hidden(right, attention_mask=right_mask), attention_mask=right_mask)
+        got_left = model.classify(model.hidden(left, attention_mask=left_mask, position_ids=left_positions),
+                                  attention_mask=left_mask)
+        no_mask = model.classify(model.hidden(right), attention_mask=None)
+    assert got_right.shape == (3, 3)
+    torch.testing.assert_close(got_right, alone, atol=ATOL, rtol=0)
+    torch.testing.assert_close(got_left, alone, atol=ATOL, rtol=0)
+    torch.testing.assert_close(no_mask[:1], alone[:1], atol=ATOL, rtol=0)  # no mask: the last position
+
+
+def test_encoder_classify_takes_the_first_token():
+    model = tiny("bert-tiny", lm_head=False, mlm_transform=False, pooler=True, num_labels=2)
+    x, mask = ids(2, 9), torch.ones(2, 9, dtype=torch.long)
+    mask[1, 5:] = 0
+    with torch.no_grad():
+        h = model.hidden(x, attention_mask=mask)
+        ref = model.classifier(model.pooler(h[:, 0]))
+        torch.testing.assert_close(model.classify(h, attention_mask=mask), ref, atol=0, rtol=0)
+    assert model.classifier.bias is not None
+
+
+def test_classification_config_and_label_names():
+    from lmlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs an encoder .* or a decoder"):
+        model_preset("t5-tiny", vocab_size=V, num_labels=2)
+    with pytest.raises(ConfigError, match="model.pooler is for encoders"):
+        model_preset("gpt2-tiny", vocab_size=V, pooler=True, num_labels=2)
+    model = tiny("gpt2-tiny", num_labels=3)
+    assert model.id2label is None
+    model.id2label = ["python", "libs", "net"]
+    assert model.id2label == ["python", "libs", "net"]
+    model.id2label = {"1": "b", "0": "a", "2": "c"}  # a Hugging Face mapping
+    assert model.id2label == ["a", "b", "c"]
+    for bad in (["a", "b"], ["a", "a", "b"], {"0": "a", "1": "b", "3": "c"}, "abc", ["a", "b", 3]):
+        with pytest.raises(ValueError, match="id2label"):
+            model.id2label = bad
+    with pytest.raises(ValueError, match="need a classifier"):
+        tiny("gpt2-tiny").id2label = ["a"]
+    with pytest.raises(ValueError, match="no classifier"):
+        tiny("gpt2-tiny").classify(torch.zeros(1, 2, 64))
