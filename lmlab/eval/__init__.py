@@ -1,10 +1,37 @@
-"""Evaluation: baselines and metrics that put a model's loss in context."""
+"""Evaluation: task metrics (:mod:`lmlab.eval.metrics`), baselines (:mod:`lmlab.eval.baselines` and
+:func:`unigram_loss`) that put a model's scores and loss in context."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+from lmlab.eval.baselines import copy_baseline, lead_baseline, majority_baseline, majority_label
+from lmlab.eval.metrics import (
+    HIGHER_IS_BETTER,
+    METRICS,
+    ROUGE_TYPES,
+    Scores,
+    UnicodeTokenizer,
+    accuracy,
+    bleu,
+    bleu_tokenizer,
+    chrf,
+    compute,
+    higher_is_better,
+    macro_f1,
+    per_class_f1,
+    rouge,
+    rouge_tokenizer,
+    split_sentences,
+)
+
+__all__ = [
+    "HIGHER_IS_BETTER", "METRICS", "ROUGE_TYPES", "Scores", "UnicodeTokenizer", "accuracy", "bleu", "bleu_tokenizer",
+    "chrf", "compute", "copy_baseline", "higher_is_better", "lead_baseline", "macro_f1", "majority_baseline",
+    "majority_label", "per_class_f1", "rouge", "rouge_tokenizer", "split_sentences", "unigram_loss",
+]
 
 
 def unigram_loss(train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: int,
