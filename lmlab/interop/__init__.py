@@ -131,7 +131,8 @@ def load_hf(src: str | Path, allow_pickle: bool = False) -> tuple[torch.nn.Modul
 
     Returns:
         ``(model, tokenizer)``: the float32 :class:`~lmlab.model.Transformer` in eval mode, with the source
-        config.json kept as ``model.hf_config`` (so an export keeps its other fields), and the
+        config.json kept as ``model.hf_config`` (so an export keeps its other fields) and a classifier's label
+        names as ``model.id2label``, and the
         :class:`~lmlab.tokenizer.Tokenizer` from ``tokenizer.json``, ``vocab.txt`` or ``vocab.json`` +
         ``merges.txt`` (None when the directory has none).
 
@@ -151,6 +152,11 @@ def load_hf(src: str | Path, allow_pickle: bool = False) -> tuple[torch.nn.Modul
     model = build_model(family.to_config(hf, tensors))
     import_weights(model, family, tensors, src)
     model.hf_config = hf.raw
+    if model.classifier is not None and hf.get("id2label"):
+        try:
+            model.id2label = hf.get("id2label")  # the label names
+        except ValueError as e:
+            raise InteropError(f"{hf.path}: {e}") from None
     return model.eval(), _tokenizer(src, hf, family)
 
 
@@ -201,12 +207,15 @@ def convert_from_hf(src: str | Path, dst: str | Path, allow_pickle: bool = False
 
 def _hf_config(model: torch.nn.Module, tokenizer, family: Family, architecture: str,
                fields: dict[str, Any]) -> dict[str, Any]:
-    """config.json for an export: the model's own fields win, then those of the config it was imported from
-    (same family), then the tokenizer's special-token ids."""
+    """config.json for an export: the model's own fields win (its label names, ``model.id2label``, among
+    them), then those of the config it was imported from (same family), then the tokenizer's special-token ids."""
     source = getattr(model, "hf_config", None) or {}
     kept = {k: v for k, v in source.items() if k not in VOLATILE} if source.get("model_type") == family.model_type \
         else {}
-    if len(kept.get("id2label") or {}) == len(fields.get("id2label") or {}):  # the source's label names
+    if names := getattr(model, "id2label", None):
+        fields = dict(fields, id2label={str(i): n for i, n in enumerate(names)},
+                      label2id={n: i for i, n in enumerate(names)})
+    elif len(kept.get("id2label") or {}) == len(fields.get("id2label") or {}):  # the source's label names
         fields = {k: v for k, v in fields.items() if k not in ("id2label", "label2id")}
     ids: dict[str, Any] = {}
     if tokenizer is not None:

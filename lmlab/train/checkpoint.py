@@ -74,9 +74,14 @@ def save_model_dir(path: Path, model: torch.nn.Module, tokenizer=None,
                    weights: dict[str, torch.Tensor] | None = None) -> None:
     """Write config.json, model.safetensors (``weights``, by default the model's) and the tokenizer into an
     existing directory. A model imported from Hugging Face keeps its source config.json under ``hf_config``
-    (its generation ids, labels, and the fields an export restores)."""
+    (its generation ids, labels, and the fields an export restores). A classifier's label names
+    (``model.id2label``, one per label: the model checks them) are written as Hugging Face writes them:
+    ``id2label`` {"0": name} and ``label2id``."""
     cfg: ModelConfig = model.config
     config = model_config_dict(cfg, tokenizer)
+    if (names := getattr(model, "id2label", None)) is not None:
+        config.update(id2label={str(i): n for i, n in enumerate(names)},
+                      label2id={n: i for i, n in enumerate(names)})
     if isinstance(getattr(model, "hf_config", None), dict):
         config["hf_config"] = model.hf_config
     (path / CONFIG).write_text(json.dumps(config, indent=2))
@@ -257,6 +262,11 @@ def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.opt
     return state
 
 
+    if "id2label" in raw:  # a classifier's label names
+        try:
+            model.id2label = raw["id2label"]
+        except ValueError as e:
+            raise CheckpointError(f"{path / CONFIG}: {e}") from None
 def _param_names(model: torch.nn.Module, objective: torch.nn.Module | None = None) -> dict[int, str]:
     """Parameter names by identity: the model's, then an objective's own ones as ``objective.<name>``."""
     names = {id(p): n for n, p in model.named_parameters()}

@@ -75,3 +75,31 @@ def test_lmlab_bert_preset_exports(tmp_path):
         torch.testing.assert_close(back(x, attention_mask=mask, token_type_ids=types).logits[mask.bool()],
                                    model(x, attention_mask=mask, token_type_ids=types).logits[mask.bool()],
                                    atol=1e-4, rtol=0)
+
+
+def test_lmlab_bert_classifier_label_names_round_trip(tmp_path, tokenizer):
+    """An lmlab classifier with label names: saved, converted to Hugging Face (same logits, the names in its
+    config.json) and imported back with its names."""
+    from hf_tiny import perturb
+
+    from lmlab.interop import convert_to_hf, load_hf
+    from lmlab.train.checkpoint import load_model, save_model_dir
+
+    torch.manual_seed(0)
+    model = perturb(build_model(model_preset("bert-tiny", vocab_size=tokenizer.vocab_size, max_seq_len=32,
+                                             lm_head=False, mlm_transform=False, pooler=True, num_labels=3)))
+    model.id2label = ["python", "libs", "net"]
+    (tmp_path / "ckpt").mkdir()
+    save_model_dir(tmp_path / "ckpt", model, tokenizer)
+    loaded, _ = load_model(tmp_path / "ckpt")
+    assert loaded.id2label == ["python", "libs", "net"]
+    hf = transformers.BertForSequenceClassification.from_pretrained(convert_to_hf(tmp_path / "ckpt",
+                                                                                 tmp_path / "hf")).eval()
+    assert hf.config.id2label == {0: "python", 1: "libs", 2: "net"}
+    assert hf.config.label2id == {"python": 0, "libs": 1, "net": 2}
+    x, mask, types = batch()
+    with torch.no_grad():
+        ours = model.classify(model.hidden(x, attention_mask=mask, token_type_ids=types), attention_mask=mask)
+        torch.testing.assert_close(hf(x, attention_mask=mask, token_type_ids=types).logits, ours, atol=1e-4, rtol=0)
+    back, _ = load_hf(tmp_path / "hf")
+    assert back.id2label == ["python", "libs", "net"]

@@ -49,3 +49,30 @@ def test_lmlab_gpt2_preset_exports(tmp_path):
     x = ids(2, 16)
     with torch.no_grad():
         torch.testing.assert_close(back(x).logits, model(x).logits, atol=1e-4, rtol=0)
+
+
+def test_gpt2_sequence_classification_parity(tmp_path):
+    """GPT2ForSequenceClassification in and out: the last real token of right- and left-padded rows."""
+    names = {0: "python", 1: "libs", 2: "net"}
+    hf = build(transformers.GPT2ForSequenceClassification,
+               gpt2_config(pad_token_id=0, num_labels=3, id2label=names, label2id={v: k for k, v in names.items()}))
+    x, mask = right_padding(ids(3, 12), [12, 9, 5])
+    left, left_mask = x.clone(), mask.flip(1)  # the same rows moved to the right end
+    for i, n in enumerate([12, 9, 5]):
+        left[i] = torch.cat([x[i, n:], x[i, :n]])
+    batches = [(x, mask), (left, left_mask)]
+    theirs = lambda m: torch.cat([m(a, attention_mask=b).logits for a, b in batches])  # (6, 3)
+    ours = lambda m: torch.cat([m.classify(m.hidden(a, attention_mask=b), attention_mask=b) for a, b in batches])
+    model, _, back = check_parity(hf, transformers.AutoModelForSequenceClassification, tmp_path, theirs, ours)
+    assert model.config.num_labels == 3 and not model.config.lm_head and model.head is None
+    assert model.classifier.bias is None and model.id2label == ["python", "libs", "net"]
+    assert back.config.id2label == names and back.config.pad_token_id == 0
+
+
+def test_gpt2_export_refuses_what_it_cannot_hold():
+    from lmlab.errors import InteropError
+
+    with pytest.raises(InteropError, match="model.num_labels = 2 .*lm_head = false"):
+        save_hf(build_model(model_preset("gpt2-tiny", vocab_size=V, num_labels=2)), None, "unused")
+    with pytest.raises(InteropError, match="model.lm_head = False"):
+        save_hf(build_model(model_preset("gpt2-tiny", vocab_size=V, lm_head=False)), None, "unused")
