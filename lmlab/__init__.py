@@ -30,6 +30,7 @@ _LAZY = {
     "AutoModelForCausalLM": "lmlab.auto",
     "AutoModelForMaskedLM": "lmlab.auto",
     "AutoModelForSeq2SeqLM": "lmlab.auto",
+    "AutoModelForSequenceClassification": "lmlab.auto",
     "AutoTokenizer": "lmlab.auto",
     "BatchEncoding": "lmlab.auto",
     "load": "lmlab.auto",

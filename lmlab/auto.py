@@ -31,8 +31,9 @@ from lmlab.errors import TokenizerError
 from lmlab.infer import InferenceError
 from lmlab.tokenizer import CONFIG_FILE, ROLES, TOKENIZER_FILE, Tokenizer
 
-__all__ = ["AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSeq2SeqLM", "AutoTokenizer",
-           "BatchEncoding", "ModelKindError", "load", "load_for_task"]
+__all__ = ["AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSeq2SeqLM",
+           "AutoModelForSequenceClassification", "AutoTokenizer", "BatchEncoding", "ModelKindError", "load",
+           "load_for_task"]
 
 
 class ModelKindError(InferenceError):
@@ -409,7 +410,7 @@ def is_bidirectional(model: torch.nn.Module) -> bool:
     return model.arch == "decoder" and not model.decoder.causal
 
 
-Task = Literal["any", "masked-lm", "causal-lm", "seq2seq-lm"]
+Task = Literal["any", "masked-lm", "causal-lm", "seq2seq-lm", "sequence-classification"]
 
 
 def load_for_task(path: str | Path, task: Task, device: str | torch.device = "cpu"):
@@ -420,11 +421,12 @@ def load_for_task(path: str | Path, task: Task, device: str | torch.device = "cp
 
     Args:
         task: ``"masked-lm"`` (an encoder, or a decoder trained with masked LM), ``"causal-lm"`` (a decoder),
-            ``"seq2seq-lm"`` (an encoder-decoder) or ``"any"``.
+            ``"seq2seq-lm"`` (an encoder-decoder), ``"sequence-classification"`` (a model with a classifier)
+            or ``"any"``.
 
     Raises:
         CheckpointError: the checkpoint is missing, incomplete or corrupt.
-        ModelKindError: the model is of another kind, or has no token head where one is needed.
+        ModelKindError: the model is of another kind, or has no token head or classifier where one is needed.
     """
     model, tokenizer = load(path, device)
     if model.arch == "decoder" and trained_objective(path) in _BIDIRECTIONAL_OBJECTIVES:
@@ -452,6 +454,12 @@ def check_model_kind(model: torch.nn.Module, task: Task, source: str = "the mode
     if task == "seq2seq-lm" and arch != "encoder-decoder":
         raise ModelKindError(f"{source} is {a_arch}; sequence-to-sequence (translation, summarization) needs "
                              "an encoder-decoder model. Use the text-generation pipeline for a decoder")
+    if task == "sequence-classification":
+        if model.classifier is None:
+            raise ModelKindError(f"{source} has no classifier (model.num_labels is 0): it is {a_arch} without a "
+                                 "sequence-classification layer. Fine-tune it with model.num_labels > 0, or load it "
+                                 "with AutoModel")
+        return
     if task != "any" and model.head is None:
         raise ModelKindError(f"{source} has no token head (model.lm_head is false): it gives hidden states "
                              "only; load it with AutoModel")
@@ -498,3 +506,33 @@ class AutoModelForSeq2SeqLM(_AutoModelBase):
     ``lmlab.generate(model, **inputs)``."""
 
     _task = "seq2seq-lm"
+
+
+class AutoModelForSequenceClassification(_AutoModelBase):
+    """A model with a sequence classifier (``model.num_labels > 0``): an encoder classifies its first token, a
+    decoder its last real token. There is no ``model(**inputs).logits`` of classes; classify hidden states::
+
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+        inputs = tok(texts, padding=True, return_tensors="pt")
+        h = model.hidden(inputs.input_ids, attention_mask=inputs.attention_mask)
+        logits = model.classify(h, attention_mask=inputs.attention_mask)      # (B, num_labels)
+        print([model.id2label[i] for i in logits.argmax(-1)])
+
+    ``model.config.num_labels`` is the number of classes; ``model.id2label`` their names: those saved with the
+    checkpoint, else ``LABEL_0``, ``LABEL_1``, ... as in ``transformers``.
+    """
+
+    _task = "sequence-classification"
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+        """The lmlab ``Transformer`` of a checkpoint, in eval mode, with ``id2label`` set.
+
+        Raises:
+            CheckpointError: the checkpoint is missing, incomplete or corrupt.
+            ModelKindError: the model has no classifier.
+        """
+        model = super().from_pretrained(path, device)
+        if model.id2label is None:
+            model.id2label = [f"LABEL_{i}" for i in range(model.config.num_labels)]
+        return model

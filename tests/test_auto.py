@@ -251,3 +251,45 @@ def test_import_lmlab_is_cheap():
     assert out.stdout.split() == ["False", version, "True"]  # no torch, and the version pyproject.toml says
     with pytest.raises(AttributeError, match="no attribute"):
         lmlab.nothing_here  # noqa: B018
+
+
+def test_auto_model_for_sequence_classification(tmp_path, tokenizer, checkpoints):
+    V = tokenizer.vocab_size
+    torch.manual_seed(0)
+    decoder = build_model(model_preset("gpt2-tiny", vocab_size=V, lm_head=False, num_labels=3)).eval()
+    decoder.id2label = ["python", "libs", "net"]
+    encoder = build_model(model_preset("bert-tiny", vocab_size=V, lm_head=False, mlm_transform=False, pooler=True,
+                                       num_labels=2)).eval()
+    for name, m in [("decoder", decoder), ("encoder", encoder)]:
+        (tmp_path / name).mkdir()
+        save_model_dir(tmp_path / name, m, tokenizer)
+    model = lmlab.AutoModelForSequenceClassification.from_pretrained(tmp_path / "decoder")
+    assert model.config.num_labels == 3 and model.id2label == ["python", "libs", "net"] and not model.training
+    tok = AutoTokenizer.from_pretrained(tmp_path / "decoder")
+    inputs = tok(["the quick brown fox", "a"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model.classify(model.hidden(inputs.input_ids, attention_mask=inputs.attention_mask),
+                                attention_mask=inputs.attention_mask)
+        alone = decoder.classify(decoder.hidden(tok("a", return_tensors="pt").input_ids))
+    assert logits.shape == (2, 3) and torch.allclose(logits[1:], alone, atol=1e-5)
+    # a checkpoint without label names gets Hugging Face's defaults; lmlab.load leaves them unset
+    assert lmlab.AutoModelForSequenceClassification.from_pretrained(tmp_path / "encoder").id2label == [
+        "LABEL_0", "LABEL_1"]
+    assert lmlab.load(tmp_path / "encoder")[0].id2label is None
+    for name in ("decoder", "encoder", "seq2seq"):
+        with pytest.raises(ModelKindError, match="no classifier"):
+            lmlab.AutoModelForSequenceClassification.from_pretrained(checkpoints[name])
+
+
+def test_label_names_must_fit_the_classifier(tmp_path, tokenizer):
+    from lmlab.errors import CheckpointError
+
+    model = build_model(model_preset("gpt2-tiny", vocab_size=tokenizer.vocab_size, num_labels=2))
+    model.id2label = ["neg", "pos"]
+    save_model_dir(tmp_path, model, tokenizer)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "pos"} and config["label2id"] == {"neg": 0, "pos": 1}
+    for bad in ({"0": "neg"}, {"0": "neg", "1": "pos", "2": "x"}, ["neg", "neg"]):
+        (tmp_path / "config.json").write_text(json.dumps({**config, "id2label": bad}))
+        with pytest.raises(CheckpointError, match="config.json: id2label must"):
+            lmlab.load(tmp_path)
