@@ -228,6 +228,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     load_weights(model, path)
     if isinstance(hf_config := raw.get("hf_config"), dict):
         model.hf_config = hf_config  # imported from Hugging Face: see save_model_dir
+    if "id2label" in raw:  # a classifier's label names
+        try:
+            model.id2label = raw["id2label"]
+        except ValueError as e:
+            raise CheckpointError(f"{path / CONFIG}: {e}") from None
     try:
         tokenizer = Tokenizer.load(path / TOKENIZER)
     except LmlabError as e:
@@ -262,11 +267,6 @@ def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.opt
     return state
 
 
-    if "id2label" in raw:  # a classifier's label names
-        try:
-            model.id2label = raw["id2label"]
-        except ValueError as e:
-            raise CheckpointError(f"{path / CONFIG}: {e}") from None
 def _param_names(model: torch.nn.Module, objective: torch.nn.Module | None = None) -> dict[int, str]:
     """Parameter names by identity: the model's, then an objective's own ones as ``objective.<name>``."""
     names = {id(p): n for n, p in model.named_parameters()}
