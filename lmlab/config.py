@@ -132,12 +132,26 @@ class DataConfig:
     """Where the token shards are and how sequences are drawn from them."""
 
     path: str = ""  # a directory written by `lmlab prepare` (holds train/, val/ and tokenizer.json)
-    seq_len: int = 256
+    seq_len: int = 256  # fine-tuning: the longest source (or classified text), in tokens; longer ones are cut
     decoder_seq_len: int = 0  # encoder-decoder objectives: target length; 0 means seq_len
+    # Fine-tuning examples (lmlab.data.examples): a .jsonl/.tsv/.csv/.parquet file, or a directory holding
+    # train.* (and valid.*, test.*) files such as `lmlab data get` writes.
+    train: str = ""
+    valid: str = ""  # a file of validation examples; empty: the directory's valid.* file, else valid_size of train
+    valid_size: float = 0.05  # below 1: the share of train held out (by a hash of the source); else a count
+    source_field: str = "source"
+    target_field: str = "target"
+    text_field: str = "text"
+    label_field: str = "label"
+    source_lang: str = ""  # Hugging Face's {"translation": {"de": ..., "en": ...}} rows: which side is which
+    target_lang: str = ""
 
     def __post_init__(self) -> None:
         _check(self.seq_len > 1, f"data.seq_len must be > 1, got {self.seq_len}")
         _check(self.decoder_seq_len >= 0, "data.decoder_seq_len must be >= 0")
+        _check(self.valid_size > 0, f"data.valid_size must be positive, got {self.valid_size}")
+        _check(bool(self.source_lang) == bool(self.target_lang),
+               "data.source_lang and data.target_lang go together (both set, or neither)")
 
 
 @dataclass
@@ -174,6 +188,10 @@ class ObjectiveConfig:
     # ELECTRA: the generator's width as a fraction of the discriminator's, and the discriminator loss weight.
     electra_generator_fraction: float = 0.25
     electra_weight: float = 50.0
+    # fine-tuning tasks (seq2seq, classify): text put before every source (T5's "translate German to English: "),
+    # and label smoothing of the cross-entropy (0: none).
+    source_prefix: str = ""
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "objective.name must not be empty")
@@ -189,6 +207,8 @@ class ObjectiveConfig:
                "objective.bart_mask_ratio must be in (0, 1) and objective.bart_poisson_lambda positive")
         _check(0.0 <= self.fim_rate <= 1.0 and 0.0 <= self.fim_spm_rate <= 1.0,
                "objective.fim_rate and objective.fim_spm_rate must be within [0, 1]")
+        _check(0.0 <= self.label_smoothing < 1.0,
+               f"objective.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         weights = (self.ul2_r_weight, self.ul2_x_weight, self.ul2_s_weight)
         _check(min(weights) >= 0 and sum(weights) > 0,
                f"objective.ul2_r_weight, ul2_x_weight, ul2_s_weight must be >= 0 and not all 0, got {weights}")
@@ -247,12 +267,41 @@ class TrainConfig:
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1 and train.beta2 must be within [0, 1)")
 
 
+METRICS = ("loss", "bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "accuracy", "macro_f1")
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning (``lmlab finetune``): where the weights start, and how the task is scored while training."""
+
+    # an lmlab checkpoint or run directory, a Hugging Face model directory, or "none": random weights of the
+    # [model] configuration with the tokenizer of finetune.tokenizer
+    init: str = ""
+    scratch: bool = False  # true: the configuration and tokenizer of init, with random weights (no pretraining)
+    tokenizer: str = ""  # init = "none": the tokenizer (a directory or tokenizer.json)
+    # the validation metric the best checkpoint (best/) is chosen by; "" chooses: bleu (seq2seq), accuracy
+    # (classify). "loss" is the validation loss.
+    metric: str = ""
+    patience: int = 0  # stop after this many evaluations without a better metric; 0: never stop early
+    eval_examples: int = 500  # validation examples decoded at each evaluation (0: all of them)
+    num_beams: int = 1  # decoding at evaluation: greedy (1) or beam search
+    max_new_tokens: int = 0  # the longest generated output; 0 means data.decoder_seq_len (or data.seq_len)
+
+    def __post_init__(self) -> None:
+        _check(self.metric in ("", *METRICS), f"finetune.metric must be one of {', '.join(METRICS)}, "
+               f"got {self.metric!r}")
+        _check(self.patience >= 0 and self.eval_examples >= 0 and self.max_new_tokens >= 0,
+               "finetune.patience, finetune.eval_examples and finetune.max_new_tokens must be >= 0")
+        _check(self.num_beams >= 1, f"finetune.num_beams must be >= 1, got {self.num_beams}")
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     preset: str = ""  # a model preset name; its values are the base under [model]
 
     def __post_init__(self) -> None:
@@ -314,7 +363,7 @@ def model_preset(name: str, **overrides: Any) -> ModelConfig:
 # --------------------------------------------------------------------------- loading
 
 _SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "objective": ObjectiveConfig,
-                              "train": TrainConfig}
+                              "train": TrainConfig, "finetune": FinetuneConfig}
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

@@ -96,6 +96,13 @@ class Sampler:
         for row in starts:
             yield self.windows(row)
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a training checkpoint records besides the generator (saved with the run's generators): nothing."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """The counterpart of :meth:`checkpoint_state` (the generator is restored with the run's generators)."""
+
     def state_dict(self) -> dict[str, Any]:
         """``{"generator": state}``: all there is to resume sampling."""
         return {"generator": self.generator.get_state()}

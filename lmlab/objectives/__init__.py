@@ -8,17 +8,22 @@ from lmlab.config import Config
 from lmlab.errors import ConfigError
 from lmlab.objectives.bart import BartDenoising
 from lmlab.objectives.base import IGNORE, Batch, Objective
+from lmlab.objectives.classify import Classify
 from lmlab.objectives.clm import CausalLM
 from lmlab.objectives.electra import Electra
 from lmlab.objectives.fim import FillInTheMiddle
 from lmlab.objectives.mlm import MaskedLM
 from lmlab.objectives.prefix import PrefixLM
+from lmlab.objectives.seq2seq import Seq2Seq
 from lmlab.objectives.span import SpanCorruption
 from lmlab.objectives.ul2 import UL2
 from lmlab.tokenizer import Tokenizer
 
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (CausalLM, MaskedLM, SpanCorruption, BartDenoising,
                                                                  FillInTheMiddle, PrefixLM, UL2, Electra)}
+# Fine-tuning tasks: objectives over examples (lmlab.data.examples) rather than windows of a token stream.
+TASKS: dict[str, type[Objective]] = {cls.name: cls for cls in (Seq2Seq, Classify)}
+OBJECTIVES.update(TASKS)
 
 
 def check_objective(cfg: Config) -> None:
@@ -50,6 +55,6 @@ def build_objective(cfg: Config, tokenizer: Tokenizer) -> Objective:
     return OBJECTIVES[cfg.objective.name].from_config(cfg, tokenizer)
 
 
-__all__ = ["IGNORE", "OBJECTIVES", "BartDenoising", "Batch", "CausalLM", "Electra", "FillInTheMiddle", "MaskedLM",
-           "Objective", "PrefixLM", "SpanCorruption", "UL2", "build_objective", "check_objective",
-           "objective_tokenizer"]
+__all__ = ["IGNORE", "OBJECTIVES", "TASKS", "BartDenoising", "Batch", "CausalLM", "Classify", "Electra",
+           "FillInTheMiddle", "MaskedLM", "Objective", "PrefixLM", "Seq2Seq", "SpanCorruption", "UL2",
+           "build_objective", "check_objective", "objective_tokenizer"]

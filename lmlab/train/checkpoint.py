@@ -126,6 +126,31 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
     return final
 
 
+BEST = "best"
+
+
+def save_best(run_dir: str | Path, model: torch.nn.Module, tokenizer, state: dict[str, Any],
+              write: bool = True) -> Path:
+    """Write the model as ``run_dir/best`` (config, weights, tokenizer and ``training_state.json``, no optimizer
+    state), replacing the one there without ever leaving no best model: the new one is written beside it
+    and renamed into place. With FSDP every rank must call this; only ``write=True`` writes."""
+    run_dir = Path(run_dir)
+    weights = _unique_state_dict(model)
+    final = run_dir / BEST
+    if not write:
+        return final
+    tmp, old = run_dir / f".tmp-best-{os.getpid()}", run_dir / f".old-best-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model_dir(tmp, model, tokenizer, weights)
+    (tmp / STATE).write_text(json.dumps(state, indent=2))
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Complete checkpoints under ``run_dir``, oldest first."""
     run_dir = Path(run_dir)
@@ -145,6 +170,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise CheckpointError(f"{path} is neither a checkpoint directory (no {CONFIG}) nor a run directory "
                               "with step-NNNNNN checkpoints")
     return found[-1]
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """The model a path means for using it: a checkpoint directory itself; for a run directory, its best
+    model (``best/``, kept by fine-tuning) when it has one, else its newest checkpoint."""
+    path = Path(path)
+    if not (path / CONFIG).is_file() and (path / BEST / CONFIG).is_file():
+        return path / BEST
+    return resolve_checkpoint(path)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -212,7 +246,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     from lmlab.model import build_model
     from lmlab.tokenizer import Tokenizer
 
-    path = resolve_checkpoint(path)
+    path = resolve_model_dir(path)
     raw = read_json(path / CONFIG)
     model_type = raw.get("model_type")
     if isinstance(model_type, str) and model_type not in ("", "lmlab"):

@@ -27,8 +27,9 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
-def plot_losses(records: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
-    """Train loss and validation loss against step, as a PNG."""
+def plot_losses(records: list[dict[str, Any]], path: str | Path, title: str = "", metric: str | None = None) -> None:
+    """Train loss and validation loss against step, as a PNG; with ``metric`` (a fine-tuning run's validation
+    metric, e.g. ``"val_bleu"``) that metric too, on its own axis on the right."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,7 +50,15 @@ def plot_losses(records: list[dict[str, Any]], path: str | Path, title: str = ""
     ax.set_ylabel("loss (nats / target token)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    scores = [(r["step"], r[metric]) for r in records if metric and metric in r]
+    if scores:
+        right = ax.twinx()
+        right.plot(*zip(*scores, strict=True), "s-", color="tab:green", label=metric, lw=1.5)
+        right.set_ylabel(metric)
+        more = right.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    ax.legend(handles, labels)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

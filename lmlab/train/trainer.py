@@ -14,6 +14,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,23 +93,21 @@ def prepare_config(cfg: Config, tokenizer: Tokenizer) -> Config:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, objective: Objective, dataset: TokenDataset, seq_len: int, batch_size: int,
-             n_batches: int, device: torch.device, seed: int = 0, precision: str = "fp32",
-             forward: torch.nn.Module | None = None) -> dict[str, float]:
-    """Validation loss (nats per target), perplexity and, for objectives that report it, accuracy.
-
-    The windows and the objective's random choices are the same at every call, so values are comparable.
+def evaluate(model: torch.nn.Module, objective: Objective, batches: Iterable[tuple], device: torch.device,
+             seed: int = 0, precision: str = "fp32", forward: torch.nn.Module | None = None) -> dict[str, float]:
+    """Validation loss (nats per target), perplexity (for language-model objectives) and, for objectives that
+    report it, accuracy, over ``batches``: the arguments of ``objective.make_batch`` (fixed windows of the
+    validation tokens, or the validation examples), the same at every call, so values are comparable.
     """
     modules = [model] + ([objective] if isinstance(objective, torch.nn.Module) else [])
     was_training = model.training
     for m in modules:
         m.eval()
     generator = torch.Generator().manual_seed(seed)
-    sampler = Sampler(dataset, seq_len, batch_size, torch.Generator().manual_seed(seed))
     loss_sum = n_sum = correct = 0.0
     has_correct = False
-    for tokens, segments in sampler.eval_batches(n_batches):
-        batch = objective.make_batch(tokens, segments, generator).to(device)
+    for args in batches:
+        batch = objective.make_batch(*args, generator).to(device)
         with autocast(precision, device):  # through ``forward`` (the trainer's step module) when given: FSDP's hooks
             loss, n, metrics = forward(batch) if forward is not None else objective.loss(model, batch)
         loss_sum += loss.item()
@@ -119,10 +118,24 @@ def evaluate(model: torch.nn.Module, objective: Objective, dataset: TokenDataset
     for m in modules:
         m.train(was_training)
     val_loss = loss_sum / max(n_sum, 1)
-    out = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))}
+    out = {"val_loss": val_loss}
+    if objective.name != "classify":  # a language-model loss: its exponential is a perplexity
+        out["val_ppl"] = math.exp(min(val_loss, 50.0))
     if has_correct:
         out["val_accuracy"] = correct / max(n_sum, 1)
     return out
+
+
+@dataclass
+class TaskEval:
+    """What a fine-tuning run adds to each evaluation: ``scores(model)`` (e.g. BLEU of decoded validation
+    examples, as ``{"val_bleu": ...}``), and the key of ``last_eval`` that chooses the best checkpoint
+    (``best/``), with whether higher is better and how many evaluations without progress stop the run."""
+
+    scores: Callable[[torch.nn.Module], dict[str, float]] | None
+    metric: str
+    higher_is_better: bool
+    patience: int = 0
 
 
 def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | None = None) -> TrainResult:
@@ -149,14 +162,19 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
     tokenizer = objective_tokenizer(cfg, tokenizer)
     cfg = prepare_config(cfg, tokenizer)
     objective = build_objective(cfg, tokenizer)
-    out_dir = Path(cfg.train.out_dir)
-    if resume_path is None and ckpt.list_checkpoints(out_dir):
-        raise CheckpointError(f"{out_dir} already holds checkpoints; continue with --resume {out_dir}, "
-                              "or choose another train.out_dir")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_fresh_out_dir(Path(cfg.train.out_dir), resume_path)
+    Path(cfg.train.out_dir).mkdir(parents=True, exist_ok=True)
     objective.prepare(train_set.tokens)  # a one-time look at the training data (whole-word boundaries)
 
     tc = cfg.train
+    seq_len = cfg.data.seq_len + objective.extra_tokens
+    generators = {"data": torch.Generator().manual_seed(tc.seed),
+                  "objective": torch.Generator().manual_seed(tc.seed + 1)}
+    # Each rank draws the global batch and keeps its rows: a 2-process run sees what 1 process sees.
+    sampler = Sampler(train_set, seq_len, tc.batch_size * d.world_size, generators["data"])
+    Sampler(val_set, seq_len, tc.batch_size, torch.Generator())  # refuses a validation split that is too short
+    val_batches = lambda: Sampler(val_set, seq_len, tc.batch_size, torch.Generator().manual_seed(0)).eval_batches(
+        tc.eval_batches)
 
     # Every random choice comes from these generators and the global one (dropout), all saved in each
     # checkpoint; the caller's global generator is restored on return.
@@ -172,19 +190,34 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
         if isinstance(objective, torch.nn.Module):
             objective.to(d.device)
         torch.manual_seed(tc.seed + 2 + d.rank)  # dropout differs across ranks
-        return _train(cfg, d, tokenizer, objective, model, train_set, val_set, resume_path, stop_after)
+        return train_loop(cfg, d, tokenizer, objective, model, sampler, val_batches, generators, resume_path,
+                          stop_after)
 
 
-def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, model: torch.nn.Module,
-           train_set: TokenDataset, val_set: TokenDataset, resume_path: Path | None,
-           stop_after: int | None) -> TrainResult:
+def check_fresh_out_dir(out_dir: Path, resume_path: Path | None) -> None:
+    """Refuse to start a new run in a directory that holds another run's checkpoints."""
+    if resume_path is None and ckpt.list_checkpoints(out_dir):
+        raise CheckpointError(f"{out_dir} already holds checkpoints; continue with --resume {out_dir}, "
+                              "or choose another train.out_dir")
+
+
+def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, model: torch.nn.Module,
+               sampler: Any, val_batches: Callable[[], Iterable[tuple]], generators: dict[str, torch.Generator],
+               resume_path: Path | None, stop_after: int | None, task: TaskEval | None = None,
+               start_info: dict[str, Any] | None = None) -> TrainResult:
+    """The one training loop of pretraining and fine-tuning.
+
+    Args:
+        sampler: ``sample()`` gives the arguments of ``objective.make_batch`` for the next global batch (windows
+            of a token stream, or examples); ``checkpoint_state()``/``restore()`` carry what its generator in
+            ``generators`` does not.
+        val_batches: a fresh iterable of fixed validation batches (``make_batch`` arguments) at each call.
+        generators: every generator of the run by name (``"objective"`` feeds ``make_batch``), all checkpointed.
+        task: fine-tuning: task scores at each evaluation, the best checkpoint and early stopping.
+        start_info: more facts for the first line of ``metrics.jsonl`` (examples, padding, truncation).
+    """
     tc = cfg.train
     out_dir = Path(tc.out_dir)
-    seq_len = cfg.data.seq_len + objective.extra_tokens
-    generators = {"data": torch.Generator().manual_seed(tc.seed),
-                  "objective": torch.Generator().manual_seed(tc.seed + 1)}
-    # Each rank draws the global batch and keeps its rows: a 2-process run sees what 1 process sees.
-    sampler = Sampler(train_set, seq_len, tc.batch_size * d.world_size, generators["data"])
     step_module = _ObjectiveModule(model, objective)  # holds the objective's own parameters too, if any
     fsdp = tc.parallel == "fsdp" and d.world_size > 1
     if fsdp:  # shard every block, then the rest (embeddings, heads, an objective's modules) at the root
@@ -197,11 +230,15 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
 
     scaler = grad_scaler(tc.precision, d.device)  # fp16 only; a pass-through otherwise
     step, tokens_seen = 0, 0
+    # fine-tuning: the best value of the task metric so far, its step, and evaluations since it improved
+    best: dict[str, Any] = {"value": None, "step": 0, "stale": 0}
     if resume_path is not None:
         state = ckpt.load_training_state(resume_path, model, optimizer, generators, owned)
         step, tokens_seen = state["step"], state.get("tokens_seen", 0)
         if "grad_scaler" in state:
             scaler.load_state_dict(state["grad_scaler"])
+        sampler.restore(state.get("data_state", {}))
+        best = state.get("best", best)
     runner = DDP(step_module) if d.world_size > 1 and not fsdp else step_module
     if tc.compile:
         runner = torch.compile(runner)
@@ -212,7 +249,7 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
     state_common = {"config": cfg.to_dict(), "world_size": d.world_size}
     if log is not None and resume_path is None:
         log.write({"step": 0, "event": "start", "params": n_params, "peak_flops": peak,
-                   "world_size": d.world_size})
+                   "world_size": d.world_size, **(start_info or {})})
 
     last_step = min(tc.max_steps, stop_after) if stop_after is not None else tc.max_steps
     bar = tqdm(total=last_step, initial=step, disable=not (tc.progress and d.is_main), unit="step",
@@ -222,15 +259,30 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
     interrupted = False
     rows = slice(d.rank * tc.batch_size, (d.rank + 1) * tc.batch_size)
 
+    def state() -> dict[str, Any]:
+        return {**state_common, "tokens_seen": tokens_seen, "last_eval": last_eval,
+                "data_state": sampler.checkpoint_state(), **({"best": best} if task is not None else {}),
+                **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {})}
+
     def save() -> Path:
         # every rank takes part (FSDP gathers its shards); the main one writes
-        path = ckpt.save_checkpoint(out_dir, step, model, tokenizer, optimizer, generators,
-                                    {**state_common, "tokens_seen": tokens_seen, "last_eval": last_eval,
-                                     **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {})},
+        path = ckpt.save_checkpoint(out_dir, step, model, tokenizer, optimizer, generators, state(),
                                     tc.keep_last, owned, write=d.is_main)
         if d.world_size > 1:
             torch.distributed.barrier()
         return path
+
+    def improved() -> bool:
+        """Whether the task metric of ``last_eval`` beats the best so far (then ``best`` records it)."""
+        value = last_eval.get(task.metric)
+        if value is None:
+            return False
+        better = best["value"] is None or (value > best["value"] if task.higher_is_better else value < best["value"])
+        if better:
+            best.update(value=value, step=step, stale=0)
+        else:
+            best["stale"] += 1
+        return better
 
     step_module.train()
     first_step = step
@@ -243,8 +295,7 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
             # Build all micro-batches first so that the global target count is known before any backward.
             batches = []
             for _ in range(tc.grad_accum):
-                tokens, segments = sampler.sample()
-                batches.append(objective.make_batch(tokens, segments, generators["objective"]).rows(rows))
+                batches.append(objective.make_batch(*sampler.sample(), generators["objective"]).rows(rows))
             n_local = sum(int((b.targets != -100).sum()) for b in batches)
             window_flops += sum(objective.flops(model, b) for b in batches) * d.world_size  # (on the CPU batches)
             n_global = all_reduce_sum(torch.tensor([float(n_local)]), d).item()
@@ -290,16 +341,27 @@ def _train(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, mod
                                "mfu": mfu})
             if step % tc.eval_every == 0 or step == last_step:
                 eval_t = time.perf_counter()
-                last_eval = evaluate(model, objective, val_set, seq_len, tc.batch_size, tc.eval_batches, d.device,
-                                     precision=tc.precision, forward=step_module)
+                last_eval = evaluate(model, objective, val_batches(), d.device, precision=tc.precision,
+                                     forward=step_module)
+                if task is not None and task.scores is not None:
+                    last_eval.update(task.scores(model))
+                new_best = task is not None and improved()
+                if new_best:  # every rank takes part (FSDP gathers); the main one writes
+                    ckpt.save_best(out_dir, model, tokenizer, {**state(), "step": step}, write=d.is_main)
                 window_t += time.perf_counter() - eval_t  # tokens/s counts training time only
                 if log is not None:
-                    log.write({"step": step, **last_eval})
-                    plot_losses(log.read(), out_dir / "loss.png", f"{cfg.objective.name} · {cfg.model.arch}")
+                    log.write({"step": step, **last_eval, **({"best": True} if new_best else {})})
+                    plot_losses(log.read(), out_dir / "loss.png", f"{cfg.objective.name} · {cfg.model.arch}",
+                                metric=task.metric if task is not None else None)
                 if d.is_main and tc.progress:
-                    bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+                    bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items())
+                              + (" (best so far)" if new_best else ""))
             bar.update(1)
-            stopping = stop.set or step == last_step
+            patience_out = task is not None and task.patience > 0 and best["stale"] >= task.patience
+            if patience_out and step % tc.eval_every == 0 and d.is_main and tc.progress:
+                bar.write(f"early stop: {task.metric} has not improved for {task.patience} evaluations "
+                          f"(best {best['value']:.4f} at step {best['step']})")
+            stopping = stop.set or step == last_step or patience_out
             if d.world_size > 1:  # every rank must agree to stop, or the others hang in the next all-reduce
                 stopping = bool(all_reduce_sum(torch.tensor([float(stopping)]), d).item())
             if step % tc.save_every == 0 or stopping:

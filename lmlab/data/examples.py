@@ -1,0 +1,432 @@
+"""Fine-tuning examples: reading them, tokenizing them once into memory-mapped shards, and batching by length.
+
+An example is a (source, target) pair for text-to-text tasks (translation, summarization) or a (text, label) pair
+for classification. They are read from ``.jsonl``, ``.tsv``, ``.csv`` or ``.parquet`` files (field names are
+settable), or from a directory holding ``train.*`` and optionally ``valid.*`` / ``test.*`` files, as
+``lmlab data get`` writes. A directory written by :func:`build_shards` holds::
+
+    manifest.json               kind, tokenizer fingerprint, token dtype, labels, counts per split, source files
+    train/source.bin            every source's tokens back to back (uint16, or uint32 for large vocabularies)
+    train/source_offsets.npy    int64 start of each source, plus the final end
+    train/target.bin, train/target_offsets.npy      the same for targets (seq2seq)
+    train/labels.npy            int64 label index of each example (classify)
+    valid/...                   the same for the validation split
+
+Shards hold the plain tokens of each text; the task objective adds special tokens, the source prefix and
+truncation when it builds a batch, so the same shards serve every such setting.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lmlab.data.shards import token_dtype
+from lmlab.errors import DataError
+
+Kind = Literal["seq2seq", "classify"]
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SUFFIXES = (".jsonl", ".tsv", ".csv", ".parquet")
+SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "validation", "val", "dev"), "test": ("test",)}
+Split = Literal["train", "valid", "test"]
+
+
+@dataclass
+class Fields:
+    """Which fields of a row hold what (``DataConfig``'s ``*_field`` and ``*_lang`` options)."""
+
+    source: str = "source"
+    target: str = "target"
+    text: str = "text"
+    label: str = "label"
+    source_lang: str = ""
+    target_lang: str = ""
+
+    @classmethod
+    def from_config(cls, data: Any) -> Fields:
+        return cls(data.source_field, data.target_field, data.text_field, data.label_field, data.source_lang,
+                   data.target_lang)
+
+
+@dataclass
+class RawExamples:
+    """Examples as text: ``inputs`` (sources or texts) and ``outputs`` (targets or labels), with where they came
+    from (``origin[i]`` is ``"file:line"``, for error messages)."""
+
+    inputs: list[str]
+    outputs: list[str]
+    origin: list[str]
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def take(self, index: np.ndarray | list[int]) -> RawExamples:
+        return RawExamples([self.inputs[i] for i in index], [self.outputs[i] for i in index],
+                           [self.origin[i] for i in index])
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) of a .jsonl, .tsv, .csv or .parquet file; rows are dicts of field -> value."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}:{n}: a line must be a JSON object, got {type(row).__name__}")
+                yield n, row
+    elif suffix in (".tsv", ".csv"):
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            reader = csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            header = next(reader, None)
+            if header is None:
+                return
+            for n, values in enumerate(reader, 2):
+                if not values:
+                    continue
+                if len(values) != len(header):
+                    raise DataError(f"{path}:{n}: {len(values)} columns, but the header (line 1) names "
+                                    f"{len(header)}: {header}")
+                yield n, dict(zip(header, values, strict=True))
+    elif suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DataError(f"reading {path} needs pyarrow: pip install pyarrow") from None
+        for n, row in enumerate(pq.read_table(path).to_pylist(), 1):
+            yield n, row
+    else:
+        raise DataError(f"{path}: examples are read from {', '.join(SUFFIXES)} files, not {suffix or 'this'}")
+
+
+def _field(row: dict[str, Any], name: str, where: str, option: str) -> str:
+    if name not in row:
+        raise DataError(f"{where}: no field {name!r} (the row has {sorted(row)}); name the right one with "
+                        f"--{option}")
+    value = row[name]
+    if isinstance(value, (dict, list)) or value is None:
+        raise DataError(f"{where}: field {name!r} must be a string, got {json.dumps(value)[:60]}")
+    text = str(value).strip()
+    if not text:
+        raise DataError(f"{where}: field {name!r} is empty")
+    return text
+
+
+def read_examples(path: str | Path, kind: Kind, fields: Fields | None = None) -> RawExamples:
+    """Read the examples of one file.
+
+    Seq2seq rows give ``fields.source`` and ``fields.target``, or, with ``source_lang``/``target_lang`` set,
+    Hugging Face's ``{"translation": {"de": ..., "en": ...}}``; classification rows give ``fields.text`` and
+    ``fields.label`` (a string or a number). TSV and CSV files have a header row naming the fields.
+
+    Raises:
+        DataError: a missing or unreadable file, a row without a needed field, or an empty field, naming the
+            file and line.
+    """
+    path, fields = Path(path), fields or Fields()
+    if not path.is_file():
+        raise DataError(f"example file {path} does not exist")
+    inputs, outputs, origin = [], [], []
+    for n, row in _rows(path):
+        where = f"{path}:{n}"
+        if kind == "classify":
+            inputs.append(_field(row, fields.text, where, "data.text_field"))
+            outputs.append(_field(row, fields.label, where, "data.label_field"))
+        elif fields.source_lang:
+            pair = row.get("translation")
+            if not isinstance(pair, dict):
+                raise DataError(f"{where}: data.source_lang is set, so each row needs a \"translation\" object "
+                                f"({{\"{fields.source_lang}\": ..., \"{fields.target_lang}\": ...}})")
+            inputs.append(_field(pair, fields.source_lang, where, "data.source_lang"))
+            outputs.append(_field(pair, fields.target_lang, where, "data.target_lang"))
+        else:
+            inputs.append(_field(row, fields.source, where, "data.source_field"))
+            outputs.append(_field(row, fields.target, where, "data.target_field"))
+        origin.append(where)
+    if not inputs:
+        raise DataError(f"{path} holds no examples")
+    return RawExamples(inputs, outputs, origin)
+
+
+def split_file(path: str | Path, split: Split) -> Path | None:
+    """The file of ``split`` in an examples directory (``train.jsonl``, ``valid.tsv``, ``dev.csv``...), or
+    ``path`` itself when it is a file and ``split`` is train; None when there is none."""
+    path = Path(path)
+    if path.is_file():
+        return path if split == "train" else None
+    if not path.is_dir():
+        raise DataError(f"examples {path} do not exist: give a .jsonl/.tsv/.csv/.parquet file or a directory "
+                        "holding train.* (e.g. from `lmlab data get`)")
+    for stem in SPLIT_NAMES[split]:
+        for suffix in SUFFIXES:
+            if (f := path / f"{stem}{suffix}").is_file():
+                return f
+    return None
+
+
+def source_hash(text: str) -> int:
+    """A stable 64-bit hash of a source text: held-out splits are chosen by it, so they never depend on order."""
+    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big")
+
+
+def hold_out(examples: RawExamples, size: float) -> tuple[RawExamples, RawExamples]:
+    """Split off a validation set: ``size`` below 1 is a share, else a count. Every example whose source has
+    one of the smallest hashes goes there, so a source seen twice is never on both sides."""
+    n = len(examples)
+    k = round(n * size) if size < 1 else int(size)
+    k = min(max(k, 1), n - 1)
+    if n < 2:
+        raise DataError(f"{examples.origin[0].rsplit(':', 1)[0]} has {n} example: too few to hold out a "
+                        "validation split; give data.valid")
+    hashes = np.array([source_hash(t) for t in examples.inputs], dtype=np.uint64)
+    threshold = np.sort(hashes)[k - 1]
+    valid = hashes <= threshold
+    return examples.take(np.flatnonzero(~valid)), examples.take(np.flatnonzero(valid))
+
+
+def load_splits(data: Any, kind: Kind) -> dict[str, RawExamples]:
+    """The train and valid examples a :class:`~lmlab.config.DataConfig` names: ``data.train`` (a file or a
+    directory), ``data.valid`` or the directory's valid file, or else ``data.valid_size`` of train held out."""
+    if not data.train:
+        raise DataError("data.train is empty: set it to a file of examples or a directory from `lmlab data get`")
+    fields = Fields.from_config(data)
+    train_file = split_file(data.train, "train")
+    if train_file is None:
+        raise DataError(f"{data.train} holds no train.jsonl/.tsv/.csv/.parquet file")
+    train = read_examples(train_file, kind, fields)
+    valid_file = Path(data.valid) if data.valid else split_file(data.train, "valid")
+    if valid_file is not None:
+        return {"train": train, "valid": read_examples(valid_file, kind, fields)}
+    train, valid = hold_out(train, data.valid_size)
+    return {"train": train, "valid": valid}
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def _write_stream(directory: Path, name: str, rows: list[list[int]], dtype: np.dtype) -> None:
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.fromiter((t for r in rows for t in r), dtype=dtype, count=int(offsets[-1]))
+    flat.tofile(directory / f"{name}.bin")
+    np.save(directory / f"{name}_offsets.npy", offsets)
+
+
+def build_shards(out_dir: str | Path, tokenizer: Any, splits: dict[str, RawExamples], kind: Kind,
+                 labels: list[str] | None = None) -> dict[str, Any]:
+    """Tokenize ``splits`` once and write them to ``out_dir`` (see the module docstring); return the manifest.
+
+    Args:
+        labels: classification only: the label names, in index order; by default the sorted labels of train.
+
+    Raises:
+        DataError: a label of another split that train does not have (naming its file and line).
+    """
+    out_dir = Path(out_dir)
+    dtype = token_dtype(tokenizer.vocab_size)
+    manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "kind": kind, "dtype": dtype.name,
+                                "tokenizer_fingerprint": tokenizer.sha256(), "splits": {}}
+    if kind == "classify":
+        labels = labels or sorted(set(splits["train"].outputs))
+        manifest["labels"] = labels
+    index = {label: i for i, label in enumerate(labels or [])}
+    for split, examples in splits.items():
+        d = out_dir / split
+        d.mkdir(parents=True, exist_ok=True)
+        sources = tokenizer.encode_batch(examples.inputs)
+        _write_stream(d, "source", sources, dtype)
+        info = {"examples": len(examples), "source_tokens": sum(map(len, sources))}
+        if kind == "classify":
+            for label, where in zip(examples.outputs, examples.origin, strict=True):
+                if label not in index:
+                    known = ", ".join(labels[:10]) + (", ..." if len(labels) > 10 else "")
+                    raise DataError(f"{where}: label {label!r} is not one of the {len(index)} labels of the "
+                                    f"training examples ({known})")
+            np.save(d / "labels.npy", np.array([index[x] for x in examples.outputs], dtype=np.int64))
+        else:
+            targets = tokenizer.encode_batch(examples.outputs)
+            _write_stream(d, "target", targets, dtype)
+            info["target_tokens"] = sum(map(len, targets))
+        manifest["splits"][split] = info
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any] | None:
+    """The manifest of an example shard directory, or None when there is none (or it is of another format)."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    return manifest if manifest.get("format_version") == FORMAT_VERSION else None
+
+
+class ExampleDataset:
+    """One split of an example shard directory, memory-mapped.
+
+    Attributes:
+        source_lengths, target_lengths: (N,) int64 token counts (``target_lengths`` is None for classify).
+        labels: (N,) int64 label indices (classify) or None.
+    """
+
+    def __init__(self, directory: str | Path, split: str) -> None:
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        if manifest is None or split not in manifest["splits"]:
+            raise DataError(f"{directory} holds no example shards of the {split} split")
+        self.kind: Kind = manifest["kind"]
+        self.split = split
+        dtype = np.dtype(manifest["dtype"])
+        d = directory / split
+
+        def stream(name: str) -> tuple[np.ndarray, np.ndarray]:
+            offsets = np.load(d / f"{name}_offsets.npy")
+            tokens = np.memmap(d / f"{name}.bin", dtype=dtype, mode="r") if offsets[-1] else np.zeros(0, dtype)
+            return tokens, offsets
+
+        self._source, self._source_offsets = stream("source")
+        self.source_lengths = np.diff(self._source_offsets)
+        self.target_lengths = self.labels = None
+        if self.kind == "seq2seq":
+            self._target, self._target_offsets = stream("target")
+            self.target_lengths = np.diff(self._target_offsets)
+        else:
+            self.labels = np.load(d / "labels.npy")
+
+    def __len__(self) -> int:
+        return len(self.source_lengths)
+
+    def batch(self, index: np.ndarray) -> Examples:
+        """The examples ``index`` ((B,) ints) as token arrays."""
+        o = self._source_offsets
+        sources = [np.asarray(self._source[o[i]:o[i + 1]], dtype=np.int64) for i in index]
+        targets = labels = None
+        if self.kind == "seq2seq":
+            o = self._target_offsets
+            targets = [np.asarray(self._target[o[i]:o[i + 1]], dtype=np.int64) for i in index]
+        else:
+            labels = torch.from_numpy(self.labels[index])
+        return Examples(sources, targets, labels)
+
+
+@dataclass
+class Examples:
+    """A batch of tokenized examples, the input of a task objective's ``make_batch``."""
+
+    sources: list[np.ndarray]  # B arrays of token ids (sources, or the texts to classify)
+    targets: list[np.ndarray] | None = None  # B arrays (seq2seq)
+    labels: Tensor | None = None  # (B,) long (classify)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+# --------------------------------------------------------------------------- batching
+
+
+class ExampleSampler:
+    """Epochs of batches of similar length, in a random order, resumable exactly.
+
+    Each epoch is a permutation of the examples drawn from a generator seeded by ``(seed, epoch)``; it is cut
+    into pools of ``pool`` batches, each pool sorted by length and cut into batches (so a batch pads little),
+    and the batches of the epoch are shuffled. The last incomplete batch of an epoch is left out (another
+    remainder each epoch). The whole state is ``(epoch, index)``: :meth:`checkpoint_state` and :meth:`restore`.
+
+    Batches are global (``batch_size`` is the micro-batch times the number of ranks): every rank draws the same
+    batch and keeps its rows, so 2 processes see what 1 process with twice the batch sees.
+    """
+
+    def __init__(self, dataset: ExampleDataset, lengths: np.ndarray, batch_size: int, seed: int,
+                 pool: int = 50) -> None:
+        if len(dataset) < batch_size:
+            raise DataError(f"the {dataset.split} split has {len(dataset)} examples, fewer than a batch "
+                            f"({batch_size}); use a smaller train.batch_size")
+        self.dataset, self.lengths = dataset, np.asarray(lengths)
+        self.batch_size, self.seed, self.pool = batch_size, seed, pool
+        self.epoch = self.index = 0
+        self._plan: tuple[int, np.ndarray] | None = None
+
+    def epoch_batches(self, epoch: int) -> np.ndarray:
+        """(num_batches, batch_size) example indices of ``epoch``, in the order they are drawn."""
+        if self._plan is not None and self._plan[0] == epoch:
+            return self._plan[1]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.dataset), generator=g).numpy()
+        n = len(order) // self.batch_size * self.batch_size
+        order = order[:n]
+        pool = self.pool * self.batch_size
+        for start in range(0, n, pool):  # longest first within a pool; ties keep the random order
+            chunk = order[start:start + pool]
+            order[start:start + pool] = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+        batches = order.reshape(-1, self.batch_size)
+        batches = batches[torch.randperm(len(batches), generator=g).numpy()]
+        self._plan = (epoch, batches)
+        return batches
+
+    def sample(self) -> tuple[Examples]:
+        """The next global batch, as the arguments of the objective's ``make_batch``."""
+        batches = self.epoch_batches(self.epoch)
+        if self.index >= len(batches):
+            self.epoch, self.index = self.epoch + 1, 0
+            batches = self.epoch_batches(self.epoch)
+        index = batches[self.index]
+        self.index += 1
+        return (self.dataset.batch(index),)
+
+    def padding_share(self, sides: list[np.ndarray]) -> float:
+        """The share of padding among the tokens of this epoch's batches, for per-example lengths of each
+        side (e.g. sources and targets)."""
+        batches = self.epoch_batches(self.epoch)
+        real = sum(int(s[batches].sum()) for s in sides)
+        padded = sum(int(s[batches].max(1).sum()) * self.batch_size for s in sides)
+        return 1 - real / max(padded, 1)
+
+    def checkpoint_state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+def eval_batches(dataset: ExampleDataset, lengths: np.ndarray, batch_size: int,
+                 max_batches: int = 0) -> Iterator[tuple[Examples]]:
+    """Fixed batches over a split for validation, sorted by length (the same at every call): all of them, or
+    the first ``max_batches`` of the split in its own order (shortest batches are not preferred)."""
+    n = len(dataset)
+    chosen = np.arange(n) if not max_batches else np.arange(min(n, max_batches * batch_size))
+    chosen = chosen[np.argsort(-np.asarray(lengths)[chosen], kind="stable")]
+    for start in range(0, len(chosen), batch_size):
+        yield (dataset.batch(chosen[start:start + batch_size]),)
+
+
+def epochs(steps: int, batch_size: int, n_examples: int) -> float:
+    """How many passes over ``n_examples`` ``steps`` optimizer steps of ``batch_size`` examples make."""
+    return steps * batch_size / max(n_examples, 1)
+
+
+__all__ = ["ExampleDataset", "ExampleSampler", "Examples", "Fields", "RawExamples", "build_shards", "epochs",
+           "eval_batches", "hold_out", "load_splits", "read_examples", "read_manifest", "source_hash",
+           "split_file"]
+

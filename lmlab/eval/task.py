@@ -1,0 +1,199 @@
+"""Task evaluation of fine-tuned models: decode or classify examples, then score with the metric libraries.
+
+The inputs are formatted by the run's own task objective (prefix, special tokens, truncation), so a model is
+evaluated exactly as it was fine-tuned. Generation is batched over inputs sorted by length (little padding),
+greedy or beam search through :func:`lmlab.generate` with its KV cache; encoder outputs are computed once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmlab.data.examples import Fields, RawExamples, read_examples, split_file
+from lmlab.errors import DataError
+from lmlab.eval.baselines import copy_baseline, lead_baseline, majority_baseline
+from lmlab.eval.metrics import compute
+
+SEQ2SEQ_METRICS = ["bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum"]
+CLASSIFY_METRICS = ["accuracy", "macro_f1"]
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, objective: Any, sources: list[str], *, num_beams: int = 1,
+            max_new_tokens: int = 64, batch_size: int = 32) -> list[str]:
+    """The model's output text for each source (in order), decoded greedily or with beam search."""
+    from lmlab.infer.generate import generate, pad_batch
+
+    was_training = model.training
+    model.eval()
+    rows = [objective.encode(s) for s in sources]
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # similar lengths share a batch
+    enc_dec = objective.arch == "encoder-decoder"
+    limit = None
+    stack = model.decoder
+    if stack.pos_emb is not None and not enc_dec:  # a decoder's prompt and output share its learned positions
+        limit = stack.pos_emb.num_embeddings - stack.pos_offset
+    out: list[str] = [""] * len(rows)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        ids, mask = pad_batch([rows[i] for i in chunk], left=not enc_dec, pad=objective.pad)
+        new = max_new_tokens if limit is None else max(min(max_new_tokens, limit - ids.shape[1]), 1)
+        tokens = generate(model, ids.to(device), mask.to(device), max_new_tokens=new, num_beams=num_beams,
+                          eos_token_id=objective.eos, pad_token_id=objective.pad,
+                          decoder_start_token_id=objective.start)
+        generated = tokens[:, 1:] if enc_dec else tokens[:, ids.shape[1]:]
+        for i, row in zip(chunk, generated.tolist(), strict=True):
+            end = row.index(objective.eos) if objective.eos in row else len(row)
+            out[i] = objective.tokenizer.decode(row[:end], skip_special_tokens=True).strip()
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def classify(model: torch.nn.Module, objective: Any, texts: list[str], batch_size: int = 64
+             ) -> tuple[list[str], list[float]]:
+    """The predicted label of each text and its probability."""
+    from lmlab.objectives.task import pad_right
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    rows = [objective.encode(t) for t in texts]
+    labels, probs = [], []
+    for start in range(0, len(rows), batch_size):
+        ids, mask = pad_right(rows[start:start + batch_size], objective.pad)
+        ids, mask = ids.to(device), mask.to(device)
+        p = model.classify(model.hidden(ids, attention_mask=mask), attention_mask=mask).float().softmax(-1)
+        best = p.max(-1)
+        labels += [model.id2label[i] for i in best.indices.tolist()]
+        probs += best.values.tolist()
+    model.train(was_training)
+    return labels, probs
+
+
+def task_scores(cfg: Any, objective: Any, valid: RawExamples):
+    """The scores a fine-tuning run adds to each evaluation, as a function of the model: ``val_bleu``, ``val_chrf``,
+    ``val_rouge*`` on the first ``finetune.eval_examples`` validation examples decoded, or ``val_accuracy`` and
+    ``val_macro_f1`` of a classifier."""
+    fc = cfg.finetune
+    n = fc.eval_examples or len(valid)
+    sources, references = valid.inputs[:n], valid.outputs[:n]
+    max_new = fc.max_new_tokens or cfg.data.decoder_seq_len or cfg.data.seq_len
+
+    def scores(model: torch.nn.Module) -> dict[str, float]:
+        if objective.name == "classify":
+            predictions, _ = classify(model, objective, sources, batch_size=cfg.train.batch_size * 4)
+            names = CLASSIFY_METRICS
+        else:
+            predictions = predict(model, objective, sources, num_beams=fc.num_beams, max_new_tokens=max_new,
+                                  batch_size=cfg.train.batch_size * 4)
+            names = SEQ2SEQ_METRICS
+        values = compute(names, predictions, references, lang=cfg.data.target_lang or None)
+        return {f"val_{k}": v for k, v in values.items() if isinstance(v, float)}
+
+    return scores
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` measured: the scores, the baselines' scores, the metric signatures and speed."""
+
+    split: str
+    num_examples: int
+    scores: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    signatures: dict[str, str] = field(default_factory=dict)
+    examples_per_s: float = 0.0
+    predictions_file: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "num_examples": self.num_examples, "scores": self.scores,
+                "baselines": self.baselines, "signatures": self.signatures, "examples_per_s": self.examples_per_s,
+                "predictions_file": str(self.predictions_file) if self.predictions_file else None}
+
+
+def _split(values: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    return ({k: v for k, v in values.items() if not isinstance(v, str)},
+            {k.removesuffix("_signature"): v for k, v in values.items() if isinstance(v, str)})
+
+
+def load_task(path: str | Path, device: str | torch.device = "cpu"):
+    """``(model, objective, cfg)`` of a fine-tuned checkpoint or run (its ``best/`` model when it has one): the
+    objective formats inputs as the run did."""
+    from lmlab.config import config_from_dict
+    from lmlab.errors import CheckpointError
+    from lmlab.objectives import TASKS, build_objective
+    from lmlab.train.checkpoint import STATE, load_model, read_json, resolve_model_dir
+
+    directory = resolve_model_dir(path)
+    state = read_json(directory / STATE) if (directory / STATE).is_file() else {}
+    if not isinstance(state.get("config"), dict) or state["config"].get("objective", {}).get("name") not in TASKS:
+        raise CheckpointError(f"{path} is not a fine-tuned model (its training_state.json names no task "
+                              f"objective: {', '.join(TASKS)}); fine-tune it with `lmlab finetune`")
+    cfg = config_from_dict(state["config"])
+    model, tokenizer = load_model(directory, device)
+    objective = build_objective(cfg, tokenizer)
+    objective.attach(model)
+    return model, objective, cfg
+
+
+def evaluate(path: str | Path, data: str | Path, split: str = "test", *, num_beams: int = 1,
+             max_new_tokens: int = 0, batch_size: int = 32, limit: int = 0, out: str | Path | None = None,
+             device: str | torch.device = "cpu") -> EvalResult:
+    """Evaluate a fine-tuned model on a split of examples: decode (or classify) every example, write
+    ``predictions.jsonl`` (input, reference, prediction per line) and ``scores.json`` to ``out`` (default
+    ``<run>/eval-<split>``), and score with sacrebleu / rouge-score (or accuracy and macro-F1), beside the
+    baselines: copying the source and its lead sentence (text to text), the training set's majority label
+    (classification).
+
+    Raises:
+        CheckpointError: not a fine-tuned checkpoint; DataError: no such split or unreadable examples.
+    """
+    model, objective, cfg = load_task(path, device)
+    kind = objective.name
+    file = split_file(data, split) if Path(data).is_dir() else Path(data)
+    if file is None:
+        raise DataError(f"{data} has no {split} split (a {split}.jsonl/.tsv/.csv/.parquet file)")
+    examples = read_examples(file, kind, Fields.from_config(cfg.data))
+    if limit:
+        examples = examples.take(list(range(min(limit, len(examples)))))
+    t0 = time.perf_counter()
+    if kind == "classify":
+        predictions, _ = classify(model, objective, examples.inputs, batch_size=batch_size)
+    else:
+        max_new = max_new_tokens or cfg.finetune.max_new_tokens or cfg.data.decoder_seq_len or cfg.data.seq_len
+        predictions = predict(model, objective, examples.inputs, num_beams=num_beams, max_new_tokens=max_new,
+                              batch_size=batch_size)
+    rate = len(examples) / max(time.perf_counter() - t0, 1e-9)
+    lang = cfg.data.target_lang or None
+    if kind == "classify":
+        scores, signatures = _split(compute(CLASSIFY_METRICS, predictions, examples.outputs))
+        train_file = split_file(data, "train") if Path(data).is_dir() else None
+        train_labels = read_examples(train_file, kind, Fields.from_config(cfg.data)).outputs if train_file \
+            else examples.outputs
+        majority = majority_baseline(train_labels, len(examples))
+        baselines = {"majority class": _split(compute(CLASSIFY_METRICS, majority, examples.outputs))[0]}
+    else:
+        scores, signatures = _split(compute(SEQ2SEQ_METRICS, predictions, examples.outputs, lang=lang))
+        baselines = {name: _split(compute(SEQ2SEQ_METRICS, guess, examples.outputs, lang=lang))[0]
+                     for name, guess in (("copy the source", copy_baseline(examples.inputs)),
+                                         ("lead sentence", lead_baseline(examples.inputs)))}
+    from lmlab.train.checkpoint import resolve_model_dir
+
+    out_dir = Path(out) if out is not None else resolve_model_dir(path).parent / f"eval-{split}"
+    if resolve_model_dir(path) == Path(path):  # a checkpoint directory itself: beside it
+        out_dir = Path(out) if out is not None else Path(path).parent / f"eval-{split}-{Path(path).name}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for x, ref, pred in zip(examples.inputs, examples.outputs, predictions, strict=True):
+            f.write(json.dumps({"input": x, "reference": ref, "prediction": pred}, ensure_ascii=False) + "\n")
+    result = EvalResult(split, len(examples), scores, baselines, signatures, rate, out_dir / "predictions.jsonl")
+    (out_dir / "scores.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return result

@@ -1,0 +1,218 @@
+"""Fine-tuning: a task objective (``seq2seq``, ``classify``) on examples, run by the same loop as pretraining.
+
+The weights start from ``finetune.init``: an lmlab checkpoint, a Hugging Face model directory, or ``"none"``
+(random weights of ``[model]``); ``finetune.scratch`` keeps init's configuration and tokenizer but not its
+weights, so the gain from pretraining is measured, not assumed. A classifier gets a new head for the labels of
+the data (pooler + classifier on encoders, a bias-free classifier on decoders) and loses the token head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmlab.config import Config
+from lmlab.data.examples import (
+    ExampleDataset,
+    ExampleSampler,
+    build_shards,
+    eval_batches,
+    load_splits,
+    read_manifest,
+)
+from lmlab.errors import CheckpointError, ConfigError, DataError
+from lmlab.model import build_model
+from lmlab.objectives import TASKS, build_objective
+from lmlab.tokenizer import Tokenizer
+from lmlab.train import checkpoint as ckpt
+from lmlab.train.distributed import setup
+from lmlab.train.precision import check_precision, run_precision
+from lmlab.train.trainer import TaskEval, TrainResult, check_fresh_out_dir, prepare_config, train_loop
+
+EXAMPLES_DIR = "examples"  # the run's tokenized examples, under train.out_dir
+
+
+def _task_config(model_cfg: Any, task: str, num_labels: int) -> Any:
+    """The model configuration fine-tuning for ``task`` needs: a classifier replaces the token head."""
+    if task != "classify":
+        if not model_cfg.lm_head:
+            raise ConfigError("this model has no token head (model.lm_head is false), so it cannot generate text; "
+                              "seq2seq needs a decoder or an encoder-decoder language model")
+        return model_cfg
+    return dataclasses.replace(model_cfg, lm_head=False, mlm_transform=False, head_bias=False, head_rescale=False,
+                               num_labels=num_labels, pooler=model_cfg.arch == "encoder")
+
+
+def _load_init(path: str) -> tuple[torch.nn.Module, Tokenizer]:
+    try:
+        model, tokenizer = ckpt.load_model(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"finetune.init {path}: not a usable lmlab checkpoint or Hugging Face model "
+                              f"directory: {e}") from None
+    if tokenizer is None:
+        raise CheckpointError(f"finetune.init {path} has no tokenizer (tokenizer.json, vocab.txt or vocab.json); "
+                              "fine-tuning needs the tokenizer the model was trained with")
+    return model, tokenizer
+
+
+def initial_model(cfg: Config, labels: list[str] | None) -> tuple[torch.nn.Module, Tokenizer, dict[str, Any]]:
+    """The model fine-tuning starts from (random parts seeded by ``train.seed``), its tokenizer, and a report:
+    which tensors came from init and which start at random.
+
+    Raises:
+        ConfigError: no ``finetune.init``; CheckpointError: an init that cannot be loaded.
+    """
+    fc, task = cfg.finetune, cfg.objective.name
+    n_labels = len(labels or [])
+    if not fc.init:
+        raise ConfigError("finetune.init is empty: give --init PATH (an lmlab checkpoint or run, or a Hugging Face "
+                          "model directory), or --init none with a [model] section and finetune.tokenizer")
+    if fc.init == "none":
+        if not fc.tokenizer:
+            raise ConfigError("finetune.init is none: set finetune.tokenizer to the tokenizer to use")
+        tokenizer = Tokenizer.load(fc.tokenizer)
+        model_cfg = _task_config(prepare_config(cfg, tokenizer).model, task, n_labels)
+        torch.manual_seed(cfg.train.seed)
+        return build_model(model_cfg), tokenizer, {"init": "none", "from_init": 0, "random": "all"}
+    source, tokenizer = _load_init(fc.init)
+    model_cfg = _task_config(source.config, task, n_labels)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(model_cfg)
+    if isinstance(getattr(source, "hf_config", None), dict):
+        model.hf_config = source.hf_config  # decoder_start_token_id, label names of an imported model
+    if fc.scratch:
+        return model, tokenizer, {"init": fc.init, "from_init": 0, "random": "all (finetune.scratch)"}
+    theirs = source.state_dict()
+    mine = model.state_dict()
+    copied, fresh = [], []
+    with torch.no_grad():
+        for name, t in mine.items():
+            if name in theirs and theirs[name].shape == t.shape:
+                t.copy_(theirs[name])
+                copied.append(name)
+            else:
+                fresh.append(name)
+    dropped = sorted(set(theirs) - set(mine))
+    return model, tokenizer, {"init": fc.init, "from_init": len(copied), "random": fresh, "dropped": dropped}
+
+
+def _shards(out_dir: Path, cfg: Config, tokenizer: Tokenizer, resume: bool, is_main: bool) -> dict[str, Any]:
+    """Tokenize the run's examples once into ``out_dir/examples`` (kept for resuming) and return the manifest."""
+    directory = out_dir / EXAMPLES_DIR
+    manifest = read_manifest(directory)
+    if resume and manifest is not None:
+        if manifest["tokenizer_fingerprint"] != tokenizer.sha256():
+            raise DataError(f"{directory} was tokenized with another tokenizer than the checkpoint's")
+        return manifest
+    kind = cfg.objective.name
+    splits = load_splits(cfg.data, kind)
+    if is_main:
+        tmp = out_dir / f".tmp-{EXAMPLES_DIR}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        manifest = build_shards(tmp, tokenizer, splits, kind)
+        manifest["sources"] = {"train": cfg.data.train, "valid": cfg.data.valid or "held out of train"}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        shutil.rmtree(directory, ignore_errors=True)
+        tmp.rename(directory)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return read_manifest(directory)
+
+
+def _lengths(objective: Any, ds: ExampleDataset) -> list[np.ndarray]:
+    """Per-example row lengths of each side the model sees, after truncation (sources; targets)."""
+    extra = len(objective.input_ids([]))  # special tokens, prefix and separator around a source
+    src = np.minimum(ds.source_lengths, objective.source_room()) + extra
+    if ds.target_lengths is None:
+        return [src]
+    tgt = np.minimum(ds.target_lengths, objective.max_target - 1) + 1
+    return [src, tgt] if objective.arch == "encoder-decoder" else [src + tgt]
+
+
+def truncation(objective: Any, ds: ExampleDataset) -> dict[str, int]:
+    """How many examples of ``ds`` are cut: sources beyond ``data.seq_len``, targets beyond the target length."""
+    out = {"sources_cut": int((ds.source_lengths > objective.source_room()).sum())}
+    if ds.target_lengths is not None:
+        out["targets_cut"] = int((ds.target_lengths > objective.max_target - 1).sum())
+    return out
+
+
+def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | None = None) -> TrainResult:
+    """Fine-tune as ``cfg`` describes (``objective.name`` a task, ``finetune.init`` the start, ``data.train``
+    the examples); run it plainly or under ``torchrun``. Checkpoints, resume, precision and the best model by the
+    validation metric (``best/``) work as in :func:`lmlab.train.pretrain`.
+
+    Raises:
+        ConfigError, DataError, CheckpointError: bad configuration, examples or checkpoint.
+    """
+    from lmlab.eval.task import task_scores
+
+    task = cfg.objective.name
+    if task not in TASKS:
+        raise ConfigError(f"objective.name {task!r} is a pretraining objective (run it with `lmlab pretrain`); "
+                          f"fine-tuning tasks: {', '.join(TASKS)}")
+    d = setup(cfg.train.device)
+    resume_path = ckpt.resolve_checkpoint(resume) if resume is not None else None
+    out_dir = Path(cfg.train.out_dir)
+    check_fresh_out_dir(out_dir, resume_path)
+    tc = cfg.train
+    check_precision(tc.precision, d.device)
+    rng_devices = [d.device.index or 0] if d.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices), run_precision(tc.precision):
+        if resume_path is not None:  # the run's own model: its configuration, tokenizer, labels and weights
+            model, tokenizer = ckpt.load_model(resume_path)
+            report: dict[str, Any] = {"resumed": str(resume_path)}
+        else:
+            labels = sorted(set(load_splits(cfg.data, task)["train"].outputs)) if task == "classify" else None
+            model, tokenizer, report = initial_model(cfg, labels)
+            if labels is not None:
+                model.id2label = labels
+        cfg = dataclasses.replace(cfg, model=model.config)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        manifest = _shards(out_dir, cfg, tokenizer, resume_path is not None, d.is_main)
+        if task == "classify" and manifest["labels"] != list(getattr(model, "id2label", None) or []):
+            raise CheckpointError(f"the labels of {out_dir / EXAMPLES_DIR} differ from the model's id2label")
+        objective = build_objective(cfg, tokenizer)
+        model = model.to(d.device).train()
+        objective.attach(model)
+        if cfg.model.position == "learned" and objective.arch == "decoder" and task == "seq2seq":
+            longest = cfg.data.seq_len + objective.max_target
+            if longest > cfg.model.max_seq_len:
+                raise ConfigError(f"a decoder row holds a source and a target: data.seq_len + data.decoder_seq_len "
+                                  f"({longest}) must fit the model's {cfg.model.max_seq_len} learned positions")
+        for stack in (model.encoder, model.decoder):
+            if stack is not None:
+                stack.checkpoint_blocks = tc.activation_checkpointing
+
+        train_set = ExampleDataset(out_dir / EXAMPLES_DIR, "train")
+        val_set = ExampleDataset(out_dir / EXAMPLES_DIR, "valid")
+        sides = _lengths(objective, train_set)
+        sampler = ExampleSampler(train_set, sum(sides), tc.batch_size * d.world_size, tc.seed)
+        val_lengths = sum(_lengths(objective, val_set))
+        val = lambda: eval_batches(val_set, val_lengths, tc.batch_size, tc.eval_batches)
+        info = {"task": task, "train_examples": len(train_set), "valid_examples": len(val_set),
+                "padding_share": round(sampler.padding_share(sides), 4), **truncation(objective, train_set),
+                **{f"{k}_init": v if isinstance(v, (int, str)) else len(v) for k, v in report.items()}}
+        if d.is_main and tc.progress:
+            print(f"fine-tuning {task} on {len(train_set)} examples ({len(val_set)} for validation); padding "
+                  f"{info['padding_share']:.1%} of tokens; cut: " + ", ".join(
+                      f"{v} {k.split('_')[0]}" for k, v in truncation(objective, train_set).items()))
+            if "random" in report and isinstance(report["random"], list):
+                print(f"from {report['init']}: {report['from_init']} tensors; new at random: "
+                      f"{', '.join(report['random']) or 'none'}; left out: {', '.join(report['dropped']) or 'none'}")
+        metric = cfg.finetune.metric or ("bleu" if task == "seq2seq" else "accuracy")
+        scores = None
+        if metric != "loss" or task == "classify":  # (classification scores cost one forward pass)
+            scores = task_scores(cfg, objective, load_splits(cfg.data, task)["valid"])
+        evaluation = TaskEval(scores, f"val_{metric}", metric != "loss", cfg.finetune.patience)
+        generators = {"objective": torch.Generator().manual_seed(tc.seed + 1)}
+        torch.manual_seed(tc.seed + 2 + d.rank)  # dropout differs across ranks
+        result = train_loop(cfg, d, tokenizer, objective, model, sampler, val, generators, resume_path, stop_after,
+                            evaluation, start_info=info)
+    return result
