@@ -174,6 +174,22 @@ def _convert(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _data_get(args: argparse.Namespace) -> None:
+    from lmlab.data.sources import get
+
+    out = get(args.name, args.out, overwrite=args.overwrite, log=lambda message: print(message, file=sys.stderr),
+              pair=args.pair, unit=args.unit, min_count=args.min_count)
+    m = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    for f in m["origin"]["fetched"]:
+        print(f"fetched: {f['kind']} {f['name']} {f['version']}")
+    c = m["counts"]
+    print(f"wrote {out}: train {c['train']}, valid {c['valid']}, test {c['test']} (total {c['total']}); dropped: "
+          + (", ".join(f"{r} {n}" for r, n in m["dropped"].items()) or "nothing"))
+    if "labels" in m:
+        print(f"{len(m['labels'])} labels (majority {m['majority_label']}); left out {len(m['dropped_labels'])} "
+              f"rarer: " + (", ".join(m["dropped_labels"]) or "none"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lmlab", description="Train Transformer language models where the "
                                 "training objective is the thing you choose.")
@@ -264,6 +280,25 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--stride", type=int, default=None, help="decoders: window stride (default: half)")
     sc.add_argument("--json", action="store_true", help="print JSON for scripts (with per-token log-probs)")
     sc.set_defaults(func=_score)
+
+    data = sub.add_parser("data", help="task datasets").add_subparsers(dest="data_command", required=True,
+                                                                     metavar="SUBCOMMAND")
+    dg = data.add_parser("get", help="download and build a real task dataset from Debian's archive",
+                         description="Fetch (from Debian's archive, through a private apt configuration; raw "
+                         "downloads cached under $LMLAB_CACHE or ~/.cache/lmlab/sources) and build a dataset: "
+                         "train/valid/test.jsonl split by hash, manifest.json and README.md. Sources: "
+                         "debian-handbook, debian-descriptions (translation), debian-summaries (summarization), "
+                         "debian-sections (classification).")
+    dg.add_argument("name", metavar="NAME", help="debian-handbook, debian-descriptions, debian-summaries or "
+                    "debian-sections")
+    dg.add_argument("--out", required=True, help="output directory (must not exist, or be empty)")
+    dg.add_argument("--pair", help="translation sources: SOURCE-TARGET languages, e.g. de-en, fr-en, en-de "
+                    "(default: de-en)")
+    dg.add_argument("--unit", help="debian-descriptions: line, paragraph or both (default: both)")
+    dg.add_argument("--min-count", type=int, help="debian-sections: keep the sections with at least this many "
+                    "examples (default: 200)")
+    dg.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    dg.set_defaults(func=_data_get)
 
     cv = sub.add_parser("convert", help="convert checkpoints between Hugging Face and lmlab layouts",
                         description="from-hf: a local Hugging Face model directory (BERT, RoBERTa, GPT-2, Llama, "
