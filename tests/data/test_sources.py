@@ -159,6 +159,9 @@ def test_control_files_and_descriptions():
     assert d.synopsis == "frobnicate files quickly"
     assert d.paragraphs == ("Foo frobnicates files. It is fast.", "It also has a  --slow mode.")
     assert parse_description(stanzas[3]["Description-en"]).paragraphs == ()
+    # a translator's " <no-break space>" line is a paragraph break inside the stanza, not the stanza's end
+    (st,) = parse_stanzas("Package: p\nDescription-fr: s\n Un.\n \u00a0\n Deux.\n")
+    assert parse_description(st["Description-fr"]).paragraphs == ("Un.", "Deux.")
     with pytest.raises(DataError, match="continuation"):
         list(parse_stanzas(" stray\n"))
 

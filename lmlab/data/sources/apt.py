@@ -40,8 +40,9 @@ def parse_stanzas(text: str) -> Iterator[dict[str, str]]:
     continuation lines (with their leading space) after a newline, as in the file."""
     fields: dict[str, str] = {}
     key = None
-    for line in text.splitlines():
-        if not line.strip():
+    for line in text.split("\n"):
+        line = line.rstrip("\r")
+        if not line.strip(" \t"):  # only spaces and tabs: a line of a no-break space is a (translator's) text line
             if fields:
                 yield fields
             fields, key = {}, None
@@ -77,7 +78,7 @@ def parse_description(value: str) -> Description:
     paragraphs, current = [], []
     for line in rest.split("\n"):
         line = line.strip()
-        if line == ".":
+        if line in (".", ""):  # "" : a line of a no-break space, which some translations use for " ."
             if current:
                 paragraphs.append(" ".join(current))
             current = []
@@ -202,6 +203,7 @@ class Archive:
         self.log(f"downloading the package lists of Debian {self.suite} (main, {self.arch}; Packages, "
                  f"Translation-{{{','.join(LANGUAGES)}}}) from {self.mirror} ...")
         self._run(["apt-get", "-q", "update"], f"the package lists of Debian {self.suite}")
+        self._told = True
         missing = [s for s in self._lists_wanted() if not self._list_file(s)]
         if missing:
             raise DataError(f"could not download {', '.join(missing)} from Debian's archive ({self.mirror}): apt "

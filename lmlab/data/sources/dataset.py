@@ -34,7 +34,7 @@ BUCKETS = 10_000
 def normalize(text: str) -> str:
     """NFC, whitespace runs collapsed to one space within each line, blank lines and edge spaces removed.
     Line breaks separate paragraphs (a long package description keeps one per line)."""
-    lines = (" ".join(line.split()) for line in unicodedata.normalize("NFC", text).splitlines())
+    lines = (" ".join(line.split()) for line in unicodedata.normalize("NFC", text).split("\n"))
     return "\n".join(line for line in lines if line)
 
 
