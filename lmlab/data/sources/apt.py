@@ -2,7 +2,8 @@
 
 Everything apt writes (lists, its cache, downloaded packages) lives under one cache directory, with its own
 ``Dir::State::Lists`` and ``Dir::Cache``; the system's apt state is never touched. This module is the only place
-in lmlab that uses the network, and only when ``lmlab data get`` asks it to.
+in lmlab that uses the network, and only when ``lmlab data get`` asks it to. Cached package lists are reused as
+they are, so a dataset does not change under you; delete ``<cache>/apt`` to take the archive's current state.
 
 Also here: the reader of Debian's control-file format (``Packages``, ``Translation-*``), which needs no network.
 """
@@ -110,7 +111,6 @@ class Fetched:
     name: str
     version: str = ""  # packages: the Debian version; indexes: the suite's Release date
     sha256: str = ""
-    cached: bool = False  # already in the cache, not downloaded this time
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "name": self.name, "version": self.version, "sha256": self.sha256}
@@ -248,7 +248,6 @@ class Archive:
         debs = self.root / "debs"
         unpacked = self.root / "unpacked" / f"{name}_{version}"
         deb = next(iter(sorted(debs.glob(f"{name}_{version.split(':')[-1]}_*.deb"))), None)
-        cached = deb is not None
         if deb is None:
             debs.mkdir(parents=True, exist_ok=True)
             self.log(f"downloading {name} {version} from {self.mirror} ...")
@@ -268,7 +267,7 @@ class Archive:
             (tmp / ".complete").touch()
             shutil.rmtree(unpacked, ignore_errors=True)
             tmp.rename(unpacked)
-        self.fetched.append(Fetched("package", name, version, _sha256(deb), cached))
+        self.fetched.append(Fetched("package", name, version, _sha256(deb)))
         return unpacked
 
 

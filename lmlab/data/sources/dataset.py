@@ -168,6 +168,11 @@ def write(out: str | Path, built: Built, manifest: dict, readme: str, overwrite:
     return out
 
 
+def command(name: str, options: dict) -> str:
+    """The ``lmlab data get`` command line that builds ``name`` with ``options``."""
+    return " ".join(["lmlab data get", name, *(f"--{k.replace('_', '-')} {v}" for k, v in options.items())])
+
+
 def readme_for(manifest: dict) -> str:
     """A README.md that says what the dataset is, where it came from, its counts and its licence."""
     m = manifest
@@ -196,7 +201,7 @@ def readme_for(manifest: dict) -> str:
     lines += [f"- {f['kind']} `{f['name']}` {f['version']} (sha256 `{f['sha256'][:16]}…`)"
               for f in m["origin"]["fetched"]]
     lines += ["", "## Licence", "", m["licence"]["name"] + ".", "", m["licence"]["text"], "",
-              f"Built by `lmlab data get {m['name']}` (lmlab {m['lmlab_version']}).", ""]
+              f"Built by `{command(m['name'], m.get('options', {}))} --out DIR` (lmlab {m['lmlab_version']}).", ""]
     return "\n".join(lines)
 
 

@@ -135,7 +135,8 @@ def collect(archive: Archive, pair: str = "de-en") -> tuple[Raw, dict]:
     html = root / HTML
     if not html.is_dir():
         raise DataError(f"the Debian package {PACKAGE} has no {HTML} (in {root})")
-    raw, pages = align(language_dir(html, src), language_dir(html, tgt))
+    src_dir, tgt_dir = language_dir(html, src), language_dir(html, tgt)
+    raw, pages = align(src_dir, tgt_dir)
     raw.notes.append(f"pages: {pages['pages']}, aligned {pages['aligned']}, skipped because missing in one "
                      f"language {len(pages['missing'])}, skipped because their paragraphs/titles do not align "
                      f"{len(pages['unaligned'])}" + (f" ({', '.join(pages['unaligned'])})" if pages["unaligned"]
@@ -145,11 +146,12 @@ def collect(archive: Archive, pair: str = "de-en") -> tuple[Raw, dict]:
                        "human translations of technical prose (system administration).",
         "languages": {"source": src, "target": tgt},
         "pages": pages,
-        "method": f"The package's HTML (html/{language_dir(html, src).name}/ and html/{language_dir(html, tgt).name}/"
-                  ") read page by page: paragraphs (<div class=\"para\">) and titles (<h1>-<h6>, <p class=\"title\">)"
-                  " in document order, paired by position within each page when both pages have the same sequence "
-                  "of paragraphs and titles; pages that do not are skipped. Whitespace normalised; pairs identical "
-                  "on both sides (untranslated: commands, names) dropped; exact duplicates dropped.",
+        "method": f"The package's HTML (`html/{src_dir.name}/` and `html/{tgt_dir.name}/`) read page by page: "
+                  "paragraphs (`<div class=\"para\">`) and titles (`<h1>`-`<h6>`, `<p class=\"title\">`) in "
+                  "document order, paired by position within each page when both pages have the same sequence of "
+                  "paragraphs and titles; pages that do not are skipped. Whitespace normalised; pairs identical on "
+                  "both sides (untranslated: the book falls back to English where a translation is missing; "
+                  "also commands and names) dropped; exact duplicates dropped.",
         "licence": _licence(root),
     }
 
