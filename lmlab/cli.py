@@ -29,9 +29,25 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _pretrain(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lmlab.train import pretrain
+
+    _train(args, overrides, pretrain)
+
+
+def _finetune(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lmlab.train.finetune import finetune
+
+    if args.init is not None:
+        overrides = [*overrides, "--finetune.init", args.init]
+    if args.scratch:
+        overrides = [*overrides, "--finetune.scratch", "true"]
+    _train(args, overrides, finetune)
+
+
+def _train(args: argparse.Namespace, overrides: list[str], run) -> None:
     from lmlab.config import config_from_dict, load_config, parse_overrides
     from lmlab.objectives import check_objective
-    from lmlab.train import config_from_checkpoint, pretrain
+    from lmlab.train import config_from_checkpoint
     from lmlab.train.distributed import teardown
 
     extra: dict = parse_overrides(overrides)
@@ -49,7 +65,7 @@ def _pretrain(args: argparse.Namespace, overrides: list[str]) -> None:
         cfg = load_config(args.config, extra)
     check_objective(cfg)
     try:
-        result = pretrain(cfg, resume=args.resume)
+        result = run(cfg, resume=args.resume)
     finally:
         teardown()
     if result.interrupted:
@@ -164,6 +180,58 @@ def _score(args: argparse.Namespace) -> None:
               f"{r['text']!r}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from lmlab.eval.task import evaluate
+
+    result = evaluate(args.checkpoint, args.data, args.split, num_beams=args.num_beams,
+                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, limit=args.limit, out=args.out)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    names = list(result.scores)
+    width = max(len(n) for n in (*result.baselines, "model"))
+    print(f"{result.split}: {result.num_examples} examples, {result.examples_per_s:.1f} examples/s; "
+          f"predictions in {result.predictions_file}")
+    print(" " * (width + 2) + "".join(f"{n:>11}" for n in names))
+    for row, scores in [("model", result.scores), *result.baselines.items()]:
+        print(f"  {row:<{width}}" + "".join(f"{scores[n]:>11.2f}" for n in names))
+    for name, signature in result.signatures.items():
+        print(f"{name} signature: {signature}")
+
+
+def _task_texts(args: argparse.Namespace, kind: str) -> None:
+    from lmlab.eval.task import classify, load_task, predict
+
+    model, objective, cfg = load_task(args.checkpoint)
+    texts = _texts(args)
+    if kind == "classify":
+        if objective.name != "classify":
+            from lmlab.infer import InferenceError
+
+            raise InferenceError(f"{args.checkpoint} was fine-tuned for {objective.name}, not classification")
+        labels, probs = classify(model, objective, texts)
+        rows = [{"text": t, "label": lab, "score": p} for t, lab, p in zip(texts, labels, probs, strict=True)]
+        if args.json:
+            print(json.dumps(rows, ensure_ascii=False, indent=2))
+        else:
+            for r in rows:
+                print(f"{r['label']}\t{r['score']:.3f}\t{r['text']}")
+        return
+    if objective.name != "seq2seq":
+        from lmlab.infer import InferenceError
+
+        raise InferenceError(f"{args.checkpoint} was fine-tuned for {objective.name}, not text to text; use "
+                             "`lmlab classify`")
+    outputs = predict(model, objective, texts, num_beams=args.num_beams,
+                      max_new_tokens=args.max_new_tokens or cfg.finetune.max_new_tokens or cfg.data.decoder_seq_len
+                      or cfg.data.seq_len)
+    if args.json:
+        print(json.dumps([{"input": t, "output": o} for t, o in zip(texts, outputs, strict=True)],
+                         ensure_ascii=False, indent=2))
+    else:
+        print("\n".join(outputs))
+
+
 def _convert(args: argparse.Namespace) -> None:
     from lmlab.interop import convert_from_hf, convert_to_hf
 
@@ -237,6 +305,51 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--preset", help="a model preset (e.g. gpt2-tiny, bert-small, llama-small, t5-base)")
     pt.add_argument("--resume", help="a checkpoint or run directory to continue exactly")
     pt.set_defaults(func=_pretrain, takes_overrides=True)
+
+    ft = sub.add_parser("finetune", help="fine-tune a model on a task: translation, summarization, classification",
+                        description="Fine-tune (objective.name seq2seq or classify) on examples (--data.train: a "
+                        ".jsonl/.tsv/.csv/.parquet file or a directory from `lmlab data get`) from --init, with the "
+                        "pretraining loop (checkpoints, --resume, precision, torchrun). The best model by the "
+                        "validation metric (finetune.metric) is kept in OUT_DIR/best. Override any key with "
+                        "--section.key value.")
+    ft.add_argument("--config", help="a TOML config file (e.g. configs/translate-de-en.toml)")
+    ft.add_argument("--preset", help="a model preset, with --init none")
+    ft.add_argument("--init", help="the starting weights: an lmlab checkpoint or run, a Hugging Face model "
+                    "directory, or none (random [model] weights; set finetune.tokenizer)")
+    ft.add_argument("--scratch", action="store_true", help="the configuration and tokenizer of --init with random "
+                    "weights: the same run without pretraining")
+    ft.add_argument("--resume", help="a checkpoint or run directory to continue exactly")
+    ft.set_defaults(func=_finetune, takes_overrides=True)
+
+    ev = sub.add_parser("evaluate", help="score a fine-tuned model on a split of examples (BLEU, chrF, ROUGE, "
+                        "accuracy, macro-F1)", description="Decode (greedy or beam search) or classify every example "
+                        "of a split, write predictions.jsonl beside the references, and score them with sacrebleu "
+                        "and rouge-score (or accuracy and macro-F1), beside the baselines: copy the source, its lead "
+                        "sentence, the majority class.")
+    ev.add_argument("checkpoint", help="a fine-tuned run (its best/ model) or checkpoint")
+    ev.add_argument("--data", required=True, help="a directory of examples (train/valid/test files) or one file")
+    ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    ev.add_argument("--num-beams", type=int, default=1)
+    ev.add_argument("--max-new-tokens", type=int, default=0, help="default: the run's target length")
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--limit", type=int, default=0, help="only the first N examples")
+    ev.add_argument("--out", help="where predictions.jsonl and scores.json go (default: RUN/eval-SPLIT)")
+    ev.add_argument("--json", action="store_true", help="print JSON for scripts")
+    ev.set_defaults(func=_evaluate)
+
+    for name, kind, what in (("translate", "seq2seq", "translate texts"), ("summarize", "seq2seq", "summarize texts"),
+                             ("classify", "classify", "the label of texts, with its probability")):
+        tp = sub.add_parser(name, help=f"{what} with a fine-tuned model", description=f"{what[0].upper()}{what[1:]} "
+                            "with a model fine-tuned by `lmlab finetune` (texts as arguments, --file lines, or "
+                            "standard input), formatted as in fine-tuning.")
+        tp.add_argument("checkpoint", help="a fine-tuned run (its best/ model) or checkpoint")
+        tp.add_argument("text", nargs="*")
+        tp.add_argument("--file", help="read texts from this file, one per line")
+        if kind == "seq2seq":
+            tp.add_argument("--num-beams", type=int, default=4)
+            tp.add_argument("--max-new-tokens", type=int, default=0, help="default: the run's target length")
+        tp.add_argument("--json", action="store_true", help="print JSON for scripts")
+        tp.set_defaults(func=lambda args, kind=kind: _task_texts(args, kind))
 
     fm = sub.add_parser("fill-mask", help="predict the [MASK] tokens of texts with a masked LM",
                         description="Top-k tokens with probabilities at every mask token of each text (arguments, "

@@ -59,3 +59,62 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- fine-tuning examples
+
+CLASS_WORDS = {"fruit": "apple banana cherry grape lemon mango".split(),
+               "vehicle": "car bus train truck bike boat".split(),
+               "colour": "red green blue yellow purple orange".split()}
+
+
+def reversal_examples(n: int, seed: int) -> list[dict[str, str]]:
+    """Reverse 3 to 5 digits: a deterministic text-to-text task a tiny model learns in seconds."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        d = [str(rng.randrange(10)) for _ in range(rng.randint(3, 5))]
+        rows.append({"source": " ".join(d), "target": " ".join(reversed(d))})
+    return rows
+
+
+def class_examples(n: int, seed: int) -> list[dict[str, str]]:
+    """Three classes of texts told apart by their words (with words of the other classes mixed in)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(sorted(CLASS_WORDS))
+        words = [rng.choice(CLASS_WORDS[label]) for _ in range(rng.randint(3, 6))]
+        words.insert(rng.randrange(len(words)), rng.choice(CLASS_WORDS[rng.choice(sorted(CLASS_WORDS))]))
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def write_jsonl(path, rows) -> None:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def task_tokenizer(tmp_path_factory):
+    """A WordPiece tokenizer whose tokens are the digits and the class words (with [CLS], [SEP], [PAD]...)."""
+    words = [w for ws in CLASS_WORDS.values() for w in ws] + [str(i) for i in range(10)]
+    tok = train_tokenizer([" ".join(words)] * 20, kind="wordpiece", vocab_size=120, min_frequency=1)
+    return tok.save(tmp_path_factory.mktemp("task_tok"))
+
+
+@pytest.fixture(scope="session")
+def reversal_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("reversal")
+    for split, n, seed in (("train", 2000, 0), ("valid", 100, 1), ("test", 100, 2)):
+        write_jsonl(d / f"{split}.jsonl", reversal_examples(n, seed))
+    return d
+
+
+@pytest.fixture(scope="session")
+def class_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("classes")
+    for split, n, seed in (("train", 600, 0), ("valid", 90, 1), ("test", 90, 2)):
+        write_jsonl(d / f"{split}.jsonl", class_examples(n, seed))
+    return d
