@@ -393,9 +393,9 @@ _BIDIRECTIONAL_OBJECTIVES = ("mlm",)
 def trained_objective(path: str | Path) -> str | None:
     """The objective a checkpoint was trained with (its ``training_state.json``), or None when unknown
     (a model exported without training state, or imported from Hugging Face)."""
-    from lmlab.train.checkpoint import STATE, read_json, resolve_checkpoint
+    from lmlab.train.checkpoint import STATE, read_json, resolve_model_dir
 
-    state_file = resolve_checkpoint(path) / STATE
+    state_file = resolve_model_dir(path) / STATE
     state = read_json(state_file) if state_file.is_file() else {}
     objective = state.get("config", {}).get("objective", {}) if isinstance(state.get("config"), dict) else {}
     name = objective.get("name") if isinstance(objective, dict) else None

@@ -30,8 +30,8 @@ import torch
 from lmlab.auto import AutoTokenizer, ModelKindError, as_auto_tokenizer, check_model_kind, load_for_task
 from lmlab.infer import InferenceError, fill_mask_candidates
 
-__all__ = ["TASKS", "FillMaskPipeline", "ModelKindError", "Pipeline", "ScorePipeline", "SummarizationPipeline",
-           "Text2TextGenerationPipeline", "TextGenerationPipeline", "TranslationPipeline", "pipeline"]
+__all__ = ["TASKS", "FillMaskPipeline", "FineTunedPipeline", "ModelKindError", "Pipeline", "ScorePipeline",
+           "SummarizationPipeline", "Text2TextGenerationPipeline", "TextGenerationPipeline", "TranslationPipeline", "pipeline"]
 
 
 class Pipeline:
@@ -198,6 +198,31 @@ class ScorePipeline(Pipeline):
                 for s in score_batch(self.model, tok, texts, **options)]
 
 
+class FineTunedPipeline(Pipeline):
+    """A model fine-tuned by ``lmlab finetune`` (a ``seq2seq`` or ``classify`` run), its inputs formatted by the
+    run's own objective (prefix, special tokens, the decoder's separator): text to text gives
+    ``[{key: output}]``, text classification ``{"label", "score"}``."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: AutoTokenizer, objective: Any, task: str,
+                 **defaults: Any) -> None:
+        super().__init__(model, tokenizer, **defaults)
+        self.objective, self.task = objective, task
+        self.key = {"translation": "translation_text", "summarization": "summary_text"}.get(task, "generated_text")
+
+    def _run(self, texts: list[str], **options: Any) -> list[Any]:
+        from lmlab.eval.task import classify, predict
+
+        if self.objective.name == "classify":
+            labels, scores = classify(self.model, self.objective, texts, **options)
+            return [[{"label": label, "score": score}] for label, score in zip(labels, scores, strict=True)]
+        options.setdefault("max_new_tokens", self.objective.max_target)
+        return [[{self.key: out}] for out in predict(self.model, self.objective, texts, **options)]
+
+    def __call__(self, inputs: str | list[str], **options: Any) -> Any:
+        out = super().__call__(inputs, **options)  # as transformers: one text -> [output], a list -> a flat list
+        return out if isinstance(inputs, str) else [o[0] for o in out]
+
+
 _CLASSES: dict[str, type[Pipeline]] = {cls.task: cls for cls in (
     FillMaskPipeline, TextGenerationPipeline, Text2TextGenerationPipeline, TranslationPipeline,
     SummarizationPipeline, ScorePipeline)}
@@ -229,8 +254,25 @@ def pipeline(task: str, model: str | Path | tuple | torch.nn.Module, tokenizer: 
         CheckpointError: a checkpoint that cannot be loaded.
     """
     name = "translation" if task.startswith("translation_") else task
-    if name not in _CLASSES:
-        raise InferenceError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    if name not in (*_CLASSES, "text-classification"):
+        raise InferenceError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}, text-classification")
+    if isinstance(model, (str, Path)):
+        from lmlab.auto import trained_objective
+        from lmlab.objectives import TASKS as FINETUNING
+
+        fine_tuned = trained_objective(model)
+        if fine_tuned in FINETUNING or name == "text-classification":
+            wanted = "classify" if name == "text-classification" else "seq2seq"
+            if fine_tuned != wanted:
+                raise ModelKindError(f"{model} was not fine-tuned for {name} (`lmlab finetune` with objective "
+                                     f"{wanted}); it was trained with {fine_tuned or 'no known objective'}")
+            if name not in ("translation", "summarization", "text2text-generation", "text-classification"):
+                raise ModelKindError(f"{model} is a fine-tuned {wanted} model; use the translation, summarization, "
+                                     "text2text-generation or text-classification pipeline")
+            from lmlab.eval.task import load_task
+
+            m, objective, _ = load_task(model, device or "cpu")
+            return FineTunedPipeline(m, as_auto_tokenizer(objective.tokenizer), objective, name, **defaults)
     kind = _KIND[name]
     if isinstance(model, (str, Path)):
         m, tok = load_for_task(model, kind, device or "cpu")

@@ -175,3 +175,21 @@ def test_bad_input_is_a_clear_error(task_tokenizer, reversal_data, tmp_path, cap
     assert main([*base, *change]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lmlab: error:") and message in err and "Traceback" not in err
+
+
+def test_pipelines_on_fine_tuned_runs(task_tokenizer, reversal_data, class_data, tmp_path):
+    """pipeline("translation") and pipeline("text-classification") format inputs as the run was fine-tuned."""
+    from lmlab import pipeline
+    from lmlab.infer.pipelines import ModelKindError
+
+    finetune(_cfg(task_tokenizer, reversal_data, tmp_path / "mt", "gpt2-tiny", "seq2seq", 2))
+    finetune(_cfg(task_tokenizer, class_data, tmp_path / "cls", "bert-tiny", "classify", 2))
+    model, objective, _ = load_task(tmp_path / "mt")
+    translate = pipeline("translation", model=tmp_path / "mt")
+    expected = predict(model, objective, ["1 2 3", "4 5"], max_new_tokens=objective.max_target)
+    assert translate(["1 2 3", "4 5"]) == [{"translation_text": t} for t in expected]
+    assert translate("1 2 3") == [{"translation_text": expected[0]}]
+    out = pipeline("text-classification", model=tmp_path / "cls")("apple banana")
+    assert out[0]["label"] in ("colour", "fruit", "vehicle")
+    with pytest.raises(ModelKindError, match="not fine-tuned for text-classification"):
+        pipeline("text-classification", model=tmp_path / "mt")
