@@ -31,7 +31,8 @@ from lmlab.auto import AutoTokenizer, ModelKindError, as_auto_tokenizer, check_m
 from lmlab.infer import InferenceError, fill_mask_candidates
 
 __all__ = ["TASKS", "FillMaskPipeline", "FineTunedPipeline", "ModelKindError", "Pipeline", "ScorePipeline",
-           "SummarizationPipeline", "Text2TextGenerationPipeline", "TextGenerationPipeline", "TranslationPipeline", "pipeline"]
+           "SummarizationPipeline", "Text2TextGenerationPipeline", "TextGenerationPipeline", "TranslationPipeline",
+           "pipeline"]
 
 
 class Pipeline:
