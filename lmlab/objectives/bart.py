@@ -5,7 +5,8 @@ span becomes a single mask token, and a span of length 0 inserts one. Spans are 
 overlapping (their lengths are drawn first, the unmasked tokens are then split at random between them),
 so a row has exactly as many mask tokens as spans were drawn. Sentence permutation shuffles the
 sentences of each document (a sentence ends at a token ending in ``.``, ``!`` or ``?``) before
-infilling. Special tokens (document separators) are never masked.
+infilling; special tokens (the separator that closes a document) are not sentences and stay where they
+are, last in their document. Special tokens are never masked.
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ class BartDenoising(Objective):
         new = torch.zeros_like(tokens, dtype=torch.bool)
         new[:, 1:] = self.ends_sentence[tokens[:, :-1]] | (segment_ids[:, 1:] != segment_ids[:, :-1])
         sentence = new.long().cumsum(dim=1)  # (B, T) sentence index in the row
-        key = torch.rand(B, T, generator=generator).gather(1, sentence)  # one random key per sentence
+        key = torch.rand(B, T, generator=generator).gather(1, sentence)  # one random key per sentence in [0, 1)
+        # special tokens (the separator closing a document) are not sentences: they stay at the end of their
+        # document, as fairseq's permute_sentences keeps EOS last
+        key = key.masked_fill(self.is_special[tokens], 1.0)
         # documents keep their order; a stable sort keeps each sentence's tokens in order
         order = (segment_ids * 2 + key).argsort(dim=1, stable=True)
         return tokens.gather(1, order)

@@ -78,3 +78,20 @@ def test_sentence_permutation_shuffles_whole_sentences_within_documents():
         assert sorted(sentences[5:]) == sorted(tuple(s) for s in words[5:].tolist())
         moved += sentences != [tuple(s) for s in words.tolist()]
     assert moved > 25
+
+
+def test_sentence_permutation_keeps_each_separator_last_in_its_document():
+    # as fairseq's permute_sentences: only sentences move; the separator that closes a document stays its last token
+    obj = _obj()
+    g = torch.Generator().manual_seed(4)
+    words = torch.arange(100, 130).view(10, 3)
+    words[:, 2] = DOT  # sentences of three tokens, ending in a full stop
+    doc = torch.cat([words[:5].flatten(), torch.tensor([SEP])])  # 16 tokens: 5 sentences, then the separator
+    tokens = torch.cat([doc, doc + 0])[None].repeat(64, 1)  # (64, 32) two documents per row
+    segments = (torch.arange(32) >= 16).long().expand(64, -1).contiguous()
+    out = obj.permute(tokens, segments, g)
+    assert (out[:, 15] == SEP).all() and (out[:, 31] == SEP).all()
+    assert ((out == SEP).sum(1) == 2).all()
+    for row in out:  # still whole sentences, shuffled
+        assert sorted(tuple(s) for s in row[:15].view(5, 3).tolist()) == sorted(tuple(s) for s in words[:5].tolist())
+    assert (out[:, :15] != tokens[:, :15]).any(1).float().mean() > 0.5
