@@ -83,8 +83,7 @@ def task_scores(cfg: Any, objective: Any, valid: RawExamples):
     ``val_rouge*`` on the first ``finetune.eval_examples`` validation examples decoded, or ``val_accuracy`` and
     ``val_macro_f1`` of a classifier."""
     fc = cfg.finetune
-    n = fc.eval_examples or len(valid)
-    sources, references = valid.inputs[:n], valid.outputs[:n]
+    sources, references = eval_subset(cfg, valid)
     max_new = fc.max_new_tokens or cfg.data.decoder_seq_len or cfg.data.seq_len
 
     def scores(model: torch.nn.Module) -> dict[str, float]:
@@ -99,6 +98,23 @@ def task_scores(cfg: Any, objective: Any, valid: RawExamples):
         return {f"val_{k}": v for k, v in values.items() if isinstance(v, float)}
 
     return scores
+
+
+def baselines(kind: str, inputs: list[str], references: list[str], train_labels: list[str] | None = None,
+              lang: str | None = None) -> dict[str, dict[str, float]]:
+    """The scores of the baselines that give a result its meaning: copying the source and its lead sentence
+    (text to text), the training labels' majority class (classification)."""
+    if kind == "classify":
+        guess = majority_baseline(train_labels or references, len(references))
+        return {"majority class": _split(compute(CLASSIFY_METRICS, guess, references))[0]}
+    return {name: _split(compute(SEQ2SEQ_METRICS, guess, references, lang=lang))[0]
+            for name, guess in (("copy the source", copy_baseline(inputs)), ("lead sentence", lead_baseline(inputs)))}
+
+
+def eval_subset(cfg: Any, valid: RawExamples) -> tuple[list[str], list[str]]:
+    """The validation inputs and references a fine-tuning run scores: the first ``finetune.eval_examples``."""
+    n = cfg.finetune.eval_examples or len(valid)
+    return valid.inputs[:n], valid.outputs[:n]
 
 
 @dataclass
@@ -173,18 +189,15 @@ def evaluate(path: str | Path, data: str | Path, split: str = "test", *, num_bea
                               batch_size=batch_size)
     rate = len(examples) / max(time.perf_counter() - t0, 1e-9)
     lang = cfg.data.target_lang or None
+    train_labels = None
     if kind == "classify":
         scores, signatures = _split(compute(CLASSIFY_METRICS, predictions, examples.outputs))
         train_file = split_file(data, "train") if Path(data).is_dir() else None
-        train_labels = read_examples(train_file, kind, Fields.from_config(cfg.data)).outputs if train_file \
-            else examples.outputs
-        majority = majority_baseline(train_labels, len(examples))
-        baselines = {"majority class": _split(compute(CLASSIFY_METRICS, majority, examples.outputs))[0]}
+        if train_file is not None:
+            train_labels = read_examples(train_file, kind, Fields.from_config(cfg.data)).outputs
     else:
         scores, signatures = _split(compute(SEQ2SEQ_METRICS, predictions, examples.outputs, lang=lang))
-        baselines = {name: _split(compute(SEQ2SEQ_METRICS, guess, examples.outputs, lang=lang))[0]
-                     for name, guess in (("copy the source", copy_baseline(examples.inputs)),
-                                         ("lead sentence", lead_baseline(examples.inputs)))}
+    guesses = baselines(kind, examples.inputs, examples.outputs, train_labels, lang)
     from lmlab.train.checkpoint import resolve_model_dir
 
     out_dir = Path(out) if out is not None else resolve_model_dir(path).parent / f"eval-{split}"
@@ -194,6 +207,6 @@ def evaluate(path: str | Path, data: str | Path, split: str = "test", *, num_bea
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
         for x, ref, pred in zip(examples.inputs, examples.outputs, predictions, strict=True):
             f.write(json.dumps({"input": x, "reference": ref, "prediction": pred}, ensure_ascii=False) + "\n")
-    result = EvalResult(split, len(examples), scores, baselines, signatures, rate, out_dir / "predictions.jsonl")
+    result = EvalResult(split, len(examples), scores, guesses, signatures, rate, out_dir / "predictions.jsonl")
     (out_dir / "scores.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     return result

@@ -21,6 +21,7 @@ from lmlab.config import Config
 from lmlab.data.examples import (
     ExampleDataset,
     ExampleSampler,
+    RawExamples,
     build_shards,
     eval_batches,
     load_splits,
@@ -102,7 +103,8 @@ def initial_model(cfg: Config, labels: list[str] | None) -> tuple[torch.nn.Modul
     return model, tokenizer, {"init": fc.init, "from_init": len(copied), "random": fresh, "dropped": dropped}
 
 
-def _shards(out_dir: Path, cfg: Config, tokenizer: Tokenizer, resume: bool, is_main: bool) -> dict[str, Any]:
+def _shards(out_dir: Path, cfg: Config, tokenizer: Tokenizer, splits: dict[str, RawExamples], resume: bool,
+            is_main: bool) -> dict[str, Any]:
     """Tokenize the run's examples once into ``out_dir/examples`` (kept for resuming) and return the manifest."""
     directory = out_dir / EXAMPLES_DIR
     manifest = read_manifest(directory)
@@ -111,7 +113,6 @@ def _shards(out_dir: Path, cfg: Config, tokenizer: Tokenizer, resume: bool, is_m
             raise DataError(f"{directory} was tokenized with another tokenizer than the checkpoint's")
         return manifest
     kind = cfg.objective.name
-    splits = load_splits(cfg.data, kind)
     if is_main:
         tmp = out_dir / f".tmp-{EXAMPLES_DIR}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -151,7 +152,7 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
     Raises:
         ConfigError, DataError, CheckpointError: bad configuration, examples or checkpoint.
     """
-    from lmlab.eval.task import task_scores
+    from lmlab.eval.task import baselines, eval_subset, task_scores
 
     task = cfg.objective.name
     if task not in TASKS:
@@ -165,17 +166,18 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
     check_precision(tc.precision, d.device)
     rng_devices = [d.device.index or 0] if d.device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices), run_precision(tc.precision):
+        splits = load_splits(cfg.data, task)  # the examples as text: read once
         if resume_path is not None:  # the run's own model: its configuration, tokenizer, labels and weights
             model, tokenizer = ckpt.load_model(resume_path)
             report: dict[str, Any] = {"resumed": str(resume_path)}
         else:
-            labels = sorted(set(load_splits(cfg.data, task)["train"].outputs)) if task == "classify" else None
+            labels = sorted(set(splits["train"].outputs)) if task == "classify" else None
             model, tokenizer, report = initial_model(cfg, labels)
             if labels is not None:
                 model.id2label = labels
         cfg = dataclasses.replace(cfg, model=model.config)
         out_dir.mkdir(parents=True, exist_ok=True)
-        manifest = _shards(out_dir, cfg, tokenizer, resume_path is not None, d.is_main)
+        manifest = _shards(out_dir, cfg, tokenizer, splits, resume_path is not None, d.is_main)
         if task == "classify" and manifest["labels"] != list(getattr(model, "id2label", None) or []):
             raise CheckpointError(f"the labels of {out_dir / EXAMPLES_DIR} differ from the model's id2label")
         objective = build_objective(cfg, tokenizer)
@@ -209,7 +211,14 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
         metric = cfg.finetune.metric or ("bleu" if task == "seq2seq" else "accuracy")
         scores = None
         if metric != "loss" or task == "classify":  # (classification scores cost one forward pass)
-            scores = task_scores(cfg, objective, load_splits(cfg.data, task)["valid"])
+            scores = task_scores(cfg, objective, splits["valid"])
+            inputs, references = eval_subset(cfg, splits["valid"])
+            info["baselines"] = baselines(task, inputs, references, splits["train"].outputs,
+                                          cfg.data.target_lang or None)
+            if d.is_main and tc.progress:
+                print("baselines on the validation examples scored: " + "; ".join(
+                    f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in values.items())
+                    for name, values in info["baselines"].items()))
         evaluation = TaskEval(scores, f"val_{metric}", metric != "loss", cfg.finetune.patience)
         generators = {"objective": torch.Generator().manual_seed(tc.seed + 1)}
         torch.manual_seed(tc.seed + 2 + d.rank)  # dropout differs across ranks

@@ -193,3 +193,17 @@ def test_pipelines_on_fine_tuned_runs(task_tokenizer, reversal_data, class_data,
     assert out[0]["label"] in ("colour", "fruit", "vehicle")
     with pytest.raises(ModelKindError, match="not fine-tuned for text-classification"):
         pipeline("text-classification", model=tmp_path / "mt")
+
+
+def test_patience_stops_early_and_baselines_are_logged(task_tokenizer, class_data, tmp_path):
+    """With no progress (a learning rate of 1e-9) the run stops after finetune.patience evaluations that did not
+    beat the best, keeping best/ at the first; the start record holds the majority-class baseline."""
+    result = finetune(_cfg(task_tokenizer, class_data, tmp_path / "run", "bert-tiny", "classify", 10,
+                           finetune={"metric": "accuracy", "patience": "2"},
+                           train={"eval_every": "1", "lr": "1e-9", "warmup_steps": "0", "save_every": "100"}))
+    assert result.step == 3 and not result.interrupted
+    log = _rows(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in log if r.get("best")] == [1]
+    start = log[0]
+    assert start["event"] == "start" and set(start["baselines"]["majority class"]) == {"accuracy", "macro_f1"}
+    assert start["padding_share"] < 0.1 and start["train_examples"] == 600
