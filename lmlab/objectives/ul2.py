@@ -1,7 +1,7 @@
 """UL2's mixture of denoisers (Tay et al. 2022), on an encoder-decoder or on a decoder.
 
-Each batch is made by one denoiser, drawn with the configured weights for the three families (and
-uniformly within a family), with its mode token prepended to the inputs:
+Each example (row) of a batch gets its own denoiser, drawn with the configured weights for the three
+families (and uniformly within a family), with its mode token prepended to its inputs:
 
     R-denoiser  [NLU]  span corruption, mean span 3 and 8, 15% noise
     X-denoiser  [NLG]  span corruption, (mean 3, 50%), (8, 50%), (64, 15%), (64, 50%)
@@ -9,7 +9,9 @@ uniformly within a family), with its mode token prepended to the inputs:
 
 The span denoisers are :class:`~lmlab.objectives.span.SpanCorruption` (exact T5 noise counts and
 lengths; each fills the encoder length); on a decoder, inputs and targets form one row read through a
-prefix-LM mask. The mode tokens are added to the tokenizer when it lacks them.
+prefix-LM mask. Rows of different denoisers differ in length: each side is right-padded to the batch's longest
+(padding masked out of attention and never a target), so the batch mixes denoisers as UL2 trains. The mode
+tokens are added to the tokenizer when it lacks them.
 """
 
 from __future__ import annotations
@@ -51,15 +53,58 @@ class UL2(Objective):
         self.families = ([make(*d) for d in R_DENOISERS], [make(*d) for d in X_DENOISERS])
         raw = max([seq_len] + [d.row_len for family in self.families for d in family])
         self.extra_tokens = raw - seq_len
+        # every denoiser (None: the S-denoiser), its family, and its share: the family's weight split evenly
+        self.denoisers = [(f, d) for f in (0, 1) for d in self.families[f]] + [(2, None)]
+        self.shares = torch.stack([self.weights[f] / (len(self.families[f]) if f < 2 else 1)
+                                   for f, _ in self.denoisers])
 
     def make_batch(self, tokens: Tensor, segment_ids: Tensor, generator: torch.Generator) -> Batch:
-        family = int(torch.multinomial(self.weights, 1, generator=generator))
-        if family == 2:
-            return self._sequential(tokens[:, :self.seq_len], segment_ids[:, :self.seq_len], generator)
-        options = self.families[family]
-        denoiser = options[int(torch.randint(len(options), (1,), generator=generator))]
-        batch = denoiser.make_batch(tokens, segment_ids, generator)
-        return self._with_mode(batch, self.mode_ids[family])
+        B = tokens.shape[0]
+        chosen = torch.multinomial(self.shares, B, replacement=True, generator=generator)  # (B,) per example
+        parts, rows = [], []
+        for k in chosen.unique().tolist():  # one call per denoiser, on its rows, in a fixed order
+            index = (chosen == k).nonzero().flatten()
+            family, denoiser = self.denoisers[k]
+            if denoiser is None:
+                part = self._sequential(tokens[index, :self.seq_len], segment_ids[index, :self.seq_len], generator)
+            else:
+                part = self._with_mode(denoiser.make_batch(tokens[index], segment_ids[index], generator),
+                                       self.mode_ids[family])
+            parts.append(part)
+            rows.append(index)
+        return self._merge(parts, torch.cat(rows))
+
+    def _merge(self, parts: list[Batch], rows: Tensor) -> Batch:
+        """One batch from the denoisers' batches (rows ``rows`` of the result, in order): each side right-padded to
+        the longest, padding out of attention (a mask on the encoder; on decoders it comes after every real
+        position, which a causal mask never lets them see) and never a target."""
+        if len(parts) == 1:
+            return parts[0]
+        T = max(p.input_ids.shape[1] for p in parts)
+        seg = any(p.segment_ids is not None for p in parts)
+
+        def pad(t: Tensor, width: int, value: int) -> Tensor:  # (b, n) -> (b, width)
+            return torch.cat([t, torch.full((t.shape[0], width - t.shape[1]), value, dtype=t.dtype)], dim=1)
+
+        def ones(p: Batch) -> Tensor:
+            return torch.ones_like(p.input_ids)
+
+        order = rows.argsort()  # the merged rows back in the order of the examples
+        cat = lambda ts: torch.cat(ts)[order]  # noqa: E731
+        out = Batch(input_ids=cat([pad(p.input_ids, T, self.pad_id) for p in parts]),
+                    targets=cat([pad(p.targets, max(q.targets.shape[1] for q in parts), IGNORE) for p in parts]))
+        if seg:
+            out.segment_ids = cat([pad(p.segment_ids, T, -1) for p in parts])
+        if self.decoder_only:
+            out.prefix_lengths = cat([p.prefix_lengths for p in parts])
+            return out
+        out.attention_mask = cat([pad(p.attention_mask if p.attention_mask is not None else ones(p), T, 0)
+                                  for p in parts])
+        T_dec = max(p.decoder_input_ids.shape[1] for p in parts)
+        out.decoder_input_ids = cat([pad(p.decoder_input_ids, T_dec, self.pad_id) for p in parts])
+        if seg:
+            out.decoder_segment_ids = cat([pad(p.decoder_segment_ids, T_dec, -1) for p in parts])
+        return out
 
     def _with_mode(self, batch: Batch, mode: int) -> Batch:
         """Prepend the mode token to the inputs (and widen the prefix on a decoder)."""
