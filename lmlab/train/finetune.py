@@ -200,8 +200,8 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
         val = lambda: eval_batches(val_set, val_lengths, tc.batch_size, tc.eval_batches)
         info = {"task": task, "train_examples": len(train_set), "valid_examples": len(val_set),
                 "padding_share": round(sampler.padding_share(sides), 4), **truncation(objective, train_set),
-                **{f"{k}_init": v if isinstance(v, (int, str)) else len(v) for k, v in report.items()}}
-        if d.is_main and tc.progress:
+                "init": report}
+        if d.is_main:
             print(f"fine-tuning {task} on {len(train_set)} examples ({len(val_set)} for validation); padding "
                   f"{info['padding_share']:.1%} of tokens; cut: " + ", ".join(
                       f"{v} {k.split('_')[0]}" for k, v in truncation(objective, train_set).items()))
@@ -215,7 +215,7 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
             inputs, references = eval_subset(cfg, splits["valid"])
             info["baselines"] = baselines(task, inputs, references, splits["train"].outputs,
                                           cfg.data.target_lang or None)
-            if d.is_main and tc.progress:
+            if d.is_main:
                 print("baselines on the validation examples scored: " + "; ".join(
                     f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in values.items())
                     for name, values in info["baselines"].items()))

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The real-data fine-tuning comparison of results/finetune-real.md, one command after the other.
+# Needs: lmlab data get debian-handbook --pair de-en --out $DATA/debian-handbook (and debian-summaries,
+# debian-descriptions, debian-sections); then this script builds the pretraining corpus (build_corpus.py), a
+# tokenizer and shards, pretrains the encoder-decoder with span corruption, and fine-tunes it and the same model
+# from scratch on each task, then evaluates on the test splits.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${DATA:-/work/data}
+EXP=${EXP:-runs/real}
+LM=.venv/bin/lmlab
+HERE=results/finetune-real
+mkdir -p "$EXP"
+step() { echo "== $(date -u +%H:%M:%S) $*"; /usr/bin/time -f "   wall %e s" "$@"; }
+[ -f "$EXP/corpus.jsonl" ] || step .venv/bin/python $HERE/build_corpus.py "$DATA" "$EXP/corpus.jsonl"
+[ -f "$EXP/tok/tokenizer.json" ] || step $LM tokenizer train "$EXP/corpus.jsonl" --out "$EXP/tok" --vocab-size 16000 --sentinels 100
+[ -f "$EXP/shards/manifest.json" ] || step $LM prepare "$EXP/corpus.jsonl" --tokenizer "$EXP/tok" --out "$EXP/shards" --quiet > /dev/null
+[ -d "$EXP/t5-span/step-000400" ] || step $LM pretrain --config $HERE/t5-span.toml --data.path "$EXP/shards" --train.out_dir "$EXP/t5-span"
+for task in mt summaries; do
+  data=$DATA/debian-handbook; [ $task = summaries ] && data=$DATA/debian-summaries
+  for init in pretrained scratch; do
+    out=$EXP/$task-$init
+    flag=""; [ $init = scratch ] && flag="--scratch"
+    [ -d "$out/best" ] || step $LM finetune --config $HERE/$task.toml --init "$EXP/t5-span" $flag --data.train "$data" --train.out_dir "$out"
+    step $LM evaluate "$out" --data "$data" --split test --num-beams 4 --json > "$out/test.json"
+  done
+done
