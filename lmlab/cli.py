@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -153,7 +154,7 @@ def _generate(args: argparse.Namespace) -> None:
 
 def _score(args: argparse.Namespace) -> None:
     from lmlab.infer import InferenceError
-    from lmlab.infer.score import file_perplexity, score_batch
+    from lmlab.infer.score import file_perplexity, score_batch, scores_first_token
     from lmlab.train import load_model
 
     model, tok = load_model(args.checkpoint)
@@ -161,7 +162,7 @@ def _score(args: argparse.Namespace) -> None:
         if not args.file:
             raise InferenceError("--perplexity needs --file")
         corpus = file_perplexity(model, tok, args.file, unit=args.unit, max_length=args.max_length,
-                                 stride=args.stride)
+                                 stride=args.stride, bos=True if args.bos else None)
         out = {"file": args.file, "num_texts": corpus.num_texts, "num_tokens": corpus.num_tokens,
                "nll": corpus.nll, "perplexity": corpus.perplexity}
         print(json.dumps(out, indent=2) if args.json else
@@ -169,7 +170,12 @@ def _score(args: argparse.Namespace) -> None:
         return
     texts = _texts(args)
     targets = [args.target] * len(texts) if args.target is not None else None
-    scores = score_batch(model, tok, texts, targets, max_length=args.max_length, stride=args.stride)
+    bos = True if args.bos else None
+    scores = score_batch(model, tok, texts, targets, max_length=args.max_length, stride=args.stride, bos=bos)
+    if not scores_first_token(model, tok, bos):
+        print("note: a decoder scores each token from the ones before it, so a text's first token is context, not "
+              "scored" + ("; --bos puts the tokenizer's BOS first and scores it too" if tok.bos_id is not None
+                          else " (this tokenizer has no BOS token)"), file=sys.stderr)
     rows = [{"text": t, "log_prob": s.log_prob, "num_tokens": s.num_tokens, "perplexity": s.perplexity,
              "token_log_probs": s.token_log_probs} for t, s in zip(texts, scores, strict=True)]
     if args.json:
@@ -256,6 +262,20 @@ def _data_get(args: argparse.Namespace) -> None:
     if "labels" in m:
         print(f"{len(m['labels'])} labels (majority {m['majority_label']}); left out {len(m['dropped_labels'])} "
               f"rarer: " + (", ".join(m["dropped_labels"]) or "none"))
+
+
+def _at_least(low: float):
+    """An argparse type: a finite float >= ``low`` (argparse names the option in its error and exits 2)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {low:g}, got {text}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("text", nargs="*", help="prompts (default: --file lines, or standard input)")
     gen.add_argument("--file", help="read prompts from this file, one per line")
     gen.add_argument("--max-new-tokens", type=int, default=50)
-    gen.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
+    gen.add_argument("--temperature", type=_at_least(0.0), default=0.8, help="0 for greedy decoding")
     gen.add_argument("--top-k", type=int, default=40, help="0 to disable")
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--repetition-penalty", type=float, default=1.0)
@@ -391,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--perplexity: texts are lines, or blank-line-separated documents")
     sc.add_argument("--max-length", type=int, default=None, help="decoders: window length (default: context)")
     sc.add_argument("--stride", type=int, default=None, help="decoders: window stride (default: half)")
+    sc.add_argument("--bos", action="store_true", help="decoders: put the tokenizer's BOS token first, so the "
+                    "text's first token is scored too (without it the first token is context only)")
     sc.add_argument("--json", action="store_true", help="print JSON for scripts (with per-token log-probs)")
     sc.set_defaults(func=_score)
 

@@ -82,9 +82,22 @@ def test_generate_and_score_a_causal_lm(cli_shards, tmp_path, capsys, monkeypatc
                           (["generate", str(run), "the", "--top-p", "1.5"], "top_p"),
                           (["generate", str(run), "the", "--max-new-tokens", "-1"], "max_new_tokens"),
                           (["generate", str(run), "the " * 300], "context"),
-                          (["fill-mask", str(run), "the [MASK] fox"], "causal")]:
+                          (["fill-mask", str(run), "the [MASK] fox"], "causal"),
+                          (["score", str(run), ""], "empty")]:
         assert main(argv) == 2, argv
         assert message in capsys.readouterr().err, argv
+    for value in ("-1", "nan", "inf"):  # an option out of range: argparse names it and exits 2
+        with pytest.raises(SystemExit) as e:
+            main(["generate", str(run), "the", "--temperature", value])
+        assert e.value.code == 2 and "--temperature" in capsys.readouterr().err
+    # a decoder's first token is context: the command says so, and --bos scores it too
+    assert main(["score", str(run), "the quick brown fox", "--json"]) == 0
+    captured = capsys.readouterr()
+    plain = json.loads(captured.out)[0]
+    assert "first token is context" in captured.err
+    assert main(["score", str(run), "the quick brown fox", "--json", "--bos"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)[0]["num_tokens"] == plain["num_tokens"] + 1 and "note" not in captured.err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from lmlab.infer import InferenceError
 
-__all__ = ["CorpusScore", "TextScore", "file_perplexity", "score", "score_batch"]
+__all__ = ["CorpusScore", "TextScore", "file_perplexity", "score", "score_batch", "scores_first_token"]
 
 
 @dataclass
@@ -109,8 +109,42 @@ def score_batch(model: torch.nn.Module, tokenizer, texts: list[str], targets: li
     Raises:
         InferenceError: a model without a token head; targets missing (encoder-decoder) or given (other
             models); a bad window; a text longer than learned positions allow (encoders, encoder-decoders);
-            no mask token (encoders); no BOS token with ``bos=True``.
+            no mask token (encoders); no BOS token with ``bos=True``; a text with no token to score (an empty
+            one, or on a decoder a one-token text without BOS: see :func:`scores_first_token`).
     """
+    tok = getattr(tokenizer, "lmlab_tokenizer", tokenizer)
+    scores = _score_batch(model, tokenizer, texts, targets, batch_size=batch_size, max_length=max_length,
+                          stride=stride, bos=bos, decoder_start_token_id=decoder_start_token_id)
+    for text, s in zip(texts, scores, strict=True):
+        if s.num_tokens == 0:  # a perplexity of NaN is no answer: say why nothing was scored
+            raise InferenceError(_nothing_to_score(model, tok, text))
+    return scores
+
+
+def _nothing_to_score(model: torch.nn.Module, tok, text: str) -> str:
+    if not tok.tok.encode(text, add_special_tokens=False).ids:
+        return f"the text {text!r} is empty: there is nothing to score"
+    hint = ("pass bos=True (`lmlab score --bos`) to score it after the tokenizer's BOS token" if tok.bos_id is not None
+            else "give a longer text (this tokenizer has no BOS token to put first)")
+    return (f"nothing to score in {text!r}: a decoder scores each token from the ones before it, so the first "
+            f"token is context only, and this text has one token; {hint}")
+
+
+def scores_first_token(model: torch.nn.Module, tokenizer, bos: bool | None = None) -> bool:
+    """Whether :func:`score_batch` scores the first token of a text: always for encoders (pseudo-log-likelihood)
+    and encoder-decoders (the target's first token follows the decoder start token); for decoders only with a
+    BOS token first (``bos=True``, or a template that puts it there, as a Llama ``tokenizer.json`` does)."""
+    tok = getattr(tokenizer, "lmlab_tokenizer", tokenizer)
+    if model.config.arch != "decoder" or not model.decoder.causal or bos:
+        return True
+    ids = tok.tok.encode("a", add_special_tokens=bos is None).ids
+    return bool(ids) and tok.bos_id is not None and ids[0] == tok.bos_id
+
+
+def _score_batch(model: torch.nn.Module, tokenizer, texts: list[str], targets: list[str] | None = None, *,
+                 batch_size: int = 8, max_length: int | None = None, stride: int | None = None,
+                 bos: bool | None = None, decoder_start_token_id: int | None = None) -> list[TextScore]:
+    """:func:`score_batch`, where a text may come back with no token scored."""
     tok = getattr(tokenizer, "lmlab_tokenizer", tokenizer)
     if isinstance(texts, str):
         raise InferenceError("score_batch takes a list of texts; use score() for one text")
@@ -121,7 +155,8 @@ def score_batch(model: torch.nn.Module, tokenizer, texts: list[str], targets: li
         raise InferenceError(f"batch_size must be >= 1, got {batch_size}")
     arch = model.config.arch
     if (targets is not None) != (arch == "encoder-decoder"):
-        raise InferenceError("an encoder-decoder scores a target given a source: pass targets" if targets is None
+        raise InferenceError("an encoder-decoder scores a target given a source: pass targets (on the command line, "
+                             "`lmlab score RUN SOURCE --target TARGET`)" if targets is None
                              else f"targets are for encoder-decoders; this {arch} model scores the texts alone")
     if targets is not None and len(targets) != len(texts):
         raise InferenceError(f"{len(texts)} texts but {len(targets)} targets; give one target per text")
@@ -171,7 +206,7 @@ def file_perplexity(model: torch.nn.Module, tokenizer, path: str | Path, unit: L
 
     total = CorpusScore(nll=0.0, num_tokens=0, num_texts=0)
     for group in _chunks(texts(), chunk):
-        for s in score_batch(model, tokenizer, group, **options):
+        for s in _score_batch(model, tokenizer, group, **options):  # a one-token line adds nothing, no error
             total.nll -= s.log_prob
             total.num_tokens += s.num_tokens
             total.num_texts += 1

@@ -66,7 +66,6 @@ def test_a_batch_scores_as_each_text_alone(models, tokenizer):
     batch = score_batch(dec, tokenizer, TEXTS, batch_size=3)  # padded rows of different lengths
     for text, s in zip(TEXTS, batch, strict=True):
         assert s.token_log_probs == pytest.approx(score(dec, tokenizer, text).token_log_probs, abs=1e-5)
-    assert score(dec, tokenizer, "").num_tokens == 0 and math.isnan(score(dec, tokenizer, "").perplexity)
 
 
 def test_windows_partition_the_targets():
@@ -196,3 +195,31 @@ def test_bad_requests(models, tokenizer):
                                         mlm_transform=False))
     with pytest.raises(InferenceError, match="no token head"):
         score(headless, tokenizer, "the fox")
+
+
+def test_a_text_with_nothing_to_score_is_an_error_not_nan(models, tokenizer, tmp_path):
+    dec, enc = models["decoder"], models["encoder"]
+    for model in (dec, enc):
+        with pytest.raises(InferenceError, match="empty"):
+            score(model, tokenizer, "")
+    one = next(w for w in ("the", "a", "data") if len(tokenizer.encode(w)) == 1)
+    with pytest.raises(InferenceError, match="first token is context only.*bos=True"):
+        score(dec, tokenizer, one)
+    assert score(dec, tokenizer, one, bos=True).num_tokens == 1  # after BOS it is scored
+    f = tmp_path / "lines.txt"
+    f.write_text(f"{TEXTS[0]}\n{one}\n")  # a one-token line adds nothing to a file's total, and is no error
+    assert file_perplexity(dec, tokenizer, f).num_tokens == len(tokenizer.encode(TEXTS[0])) - 1
+
+
+def test_which_models_score_the_first_token(models, tokenizer):
+    from lmlab.infer.score import scores_first_token
+
+    assert not scores_first_token(models["decoder"], tokenizer)
+    assert scores_first_token(models["decoder"], tokenizer, bos=True)
+    assert scores_first_token(models["decoder"], with_template(tokenizer, "<s> $A"))
+    assert scores_first_token(models["encoder"], tokenizer) and scores_first_token(models["seq2seq"], tokenizer)
+
+
+def test_the_seq2seq_error_names_the_command_line_option(models, tokenizer):
+    with pytest.raises(InferenceError, match="--target"):
+        score(models["seq2seq"], tokenizer, "the fox")
