@@ -33,7 +33,7 @@ from typing import Any, Literal
 import tokenizers
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, trainers
 
-from lmlab.errors import DataError, TokenizerError
+from lmlab.errors import CheckpointError, DataError, TokenizerError
 
 Kind = Literal["bpe", "wordpiece", "unigram"]
 ROLES = ("pad", "unk", "bos", "eos", "cls", "sep", "mask")
@@ -260,6 +260,20 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, roles={self.roles})"
+
+
+def check_model_vocab(tokenizer: Tokenizer | None, vocab_size: int, source: str | Path) -> None:
+    """Refuse a tokenizer with ids the model has no embedding row for (a checkpoint whose ``tokenizer.json`` was
+    replaced by a larger one, say), which would otherwise fail later as an ``IndexError`` inside the embedding.
+    A model larger than its tokenizer is fine (rows padded for speed, as many Hugging Face models have).
+
+    Raises:
+        CheckpointError: ``tokenizer.vocab_size`` exceeds ``vocab_size``, naming both and ``source``.
+    """
+    if tokenizer is not None and tokenizer.vocab_size > vocab_size:
+        raise CheckpointError(f"{source}: the tokenizer has {tokenizer.vocab_size} tokens but the model's embedding "
+                              f"only {vocab_size} rows, so they do not belong together; put back the tokenizer.json "
+                              "the model was trained with")
 
 
 def _token_str(x: Any) -> str:

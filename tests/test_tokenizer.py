@@ -150,3 +150,14 @@ def test_errors(tmp_path):
     (tmp_path / "tokenizer.json").write_text('{"version": "1.0"}')
     with pytest.raises(TokenizerError, match="not a readable tokenizer.json"):
         Tokenizer.load(tmp_path / "tokenizer.json")
+
+
+def test_a_tokenizer_larger_than_the_model_is_a_checkpoint_error(bpe):
+    from lmlab.errors import CheckpointError
+    from lmlab.tokenizer import check_model_vocab
+
+    check_model_vocab(bpe, bpe.vocab_size, "ckpt")  # equal: fine
+    check_model_vocab(bpe, bpe.vocab_size + 64, "ckpt")  # padded embedding rows: fine
+    check_model_vocab(None, 10, "ckpt")  # a Hugging Face directory without tokenizer files
+    with pytest.raises(CheckpointError, match=f"ckpt: the tokenizer has {bpe.vocab_size} tokens but the model"):
+        check_model_vocab(bpe, bpe.vocab_size - 1, "ckpt")
