@@ -68,6 +68,7 @@ class Objective:
     archs: tuple[str, ...] = ()  # model architectures this objective can train
     sparse_head: bool = False  # the output head runs only at the scored positions (for MFU)
     special_tokens: tuple[str, ...] = ()  # tokens the objective adds to the tokenizer when it lacks them
+    perplexity: bool = True  # the loss is a cross-entropy per predicted token, so exp(loss) is a perplexity
 
     def attach(self, model: torch.nn.Module) -> None:
         """Meet the model before training (an objective with modules of its own builds them here, e.g. ELECTRA's
@@ -95,6 +96,12 @@ class Objective:
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Return ``(summed_loss, num_targets, metrics)``; metrics are sums too (e.g. correct predictions)."""
         raise NotImplementedError
+
+    def report(self, sums: dict[str, float], num_targets: float) -> dict[str, float]:
+        """The values worth logging, from the ``metrics`` of :meth:`loss` summed over batches (and ranks) and the
+        summed number of targets: by default the accuracy when ``loss`` counts ``correct`` predictions. The
+        trainer logs them beside the loss (``val_`` + key at evaluations)."""
+        return {"accuracy": sums["correct"] / max(num_targets, 1.0)} if "correct" in sums else {}
 
     def flops(self, model: torch.nn.Module, batch: Batch) -> float:
         """Training FLOPs (forward + backward, matmuls) of ``batch``: the model's

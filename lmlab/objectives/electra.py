@@ -18,6 +18,7 @@ them with the model and checkpoints them in ``objective.safetensors``. Sampling 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -50,6 +51,7 @@ class Electra(Objective, nn.Module):
 
     name = "electra"
     archs = ("encoder",)
+    perplexity = False  # the loss is MLM + 50 x BCE: exp of it means nothing (report gives the parts)
 
     def __init__(self, masking: MaskedLM, generator_fraction: float = 0.25, weight: float = 50.0) -> None:
         nn.Module.__init__(self)
@@ -129,7 +131,19 @@ class Electra(Objective, nn.Module):
         # sum over tokens, so accumulation and data parallelism stay exact.
         total = self.weight * disc_loss + gen_loss / self.masking.mask_prob
         correct = ((logit > 0).float() == replaced[scored]).sum()
-        return total, scored.sum(), {"correct": correct}
+        return total, scored.sum(), {"correct": correct, "generator_loss": gen_loss.detach(),
+                                     "generator_targets": masked.sum(), "discriminator_loss": disc_loss.detach(),
+                                     "replaced": replaced[scored].sum()}
+
+    def report(self, sums: dict[str, float], num_targets: float) -> dict[str, float]:
+        """The two models apart: the generator's masked-LM loss and perplexity (per masked token), the
+        discriminator's loss and accuracy (per token), and the share of tokens the generator replaced. The
+        combined loss is no language-model loss, so it has no perplexity (``perplexity = False``)."""
+        n, masked = max(num_targets, 1.0), max(sums.get("generator_targets", 0.0), 1.0)
+        generator = sums.get("generator_loss", 0.0) / masked
+        return {"generator_mlm_loss": generator, "generator_ppl": math.exp(min(generator, 50.0)),
+                "discriminator_loss": sums.get("discriminator_loss", 0.0) / n,
+                "discriminator_accuracy": sums.get("correct", 0.0) / n, "replaced_share": sums.get("replaced", 0.0) / n}
 
     @classmethod
     def from_config(cls, cfg: Config, tokenizer: Tokenizer) -> Electra:

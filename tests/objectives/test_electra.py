@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -56,3 +58,22 @@ def test_refuses_a_model_with_a_token_head(setup):
     cfg = load_config(None, {"preset": "bert-tiny", "objective": {"name": "electra"}})
     with pytest.raises(ConfigError, match="lm_head"):
         Electra.from_config(cfg, tok)
+
+
+def test_metrics_report_the_generator_and_the_discriminator_apart(setup):
+    tok, model, objective = setup
+    tokens = torch.tensor([tok.encode("the quick brown fox jumps over the lazy dog")] * 8)
+    batch = objective.make_batch(tokens, torch.zeros_like(tokens), torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        loss, n, metrics = objective.loss(model, batch)
+    sums = {k: float(v) for k, v in metrics.items()}
+    assert sums["generator_targets"] == (batch.input_ids == tok.mask_id).sum()
+    # the combined loss is made of the two parts the metrics carry
+    combined = objective.weight * sums["discriminator_loss"] + sums["generator_loss"] / objective.masking.mask_prob
+    assert float(loss) == pytest.approx(combined, rel=1e-5)
+    report = objective.report(sums, float(n))
+    assert report["generator_mlm_loss"] == pytest.approx(sums["generator_loss"] / sums["generator_targets"])
+    assert report["generator_ppl"] == pytest.approx(math.exp(report["generator_mlm_loss"]))
+    assert report["discriminator_loss"] == pytest.approx(sums["discriminator_loss"] / float(n))
+    assert 0 <= report["discriminator_accuracy"] <= 1 and 0 <= report["replaced_share"] <= 1
+    assert objective.perplexity is False  # exp(combined loss) is not a perplexity: not reported

@@ -51,3 +51,11 @@ def test_same_generator_state_same_batch():
     a = obj.make_batch(tokens, torch.zeros_like(tokens), torch.Generator().manual_seed(3))
     b = obj.make_batch(tokens, torch.zeros_like(tokens), torch.Generator().manual_seed(3))
     assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.targets, b.targets)
+
+
+def test_report_gives_the_accuracy_and_the_loss_is_a_perplexity():
+    from lmlab.objectives import CausalLM, MaskedLM
+
+    mlm = MaskedLM(4, [0, 1, 2, 3, 4], 50)
+    assert mlm.perplexity and mlm.report({"correct": 30.0}, 120.0) == {"accuracy": 0.25}
+    assert CausalLM().report({}, 10.0) == {}
