@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -464,7 +465,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`lmlab generate ... | head -c 5`): stop quietly, as Unix tools do
+        _silence_stdout()
+        return 128 + 13  # as a process killed by SIGPIPE
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that Python's flush at exit does not report the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (a test's captured output)
+        pass
 
 
 if __name__ == "__main__":

@@ -167,3 +167,13 @@ def test_no_traceback_from_the_installed_command(tmp_path):
     assert top.returncode == 0
     for command in ("demo", "tokenizer", "prepare", "pretrain", "fill-mask", "generate", "score", "convert"):
         assert command in top.stdout
+
+
+def test_a_closed_pipe_ends_quietly(corpus_file, tmp_path):
+    """`lmlab ... | head -c 5`: the reader goes away; lmlab exits like a Unix tool, without a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "lmlab", "tokenizer", "train", str(corpus_file), "--out",
+                             str(tmp_path / "tok"), "--vocab-size", "300"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the command prints anything
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
