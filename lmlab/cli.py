@@ -15,8 +15,9 @@ from lmlab.errors import LmlabError
 def _tokenizer_train(args: argparse.Namespace) -> None:
     from lmlab.tokenizer import train_tokenizer
 
-    tok = train_tokenizer(args.files, kind=args.kind, vocab_size=args.vocab_size,
-                          min_frequency=args.min_frequency, sentinels=args.sentinels, lowercase=args.lowercase)
+    files = [Path(f) for f in args.files]  # paths, even a missing one (a string naming nothing would be text)
+    tok = train_tokenizer(files, kind=args.kind, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
+                          sentinels=args.sentinels, lowercase=args.lowercase)
     tok.save(args.out)
     print(f"trained a {args.kind} tokenizer with {tok.vocab_size} tokens -> {Path(args.out) / 'tokenizer.json'}")
 

@@ -102,6 +102,7 @@ def test_generate_and_score_a_causal_lm(cli_shards, tmp_path, capsys, monkeypatc
 
 @pytest.mark.parametrize("argv, message", [
     (["prepare", "/nonexistent/corpus.txt", "--tokenizer", "X", "--out", "Y"], "does not exist"),
+    (["tokenizer", "train", "/nonexistent/corpus", "--out", "/nonexistent/tok"], "/nonexistent/corpus does not exist"),
     (["pretrain", "--preset", "gpt2-tiny", "--train.bogus", "1"], "valid keys"),
     (["pretrain", "--preset", "gpt2-tiny", "--train.max_steps", "many"], "max_steps"),
     (["pretrain", "--preset", "gpt2-nano"], "valid presets"),

@@ -9,7 +9,8 @@ A corpus is a ``.txt``/``.md`` file, a ``.jsonl`` file or a directory holding su
 * a directory: every ``.txt``, ``.jsonl`` and ``.md`` file below it, recursively, in sorted order.
 
 Bytes that are not valid UTF-8 are decoded as U+FFFD; how many bytes were replaced is logged per
-file as a warning and added up in a :class:`CorpusStats` when one is passed.
+file as a warning and added up in a :class:`CorpusStats` when one is passed. A file that is not text
+(NUL bytes, or more than a quarter of its bytes invalid UTF-8) is a :class:`~lmlab.errors.DataError`.
 """
 
 from __future__ import annotations
@@ -98,8 +99,30 @@ def corpus_files(path: str | Path) -> list[Path]:
     return files
 
 
+MAX_REPLACED_SHARE = 0.25  # a file with more of its bytes invalid UTF-8 is not text in an encoding we read
+
+
+def _read_text(path: Path, stats: CorpusStats | None) -> str:
+    """The text of a corpus file. A file that is not text is refused: one with NUL bytes (a binary file named
+    ``.txt``), or one whose bytes are mostly not UTF-8 (another encoding, or random bytes), which would make a
+    corpus of U+FFFD."""
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise DataError(f"{path} holds NUL bytes: it is a binary file, not text; take it out of the corpus")
+    own = CorpusStats()
+    text = decode_text(data, str(path), own)
+    replaced = own.replaced_bytes
+    if stats is not None and replaced:
+        stats.replaced_bytes += replaced
+        stats.replaced_by_file[str(path)] = stats.replaced_by_file.get(str(path), 0) + replaced
+    if replaced > MAX_REPLACED_SHARE * len(data):
+        raise DataError(f"{path} is not UTF-8 text: {replaced} of its {len(data)} bytes are invalid UTF-8; convert "
+                        "it (e.g. `iconv -f latin1 -t utf-8`) or take it out of the corpus")
+    return text
+
+
 def _file_documents(path: Path, stats: CorpusStats | None) -> Iterator[str]:
-    text = decode_text(path.read_bytes(), str(path), stats)
+    text = _read_text(path, stats)
     if path.suffix.lower() == ".jsonl":
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():

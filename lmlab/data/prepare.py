@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from lmlab.data.corpus import CorpusStats, read_documents
+from lmlab.data.corpus import SUFFIXES, CorpusStats, read_documents
 from lmlab.data.shards import MANIFEST, OFFSETS_FILE, SPLITS, TOKENS_FILE, Manifest, SplitInfo, token_dtype
 from lmlab.errors import DataError
 
@@ -56,6 +56,25 @@ class _SplitWriter:
         np.cumsum(lengths, out=offsets[1:])
         np.save(self.directory / OFFSETS_FILE, offsets)
         return SplitInfo(docs=len(lengths), tokens=int(offsets[-1]))
+
+
+def check_shard_dir(path: str | Path) -> None:
+    """Check that ``path`` (``data.path`` of a run) is a directory written by :func:`prepare`, and say what to do
+    when it is not: a raw corpus (text files) is the most common mistake.
+
+    Raises:
+        DataError: the path is missing, a corpus, or a directory without a manifest.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data.path {p} does not exist; set it to a directory written by `lmlab prepare`")
+    if (p / MANIFEST).is_file():
+        return
+    if p.is_file() or any(f.suffix.lower() in SUFFIXES for f in p.rglob("*") if f.is_file()):
+        raise DataError(f"data.path {p} is a text corpus, not token shards: run `lmlab prepare {p} --tokenizer TOK "
+                        "--out SHARDS` first, then set data.path to SHARDS")
+    raise DataError(f"data.path {p} has no {MANIFEST}: it is not a directory written by `lmlab prepare`; "
+                    "run `lmlab prepare CORPUS --tokenizer TOK --out SHARDS` and set data.path to SHARDS")
 
 
 def prepare(corpus_path: str | Path, tokenizer: Any, out_dir: str | Path, val_fraction: float = 0.01,

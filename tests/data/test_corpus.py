@@ -81,3 +81,20 @@ def test_stdlib_docstrings_deterministic_and_corpus(tmp_path):
     assert stdlib_docstrings(workers=1)[:200] == docs[:200]
     corpus = write_stdlib_corpus(tmp_path / "corpus")
     assert list(read_documents(corpus)) == docs
+
+
+def test_binary_and_non_utf8_files_are_refused_by_name(tmp_path):
+    import random
+
+    binary = tmp_path / "image.txt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    with pytest.raises(DataError, match=r"image\.txt holds NUL bytes"):
+        list(read_documents(binary))
+    noise = tmp_path / "noise.txt"
+    noise.write_bytes(bytes(random.Random(0).randrange(0x80, 0x100) for _ in range(4000)))  # no valid UTF-8 at all
+    with pytest.raises(DataError, match=r"noise\.txt is not UTF-8 text"):
+        list(read_documents(noise))
+    latin1 = tmp_path / "latin1.txt"  # a few accented letters in another encoding: replaced and counted, as before
+    latin1.write_bytes("Le café est très bon, à la française.".encode("latin-1"))
+    stats = CorpusStats()
+    assert len(list(read_documents(latin1, stats))) == 1 and stats.replaced_bytes == 4

@@ -125,3 +125,23 @@ def test_jsonl_and_directory_corpus(tmp_path, tokenizer, docs):
     (d / "b.txt").write_text("\n\n".join(docs[50:60]))
     m = prepare(d, tokenizer, tmp_path / "s", progress=False)
     assert m.splits["train"].docs + m.splits["val"].docs == len(list(read_documents(d))) == 60
+
+
+def test_prepare_refuses_a_corpus_that_is_not_text(tmp_path, tokenizer):
+    (tmp_path / "a.txt").write_bytes(bytes(range(256)) * 8)  # a binary file named .txt
+    with pytest.raises(DataError, match="binary file"):
+        prepare(tmp_path / "a.txt", tokenizer, tmp_path / "s", progress=False)
+
+
+def test_check_shard_dir_says_run_prepare_first(tmp_path, corpus_file, shards):
+    from lmlab.data.prepare import check_shard_dir
+
+    check_shard_dir(shards)
+    for corpus in (corpus_file, corpus_file.parent):
+        with pytest.raises(DataError, match="is a text corpus, not token shards: run `lmlab prepare"):
+            check_shard_dir(corpus)
+    with pytest.raises(DataError, match="does not exist"):
+        check_shard_dir(tmp_path / "missing")
+    (tmp_path / "other").mkdir()
+    with pytest.raises(DataError, match="no manifest.json"):
+        check_shard_dir(tmp_path / "other")
