@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from lmlab.errors import ConfigError
 from lmlab.objectives.base import IGNORE, Batch, Objective, decoder_start_id, required_id, token_loss
 
 if TYPE_CHECKING:
@@ -135,6 +136,10 @@ class BartDenoising(Objective):
     @classmethod
     def from_config(cls, cfg: Config, tokenizer: Tokenizer) -> BartDenoising:
         o = cfg.objective
+        if round(o.bart_mask_ratio * cfg.data.seq_len) < 1:
+            raise ConfigError(f"objective.bart_mask_ratio {o.bart_mask_ratio} masks no token of a row of data.seq_len "
+                              f"{cfg.data.seq_len} tokens; set it to at least {0.5 / cfg.data.seq_len:.3g} (BART "
+                              "masks 0.3)")
         vocab = tokenizer.tok.get_vocab(with_added_tokens=True)
         specials = set(tokenizer.special_ids)
         ends = [i for t, i in vocab.items()

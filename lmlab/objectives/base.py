@@ -160,6 +160,20 @@ def required_id(tokenizer: Tokenizer, role: str) -> int:
     return i
 
 
+def own_token_ids(tokenizer: Tokenizer, objective: str, tokens: tuple[str, ...]) -> list[int]:
+    """The ids of the special tokens an objective adds (``Objective.special_tokens``), or a ConfigError saying how
+    to add them when the tokenizer lacks them (the objective was built from Python on the shards' tokenizer)."""
+    from lmlab.errors import ConfigError
+
+    ids = [tokenizer.token_to_id(t) for t in tokens]
+    if None in ids:
+        missing = ", ".join(t for t, i in zip(tokens, ids, strict=True) if i is None)
+        raise ConfigError(f"objective {objective!r} needs its special tokens ({missing}) in the tokenizer; build it "
+                          "with the tokenizer `lmlab.objectives.objective_tokenizer(cfg, tokenizer)` returns, which "
+                          "adds them at the end of the vocabulary (pretrain does this)")
+    return ids
+
+
 def decoder_start_id(tokenizer: Tokenizer, model: torch.nn.Module | None = None) -> int:
     """The token an encoder-decoder's decoder starts from: the one named by the Hugging Face checkpoint ``model``
     was imported from (:func:`imported_decoder_start`: EOS for BART), else pad as in T5, else bos, else eos."""

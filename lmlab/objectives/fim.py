@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from lmlab.objectives.base import IGNORE, Batch
+from lmlab.objectives.base import IGNORE, Batch, own_token_ids
 from lmlab.objectives.clm import CausalLM
 
 if TYPE_CHECKING:
@@ -101,4 +101,5 @@ class FillInTheMiddle(CausalLM):
         o = cfg.objective
         separators = [i for i in (tokenizer.eos_id, tokenizer.sep_id) if i is not None]
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else separators[0]
+        own_token_ids(tokenizer, cls.name, cls.special_tokens)
         return cls(tokenizer, separators, pad, o.fim_rate, o.fim_spm_rate, o.document_mask, o.loss_chunk)

@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from lmlab.objectives.base import IGNORE, Batch, Objective, decoder_start_id, required_id, token_loss
+from lmlab.objectives.base import (
+    IGNORE,
+    Batch,
+    Objective,
+    decoder_start_id,
+    own_token_ids,
+    required_id,
+    token_loss,
+)
 from lmlab.objectives.span import SpanCorruption
 
 if TYPE_CHECKING:
@@ -161,7 +169,7 @@ class UL2(Objective):
     @classmethod
     def from_config(cls, cfg: Config, tokenizer: Tokenizer) -> UL2:
         o = cfg.objective
-        modes = tuple(tokenizer.token_to_id(t) for t in cls.special_tokens)
+        modes = tuple(own_token_ids(tokenizer, cls.name, cls.special_tokens))
         return cls(cfg.data.seq_len, tokenizer.sentinel_ids, modes, required_id(tokenizer, "eos"),
                    required_id(tokenizer, "pad"), decoder_start_id(tokenizer),
                    (o.ul2_r_weight, o.ul2_x_weight, o.ul2_s_weight),

@@ -95,3 +95,21 @@ def test_sentence_permutation_keeps_each_separator_last_in_its_document():
     for row in out:  # still whole sentences, shuffled
         assert sorted(tuple(s) for s in row[:15].view(5, 3).tolist()) == sorted(tuple(s) for s in words[:5].tolist())
     assert (out[:, :15] != tokens[:, :15]).any(1).float().mean() > 0.5
+
+
+def test_a_mask_ratio_that_masks_nothing_is_a_config_error(tokenizer):
+    import pytest
+
+    from lmlab.config import load_config
+    from lmlab.errors import ConfigError
+    from lmlab.objectives import build_objective
+
+    cfg = load_config(None, {"preset": "t5-tiny", "data": {"seq_len": 32},
+                             "objective": {"name": "bart", "bart_mask_ratio": 0.01}})
+    with pytest.raises(ConfigError, match="bart_mask_ratio 0.01 masks no token .* at least 0.0156"):
+        build_objective(cfg, tokenizer)
+    cfg = load_config(None, {"preset": "t5-tiny", "data": {"seq_len": 32},
+                             "objective": {"name": "bart", "bart_mask_ratio": 0.02}})  # rounds to one token: fine
+    obj = build_objective(cfg, tokenizer)
+    tokens = torch.randint(5, 200, (2, 32))
+    assert (obj.make_batch(tokens, torch.zeros_like(tokens), torch.Generator()).input_ids == obj.mask_id).any()

@@ -92,3 +92,13 @@ def test_long_rows_are_cut_and_short_rows_padded_without_targets(fim_tokenizer):
     pad = b.input_ids[0] == fim_tokenizer.pad_id
     assert pad[-5:].all() and (b.targets[0][pad[1:].nonzero().flatten()] == IGNORE).all()
     assert (b.targets[0][:5] != IGNORE).all()
+
+
+def test_building_it_without_its_tokens_names_the_fix(tokenizer):
+    from lmlab.errors import ConfigError
+    from lmlab.objectives import build_objective
+
+    for name, preset in (("fim", "gpt2-tiny"), ("ul2", "t5-tiny")):
+        cfg = load_config(None, {"preset": preset, "objective": {"name": name}})
+        with pytest.raises(ConfigError, match=r"needs its special tokens .*objective_tokenizer\(cfg, tokenizer\)"):
+            build_objective(cfg, tokenizer)  # the shards' tokenizer, without <fim_prefix>... or [NLU]...
