@@ -41,16 +41,30 @@ class ModelKindError(InferenceError):
     encoder, ...)."""
 
 
-def load(path: str | Path, device: str | torch.device = "cpu"):
-    """Load ``(model, tokenizer)`` from a checkpoint directory, or the newest checkpoint of a run directory.
+def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, AutoTokenizer | None]:
+    """Load ``(model, tokenizer)`` from a checkpoint directory, the newest checkpoint of a run directory, or a
+    Hugging Face model directory.
 
-    The same as :func:`lmlab.train.load_model`: the model is an lmlab ``Transformer`` in eval mode on
-    ``device``, the tokenizer an lmlab :class:`~lmlab.tokenizer.Tokenizer` (wrap it in
-    :class:`AutoTokenizer` for the Hugging Face–style calls).
+    The model is an lmlab ``Transformer`` in eval mode on ``device``, built as it was saved (see
+    :class:`AutoModelForMaskedLM` and friends for a model checked and set up for a task); the tokenizer is the
+    callable :class:`AutoTokenizer` that :meth:`AutoTokenizer.from_pretrained` gives (``tok(["a", "b"],
+    padding=True)``), or None for a Hugging Face directory without tokenizer files. Every lmlab function takes
+    it where it takes a tokenizer (``tokenizer.lmlab_tokenizer`` is the lmlab ``Tokenizer`` inside).
 
     Raises:
         CheckpointError: the directory is missing, incomplete or corrupt.
     """
+    from lmlab.train.checkpoint import resolve_model_dir
+
+    model, tok = _load(path, device)
+    if tok is None:
+        return model, None
+    context = model.config.max_seq_len if model.config.position == "learned" else None
+    return model, AutoTokenizer(tok, **_tokenizer_options(resolve_model_dir(path), context))
+
+
+def _load(path: str | Path, device: str | torch.device = "cpu"):
+    """``(model, lmlab Tokenizer)``: :func:`lmlab.train.load_model`, for lmlab's own code."""
     from lmlab.train.checkpoint import load_model
 
     return load_model(path, device)
@@ -162,7 +176,7 @@ class AutoTokenizer:
         context = None
         if cfg.get("model_type") not in (None, "", "lmlab"):
             # A Hugging Face directory: the importer knows its special tokens (this reads the weights too).
-            model, tok = load(p)
+            model, tok = _load(p)
             if tok is None:
                 raise TokenizerError(f"{p} has no tokenizer files (tokenizer.json, vocab.txt or vocab.json)")
             if model.config.position == "learned":
@@ -171,13 +185,7 @@ class AutoTokenizer:
             tok = Tokenizer.load(p)
             if cfg.get("model_type") == "lmlab" and cfg.get("position") == "learned":
                 context = cfg.get("max_seq_len")
-        options: dict[str, Any] = {"model_max_length": context}
-        meta = _read_json(directory / CONFIG_FILE)
-        options.update({k: meta[k] for k in ("padding_side", "truncation_side", "model_max_length") if k in meta})
-        if not isinstance(options["model_max_length"], int) or options["model_max_length"] > 10**9:
-            options["model_max_length"] = context  # transformers writes a huge number for "no limit"
-        options.update(kwargs)
-        return cls(tok, **options)
+        return cls(tok, **{**_tokenizer_options(directory, context), **kwargs})
 
     # ------------------------------------------------------------------ special tokens
 
@@ -369,6 +377,17 @@ class AutoTokenizer:
                 f"model_max_length={self.model_max_length}, special={roles})")
 
 
+def _tokenizer_options(directory: Path, context: int | None) -> dict[str, Any]:
+    """``padding_side``, ``truncation_side`` and ``model_max_length`` from ``directory/tokenizer_config.json``; the
+    model's learned context when it names no length."""
+    options: dict[str, Any] = {"model_max_length": context}
+    meta = _read_json(directory / CONFIG_FILE)
+    options.update({k: meta[k] for k in ("padding_side", "truncation_side", "model_max_length") if k in meta})
+    if not isinstance(options["model_max_length"], int) or options["model_max_length"] > 10**9:
+        options["model_max_length"] = context  # transformers writes a huge number for "no limit"
+    return options
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
@@ -428,7 +447,7 @@ def load_for_task(path: str | Path, task: Task, device: str | torch.device = "cp
         CheckpointError: the checkpoint is missing, incomplete or corrupt.
         ModelKindError: the model is of another kind, or has no token head or classifier where one is needed.
     """
-    model, tokenizer = load(path, device)
+    model, tokenizer = _load(path, device)
     if model.arch == "decoder" and trained_objective(path) in _BIDIRECTIONAL_OBJECTIVES:
         model.decoder.causal = False
     check_model_kind(model, task, source=str(path))

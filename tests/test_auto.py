@@ -215,7 +215,8 @@ def test_auto_models_check_the_kind(checkpoints, mlm_runs):
     # a decoder trained with masked LM comes back attending both ways; lmlab.load gives it as built
     assert AutoModelForMaskedLM.from_pretrained(mlm_decoder).decoder.causal is False
     model, tok = lmlab.load(mlm_decoder)
-    assert model.decoder.causal is True and isinstance(tok, Tokenizer)
+    assert model.decoder.causal is True
+    assert isinstance(tok, AutoTokenizer) and isinstance(tok.lmlab_tokenizer, Tokenizer)
     with pytest.raises(TypeError, match="from_pretrained"):
         AutoModelForMaskedLM()
 
@@ -225,7 +226,17 @@ def test_load_gives_the_saved_weights(checkpoints):
     again = AutoModelForSeq2SeqLM.from_pretrained(checkpoints["seq2seq"])
     for (name, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    assert tok.vocab_size == AutoTokenizer.from_pretrained(checkpoints["seq2seq"]).lmlab_tokenizer.vocab_size
+    assert len(tok) == len(AutoTokenizer.from_pretrained(checkpoints["seq2seq"]))
+
+
+def test_load_gives_the_callable_auto_tokenizer(checkpoints):
+    """lmlab.load's tokenizer is the one the README shows beside it: callable with padding, as transformers'."""
+    model, tok = lmlab.load(checkpoints["decoder"])
+    same = AutoTokenizer.from_pretrained(checkpoints["decoder"])
+    batch = tok(["the quick brown fox", "a"], padding=True, return_tensors="pt")
+    assert torch.equal(batch.input_ids, same(["the quick brown fox", "a"], padding=True, return_tensors="pt").input_ids)
+    assert tok.model_max_length == same.model_max_length == model.config.max_seq_len
+    assert lmlab.score(model, tok, "the quick brown fox").num_tokens > 0  # lmlab's functions take it as it is
 
 
 def test_batch_encoding_feeds_the_model_and_generate(checkpoints):
