@@ -502,9 +502,22 @@ class _AutoModelBase:
 
 
 class AutoModel(_AutoModelBase):
-    """Any lmlab model: ``AutoModel.from_pretrained(path)`` (hidden states with ``model.hidden(ids)``)."""
+    """Any lmlab model as a base model, without its token head, as ``transformers``' ``AutoModel`` loads one:
+    ``model(**inputs).last_hidden_state`` (also ``model(**inputs)[0]``, as sentence-embedding code reads it) and
+    ``output_hidden_states=True`` for every layer's."""
 
     _task = "any"
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+        """The lmlab ``Transformer`` of a checkpoint, in eval mode, with no token head (``logits`` is None).
+
+        Raises:
+            CheckpointError: the checkpoint is missing, incomplete or corrupt.
+        """
+        model = super().from_pretrained(path, device)
+        model.head = None
+        return model
 
 
 class AutoModelForMaskedLM(_AutoModelBase):

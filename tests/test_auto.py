@@ -304,3 +304,15 @@ def test_label_names_must_fit_the_classifier(tmp_path, tokenizer):
         (tmp_path / "config.json").write_text(json.dumps({**config, "id2label": bad}))
         with pytest.raises(CheckpointError, match="config.json: id2label must"):
             lmlab.load(tmp_path)
+
+
+def test_auto_model_is_the_base_model_as_in_transformers(checkpoints):
+    """transformers' AutoModel gives the model without its LM head: out[0] is the last hidden state."""
+    tok = AutoTokenizer.from_pretrained(checkpoints["encoder"])
+    model = AutoModel.from_pretrained(checkpoints["encoder"])
+    full = AutoModelForMaskedLM.from_pretrained(checkpoints["encoder"])
+    enc = tok(["the quick brown fox", "a"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out, ref = model(**enc), full(**enc)
+    assert out.logits is None and out[0] is out.last_hidden_state
+    assert torch.equal(out.last_hidden_state, ref.last_hidden_state)

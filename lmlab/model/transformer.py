@@ -40,9 +40,23 @@ def _identity(x: Tensor) -> Tensor:
 
 @dataclass
 class ModelOutput:
-    logits: Tensor  # (B, T, V); decoder side for encoder-decoders; None for a model without a token head
-    hidden_states: Tensor  # (B, T, D) final hidden states (after the final norm)
-    encoder_hidden_states: Tensor | None = None  # (B, S, D) encoder-decoders only
+    """What ``model(...)`` returns, named as in ``transformers``: ``out.logits``, ``out.last_hidden_state``, and
+    ``out[0]`` (the first field that is not None: the logits, or the last hidden state of a model without a token
+    head, as ``transformers``' LM and base models answer it)."""
+
+    logits: Tensor | None  # (B, T, V); decoder side for encoder-decoders; None for a model without a token head
+    last_hidden_state: Tensor  # (B, T, D) final hidden states (after the final norm); the decoder's for enc-dec
+    hidden_states: tuple[Tensor, ...] | None = None  # output_hidden_states: the embeddings, then each block's
+    # output, the last one after the final norm (so hidden_states[-1] is last_hidden_state); n_layers + 1 of them
+    encoder_last_hidden_state: Tensor | None = None  # (B, S, D) encoder-decoders only
+    encoder_hidden_states: tuple[Tensor, ...] | None = None  # output_hidden_states on an encoder-decoder
+
+    def to_tuple(self) -> tuple[Tensor, ...]:
+        return tuple(v for v in (self.logits, self.last_hidden_state, self.hidden_states,
+                                 self.encoder_last_hidden_state, self.encoder_hidden_states) if v is not None)
+
+    def __getitem__(self, key: int | slice | str):
+        return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
 
 
 class Block(nn.Module):
@@ -103,11 +117,12 @@ class Stack(nn.Module):
     def forward(self, x: Tensor, positions: Tensor, *, causal: bool, token_type_ids: Tensor | None = None,
                 key_padding: Tensor | None = None, segment_ids: Tensor | None = None,
                 context: Tensor | None = None, context_mask: Tensor | None = None,
-                cache: KVCache | None = None, prefix_lengths: Tensor | None = None) -> Tensor:
+                cache: KVCache | None = None, prefix_lengths: Tensor | None = None,
+                collect: list[Tensor] | None = None) -> Tensor:
         """Run the stack on token embeddings ``x`` (B, T, D) at ``positions`` (B or 1, T).
 
         ``key_padding`` (B, Tk) covers every key, cached ones included; ``context_mask`` is the boolean
-        cross-attention mask to ``context`` (B, S, D).
+        cross-attention mask to ``context`` (B, S, D). ``collect`` gets the input of every block, then the output.
         """
         B, T, _ = x.shape
         offset = cache.length if cache is not None else 0
@@ -138,6 +153,8 @@ class Stack(nn.Module):
 
         recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled() and cache is None
         for i, block in enumerate(self.layers):
+            if collect is not None:
+                collect.append(x)
             kwargs = dict(mask=mask, is_causal=is_causal, rope=rope, context=context, context_mask=context_mask,
                           cache=cache, layer=i)
             if recompute:  # keep only each block's input; recompute its activations in the backward pass
@@ -146,6 +163,8 @@ class Stack(nn.Module):
                 x = block(x, **kwargs)
         if self.final_norm is not None:
             x = self.final_norm(x)
+        if collect is not None:
+            collect.append(x)
         return x
 
 
@@ -211,7 +230,8 @@ class Transformer(nn.Module):
                 token_type_ids: Tensor | None = None, decoder_input_ids: Tensor | None = None,
                 decoder_attention_mask: Tensor | None = None, decoder_segment_ids: Tensor | None = None,
                 decoder_position_ids: Tensor | None = None, causal: bool | None = None,
-                prefix_lengths: Tensor | None = None, kv_cache: KVCache | None = None) -> ModelOutput:
+                prefix_lengths: Tensor | None = None, kv_cache: KVCache | None = None,
+                output_hidden_states: bool = False) -> ModelOutput:
         """Logits and hidden states.
 
         Args:
@@ -230,20 +250,27 @@ class Transformer(nn.Module):
             prefix_lengths: (B,) a prefix LM: the first ``prefix_lengths[b]`` positions of row ``b`` attend to
                 each other bidirectionally, and every later position sees them (causal stacks only).
             kv_cache: a :class:`KVCache` to append to and attend over (decoders; incremental decoding).
+            output_hidden_states: also return every layer's hidden states, as ``transformers`` does.
 
         Returns:
             :class:`ModelOutput` with ``logits`` (B, T, V) (None when the model has no token head),
-            ``hidden_states`` (B, T, D) and, for encoder-decoders, ``encoder_hidden_states`` (B, S, D).
+            ``last_hidden_state`` (B, T, D), for encoder-decoders ``encoder_last_hidden_state`` (B, S, D), and
+            with ``output_hidden_states`` the tuples ``hidden_states`` (and ``encoder_hidden_states``).
 
         Raises:
             ValueError: arguments that do not fit the architecture (decoder inputs for a single stack,
                 a cache for an encoder, segments with a cache, positions beyond learned embeddings).
         """
+        layers: tuple[list[Tensor], list[Tensor]] | None = ([], []) if output_hidden_states else None
         hidden, enc = self._run(input_ids, attention_mask, segment_ids, position_ids, token_type_ids,
                                 decoder_input_ids, decoder_attention_mask, decoder_segment_ids,
-                                decoder_position_ids, causal, kv_cache, prefix_lengths)
+                                decoder_position_ids, causal, kv_cache, prefix_lengths, layers)
         logits = self.logits(hidden) if self.head is not None else None
-        return ModelOutput(logits=logits, hidden_states=hidden, encoder_hidden_states=enc)
+        out = ModelOutput(logits=logits, last_hidden_state=hidden, encoder_last_hidden_state=enc)
+        if layers is not None:
+            out.hidden_states = tuple(layers[1])  # the token stack's: the decoder's for encoder-decoders
+            out.encoder_hidden_states = tuple(layers[0]) if layers[0] else None
+        return out
 
     def hidden(self, input_ids: Tensor | None, *, attention_mask: Tensor | None = None,
                segment_ids: Tensor | None = None, position_ids: Tensor | None = None,
@@ -331,17 +358,19 @@ class Transformer(nn.Module):
 
     def encode(self, input_ids: Tensor, *, attention_mask: Tensor | None = None,
                segment_ids: Tensor | None = None, position_ids: Tensor | None = None,
-               token_type_ids: Tensor | None = None, causal: bool | None = None) -> Tensor:
+               token_type_ids: Tensor | None = None, causal: bool | None = None,
+               collect: list[Tensor] | None = None) -> Tensor:
         """Hidden states (B, T, D) of the encoder stack (encoder and encoder-decoder models)."""
         if self.encoder is None:
             raise ValueError("encode() needs a model with an encoder; this one is a decoder")
         return self._stack(self.encoder, input_ids, attention_mask, segment_ids, position_ids, token_type_ids,
-                           causal if causal is not None else self.encoder.causal)
+                           causal if causal is not None else self.encoder.causal, collect=collect)
 
     def _stack(self, stack: Stack, ids: Tensor, attention_mask: Tensor | None, segment_ids: Tensor | None,
                position_ids: Tensor | None, token_type_ids: Tensor | None, causal: bool,
                cache: KVCache | None = None, context: Tensor | None = None,
-               context_mask: Tensor | None = None, prefix_lengths: Tensor | None = None) -> Tensor:
+               context_mask: Tensor | None = None, prefix_lengths: Tensor | None = None,
+               collect: list[Tensor] | None = None) -> Tensor:
         offset = cache.length if cache is not None else 0
         if cache is not None and segment_ids is not None:
             raise ValueError("segment ids (packed documents) cannot be combined with a KV cache")
@@ -365,13 +394,17 @@ class Transformer(nn.Module):
             x = x * self.embed_scale
         h = stack(x, position_ids, causal=causal, token_type_ids=token_type_ids, key_padding=attention_mask,
                   segment_ids=segment_ids, context=context, context_mask=context_mask, cache=cache,
-                  prefix_lengths=prefix_lengths)
+                  prefix_lengths=prefix_lengths, collect=collect)
         if cache is not None:
             cache.advance(ids.shape[1])
         return h
 
     def _run(self, input_ids, attention_mask, segment_ids, position_ids, token_type_ids, decoder_input_ids,
-             decoder_attention_mask, decoder_segment_ids, decoder_position_ids, causal, kv_cache, prefix_lengths):
+             decoder_attention_mask, decoder_segment_ids, decoder_position_ids, causal, kv_cache, prefix_lengths,
+             layers: tuple[list[Tensor], list[Tensor]] | None = None):
+        """Final hidden states of the token stack and (encoder-decoders) of the encoder; ``layers`` (encoder's,
+        token stack's) collects every layer's when given."""
+        enc_layers, dec_layers = layers if layers is not None else (None, None)
         decoder_args = (decoder_input_ids, decoder_attention_mask, decoder_segment_ids, decoder_position_ids)
         if self.arch != "encoder-decoder":
             if any(a is not None for a in decoder_args):
@@ -383,7 +416,8 @@ class Transformer(nn.Module):
             if kv_cache is not None and stack is self.encoder:
                 raise ValueError("a KV cache is for decoders; this model is an encoder")
             h = self._stack(stack, input_ids, attention_mask, segment_ids, position_ids, token_type_ids,
-                            causal if causal is not None else stack.causal, kv_cache, prefix_lengths=prefix_lengths)
+                            causal if causal is not None else stack.causal, kv_cache, prefix_lengths=prefix_lengths,
+                            collect=dec_layers)
             return h, None
 
         if decoder_input_ids is None:
@@ -397,7 +431,7 @@ class Transformer(nn.Module):
             if input_ids is None:
                 raise ValueError("input_ids (the encoder's tokens) are required")
             enc = self.encode(input_ids, attention_mask=attention_mask, segment_ids=segment_ids,
-                              position_ids=position_ids, token_type_ids=token_type_ids)
+                              position_ids=position_ids, token_type_ids=token_type_ids, collect=enc_layers)
             context_mask = build_mask(decoder_input_ids.shape[1], input_ids.shape[1], causal=False,
                                       key_padding=attention_mask, q_segments=decoder_segment_ids,
                                       k_segments=segment_ids if decoder_segment_ids is not None else None,
@@ -409,7 +443,7 @@ class Transformer(nn.Module):
         dec_causal = causal if causal is not None else self.decoder.causal
         h = self._stack(self.decoder, decoder_input_ids, decoder_attention_mask, decoder_segment_ids,
                         decoder_position_ids, None, dec_causal, kv_cache, context=enc,
-                        context_mask=context_mask)
+                        context_mask=context_mask, collect=dec_layers)
         return h, enc
 
     # ------------------------------------------------------------------ accounting

@@ -40,8 +40,13 @@ def test_bert_model_hidden_states_and_pooler(tmp_path):
     hf = build(transformers.BertModel, bert_config())
     x, mask, types = batch()
     theirs = lambda m: m(x, attention_mask=mask, token_type_ids=types).last_hidden_state
-    ours = lambda m: m(x, attention_mask=mask, token_type_ids=types).hidden_states
+    ours = lambda m: m(x, attention_mask=mask, token_type_ids=types).last_hidden_state
     model, _, back = check_parity(hf, transformers.AutoModel, tmp_path, theirs, ours, where=mask.bool())
+    # every layer's, as transformers' output_hidden_states: the embeddings, then each layer's output
+    layers = lambda m: torch.stack(m(x, attention_mask=mask, token_type_ids=types,  # noqa: E731
+                                     output_hidden_states=True).hidden_states, dim=2)  # (B, T, L + 1, D)
+    with torch.no_grad():
+        torch.testing.assert_close(layers(model)[mask.bool()], layers(hf)[mask.bool()], atol=1e-4, rtol=0)
     assert not model.config.lm_head and model.head is None and model.config.pooler
     with torch.no_grad():
         assert model(x, attention_mask=mask).logits is None  # no token head: hidden states only

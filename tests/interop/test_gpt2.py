@@ -25,6 +25,10 @@ def test_gpt2_lm_head_parity(tmp_path, tied, act):
     model, _, back = check_parity(hf, transformers.AutoModelForCausalLM, tmp_path,
                                   lambda m: m(x, attention_mask=mask).logits,
                                   lambda m: m(x, attention_mask=mask).logits, where=mask.bool())
+    # every layer's hidden states, the last one after the final norm, as transformers' output_hidden_states
+    layers = lambda m: torch.stack(m(x, attention_mask=mask, output_hidden_states=True).hidden_states, dim=2)  # noqa: E731
+    with torch.no_grad():
+        torch.testing.assert_close(layers(model)[mask.bool()], layers(hf)[mask.bool()], atol=1e-4, rtol=0)
     assert model.config.tie_embeddings is tied and model.config.d_ff == 4 * 32
     assert (back.lm_head.weight is back.transformer.wte.weight) is tied
 

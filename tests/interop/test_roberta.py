@@ -53,5 +53,5 @@ def test_roberta_model_hidden_states(tmp_path):
     x, mask = padded()
     model, _, _ = check_parity(hf, transformers.AutoModel, tmp_path,
                                lambda m: m(x, attention_mask=mask).last_hidden_state,
-                               lambda m: m(x, attention_mask=mask).hidden_states, where=mask.bool())
+                               lambda m: m(x, attention_mask=mask).last_hidden_state, where=mask.bool())
     assert model.head is None

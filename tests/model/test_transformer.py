@@ -27,9 +27,10 @@ def test_forward_backward(name):
     assert isinstance(out, ModelOutput)
     T = 11 if model.arch == "encoder-decoder" else 16
     assert out.logits.shape == (2, T, V)
-    assert out.hidden_states.shape == (2, T, model.config.d_model)
+    assert out.last_hidden_state.shape == (2, T, model.config.d_model) and out.hidden_states is None
+    assert out[0] is out.logits and out["last_hidden_state"] is out.last_hidden_state  # as transformers' outputs
     if model.arch == "encoder-decoder":
-        assert out.encoder_hidden_states.shape == (2, 16, model.config.d_model)
+        assert out.encoder_last_hidden_state.shape == (2, 16, model.config.d_model)
     out.logits.float().pow(2).mean().backward()
     for n, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), n
@@ -313,3 +314,21 @@ def test_classification_config_and_label_names():
         tiny("gpt2-tiny").id2label = ["a"]
     with pytest.raises(ValueError, match="no classifier"):
         tiny("gpt2-tiny").classify(torch.zeros(1, 2, 64))
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_output_hidden_states_as_transformers(name):
+    model = tiny(name).eval()
+    x = ids(2, 16)
+    with torch.no_grad():
+        out = model(x, **_inputs(model, x[:, :11]), output_hidden_states=True)
+        plain = model(x, **_inputs(model, x[:, :11]))
+    stack = model.decoder if model.decoder is not None else model.encoder
+    assert isinstance(out.hidden_states, tuple) and len(out.hidden_states) == len(stack.layers) + 1
+    assert torch.equal(out.hidden_states[-1], out.last_hidden_state)  # after the final norm
+    assert torch.equal(out.last_hidden_state, plain.last_hidden_state) and torch.equal(out.logits, plain.logits)
+    if model.arch == "encoder-decoder":
+        assert len(out.encoder_hidden_states) == len(model.encoder.layers) + 1
+        assert torch.equal(out.encoder_hidden_states[-1], out.encoder_last_hidden_state)
+    headless = ModelOutput(logits=None, last_hidden_state=out.last_hidden_state)
+    assert headless[0] is out.last_hidden_state  # sentence-embedding code's model_output[0]
