@@ -21,6 +21,7 @@ from lmlab.objectives.task import TaskObjective, pad_right
 class Classify(TaskObjective):
     name = "classify"
     archs = ("encoder", "decoder")
+    perplexity = False  # a cross-entropy over labels, not over tokens
 
     def attach(self, model: torch.nn.Module) -> None:
         super().attach(model)
