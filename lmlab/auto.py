@@ -64,10 +64,15 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn
 
 
 def _load(path: str | Path, device: str | torch.device = "cpu"):
-    """``(model, lmlab Tokenizer)``: :func:`lmlab.train.load_model`, for lmlab's own code."""
+    """``(model, lmlab Tokenizer)``: :func:`lmlab.train.load_model`, for lmlab's own code; the model knows the
+    tokenizer's ids that generation defaults to (:func:`lmlab.infer.generate.generation_ids`)."""
+    from lmlab.infer.generate import set_generation_ids
     from lmlab.train.checkpoint import load_model
 
-    return load_model(path, device)
+    model, tok = load_model(path, device)
+    if tok is not None:
+        set_generation_ids(model, tok)
+    return model, tok
 
 
 # --------------------------------------------------------------------------- tokenizer

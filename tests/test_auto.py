@@ -316,3 +316,17 @@ def test_auto_model_is_the_base_model_as_in_transformers(checkpoints):
         out, ref = model(**enc), full(**enc)
     assert out.logits is None and out[0] is out.last_hidden_state
     assert torch.equal(out.last_hidden_state, ref.last_hidden_state)
+
+
+def test_generate_reads_the_models_own_ids_as_transformers(checkpoints):
+    """An encoder-decoder from AutoModelForSeq2SeqLM generates without decoder_start/pad/eos ids passed in."""
+    from lmlab.objectives.base import decoder_start_id
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(checkpoints["seq2seq"])
+    tok = AutoTokenizer.from_pretrained(checkpoints["seq2seq"])
+    enc = tok(["the quick brown fox", "a"], padding=True, return_tensors="pt")
+    got = lmlab.generate(model, **enc, max_new_tokens=5)
+    explicit = lmlab.generate(model, **enc, max_new_tokens=5, eos_token_id=tok.eos_token_id,
+                              pad_token_id=tok.pad_token_id,
+                              decoder_start_token_id=decoder_start_id(tok.lmlab_tokenizer, model))
+    assert torch.equal(got, explicit) and got[0, 0] == decoder_start_id(tok.lmlab_tokenizer, model)

@@ -208,8 +208,10 @@ def generate(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None 
         length_penalty: beam search scores a finished hypothesis by ``sum_logprob / n_generated ** it``.
         early_stopping: beam search stops an input once it has ``num_beams`` finished hypotheses (True), when
             no running beam can beat them by a heuristic (False), or by the canonical bound ("never").
-        decoder_start_token_id: first decoder token of encoder-decoders (default: the one the Hugging Face
-            checkpoint the model was imported from names, EOS for BART; else ``pad_token_id``, as T5).
+        eos_token_id, pad_token_id, decoder_start_token_id: default to the model's own (:func:`generation_ids`:
+            those of the Hugging Face config.json it was imported from, else those of the tokenizer it was saved
+            with, as ``transformers`` reads its generation config); the decoder start is EOS for BART, pad for T5
+            and lmlab's encoder-decoders.
         seed: seeds a ``torch.Generator`` used for all sampling; None uses torch's global generator.
         streamer: called with each new column of tokens (B * num_return_sequences,) as it is produced.
 
@@ -221,6 +223,11 @@ def generate(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None 
         InferenceError: an encoder-only model, an empty prompt or row, right-padded decoder prompts, a prompt
             plus ``max_new_tokens`` beyond learned positions, or an invalid option value.
     """
+    saved = generation_ids(model)  # as transformers reads its generation config: what the caller leaves out
+    eos_token_id = eos_token_id if eos_token_id is not None else saved.get("eos_token_id")
+    pad_token_id = pad_token_id if pad_token_id is not None else saved.get("pad_token_id")
+    if decoder_start_token_id is None and model.config.arch == "encoder-decoder":
+        decoder_start_token_id = saved.get("decoder_start_token_id")
     _validate(model, input_ids, attention_mask, max_new_tokens=max_new_tokens, do_sample=do_sample,
               temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
               num_beams=num_beams, num_return_sequences=num_return_sequences, early_stopping=early_stopping,
@@ -392,6 +399,29 @@ def _beam_search(steps: _Steps, logits: Tensor, prefix: Tensor, seen: Tensor | N
 
 
 # --------------------------------------------------------------------------- text
+
+
+def generation_ids(model: nn.Module) -> dict[str, int]:
+    """The model's own ``eos_token_id``, ``pad_token_id`` and (encoder-decoders) ``decoder_start_token_id``: from
+    the Hugging Face config.json it was imported from (``model.hf_config``), else those :func:`lmlab.load` and the
+    ``AutoModelFor*`` classes set from its tokenizer (``model.generation_ids``); empty for a bare model."""
+    out = {k: v for k, v in (getattr(model, "generation_ids", None) or {}).items() if v is not None}
+    hf = getattr(model, "hf_config", None) or {}
+    for key in ("eos_token_id", "pad_token_id", "decoder_start_token_id"):
+        if isinstance(hf.get(key), int) or (key == "eos_token_id" and isinstance(hf.get(key), list)):
+            out[key] = hf[key]
+    return out
+
+
+def set_generation_ids(model: nn.Module, tokenizer) -> None:
+    """Record on ``model`` the token ids generation defaults to, from the tokenizer it was saved with (see
+    :func:`generation_ids`)."""
+    tok = getattr(tokenizer, "lmlab_tokenizer", tokenizer)
+    ids = {"eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
+    if model.config.arch == "encoder-decoder":
+        ids["decoder_start_token_id"] = decoder_start_id(tok, model)
+    model.generation_ids = {k: v for k, v in ids.items() if v is not None}
+
 
 
 def pad_batch(rows: list[list[int]], left: bool = False, pad: int = 0) -> tuple[Tensor, Tensor]:
