@@ -137,13 +137,14 @@ def _generate(args: argparse.Namespace) -> None:
 
         def show(column, shown=shown, printed=printed):  # print each new token as it comes
             shown.append(int(column[0]))
-            text = tok.decode(shown)
+            text = tok.decode_generated(shown, args.keep_special_tokens)
             print(text[len(printed[0]):], end="", flush=True)
             printed[0] = text
 
         if stream:
             print("" if seq2seq else prompt, end="", flush=True)
-        (text,) = generate_text(model, tok, prompt, streamer=show if stream else None, **options)
+        (text,) = generate_text(model, tok, prompt, streamer=show if stream else None,
+                                keep_special_tokens=args.keep_special_tokens, **options)
         results.append({"prompt": prompt, "generated_text": text if seq2seq else prompt + text})
         if stream:
             print()
@@ -397,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--repetition-penalty", type=float, default=1.0)
     gen.add_argument("--num-beams", type=int, default=1, help="beam search when > 1 (deterministic)")
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--keep-special-tokens", action="store_true", help="print every special token generated "
+                     "(the sentinels of a span-corruption model, <extra_id_0>..., are printed in any case)")
     gen.add_argument("--json", action="store_true", help="print JSON for scripts (no streaming)")
     gen.set_defaults(func=_generate)
 

@@ -162,6 +162,17 @@ class Tokenizer:
             ids = ids.tolist()
         return self.tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
+    def decode_generated(self, ids: Iterable[int] | Any, keep_special_tokens: bool = False) -> str:
+        """Text of generated ``ids``: the special tokens of the roles (pad, eos, ...) are dropped, but sentinels
+        (``<extra_id_N>``) are kept, since a span-corruption model answers with them (``<extra_id_0> fox
+        <extra_id_1> ...``) and would otherwise print nothing; ``keep_special_tokens`` keeps every one."""
+        if hasattr(ids, "tolist"):
+            ids = ids.tolist()
+        if not keep_special_tokens:
+            drop = set(self.special_ids) - set(self.sentinel_ids)
+            ids = [i for i in ids if i not in drop]
+        return self.tok.decode(list(ids), skip_special_tokens=False)
+
     def token_to_id(self, token: str) -> int | None:
         """The id of ``token``, or None when it is not in the vocabulary."""
         return self.tok.token_to_id(token)

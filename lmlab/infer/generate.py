@@ -436,7 +436,8 @@ def pad_batch(rows: list[list[int]], left: bool = False, pad: int = 0) -> tuple[
     return ids, mask
 
 
-def generate_text(model: nn.Module, tokenizer, prompts: str | list[str], **generate_kwargs) -> list[str]:
+def generate_text(model: nn.Module, tokenizer, prompts: str | list[str], keep_special_tokens: bool = False,
+                  **generate_kwargs) -> list[str]:
     """Generate from text prompts and return the decoded continuations.
 
     Prompts are encoded with ``tokenizer.encode`` (no special tokens added), left-padded for decoders and
@@ -446,7 +447,8 @@ def generate_text(model: nn.Module, tokenizer, prompts: str | list[str], **gener
 
     Returns:
         ``len(prompts) * num_return_sequences`` strings: the generated text only (not the prompt), cut at the
-        first EOS, decoded with ``skip_special_tokens=True``.
+        first EOS, without special tokens but the sentinels a span-corruption model answers with (every special
+        token with ``keep_special_tokens=True``; see :meth:`lmlab.tokenizer.Tokenizer.decode_generated`).
 
     Raises:
         InferenceError: as :func:`generate`; an empty prompt.
@@ -473,5 +475,5 @@ def generate_text(model: nn.Module, tokenizer, prompts: str | list[str], **gener
     texts = []
     for row in out[:, 1 if enc_dec else T:].tolist():
         end = next((j for j, t in enumerate(row) if t in eos), len(row))
-        texts.append(tokenizer.decode(row[:end], skip_special_tokens=True))
+        texts.append(getattr(tokenizer, "lmlab_tokenizer", tokenizer).decode_generated(row[:end], keep_special_tokens))
     return texts

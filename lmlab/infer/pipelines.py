@@ -107,7 +107,7 @@ class TextGenerationPipeline(Pipeline):
     task = "text-generation"
 
     def _run(self, texts: list[str], max_new_tokens: int = 50, return_full_text: bool = True,
-             **generate_kwargs: Any) -> list[Any]:
+             keep_special_tokens: bool = False, **generate_kwargs: Any) -> list[Any]:
         from lmlab.infer.generate import generate, pad_batch
 
         tok = self.tokenizer
@@ -125,8 +125,9 @@ class TextGenerationPipeline(Pipeline):
             new = _cut_at_eos(row, options["eos_token_id"])
             # As transformers does: decode prompt + continuation together (spacing at the seam is right),
             # then cut the decoded prompt off.
-            full = tok.decode(prompts[b] + new, skip_special_tokens=True)
-            continuation = full[len(tok.decode(prompts[b], skip_special_tokens=True)):]
+            decode = tok.lmlab_tokenizer.decode_generated  # sentinels kept (see Tokenizer.decode_generated)
+            full = decode(prompts[b] + new, keep_special_tokens)
+            continuation = full[len(decode(prompts[b], keep_special_tokens)):]
             outputs[b].append({"generated_text": texts[b] + continuation if return_full_text else continuation})
         return outputs
 
@@ -137,7 +138,8 @@ class Text2TextGenerationPipeline(Pipeline):
     task = "text2text-generation"
     key = "generated_text"
 
-    def _run(self, texts: list[str], max_new_tokens: int = 50, **generate_kwargs: Any) -> list[Any]:
+    def _run(self, texts: list[str], max_new_tokens: int = 50, keep_special_tokens: bool = False,
+             **generate_kwargs: Any) -> list[Any]:
         from lmlab.infer.generate import generate, pad_batch
         from lmlab.objectives.base import decoder_start_id
 
@@ -152,7 +154,7 @@ class Text2TextGenerationPipeline(Pipeline):
         n = out.shape[0] // len(sources)
         outputs: list[list[dict[str, str]]] = [[] for _ in texts]
         for k, row in enumerate(out[:, 1:].tolist()):
-            text = tok.decode(_cut_at_eos(row, options["eos_token_id"]), skip_special_tokens=True)
+            text = tok.lmlab_tokenizer.decode_generated(_cut_at_eos(row, options["eos_token_id"]), keep_special_tokens)
             outputs[k // n].append({self.key: text})
         return outputs
 

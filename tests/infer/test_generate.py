@@ -356,3 +356,20 @@ def test_bad_inputs_raise_inference_error():
             generate(model, ids, **kw)
     assert generate(llama, x, max_new_tokens=40).shape == (2, 45)  # rotary positions go past max_seq_len
     assert torch.equal(generate(gpt2, x, max_new_tokens=0), x)
+
+
+def test_sentinels_of_a_span_corruption_model_are_kept(monkeypatch, docs):
+    """A span-corruption model answers `<extra_id_0> fox <extra_id_1> ...`: printing "" would hide that."""
+    from lmlab.tokenizer import train_tokenizer
+
+    gen = sys.modules["lmlab.infer.generate"]  # (lmlab.infer.generate is also the function's name)
+
+    tok = train_tokenizer(docs, kind="bpe", vocab_size=300, sentinels=4)
+    s0, s1 = tok.sentinel_ids[:2]
+    answer = [tok.pad_id, s0, *tok.encode(" fox"), s1, tok.eos_id]  # the start token, then what the model wrote
+    model = build_model(model_preset("t5-tiny", vocab_size=tok.vocab_size)).eval()
+    monkeypatch.setattr(gen, "generate", lambda *a, **k: torch.tensor([answer]))
+    assert generate_text(model, tok, "the quick brown fox") == ["<extra_id_0> fox<extra_id_1>"]
+    assert tok.decode_generated(answer) == "<extra_id_0> fox<extra_id_1>"  # pad and EOS dropped
+    assert tok.decode_generated(answer, keep_special_tokens=True) == "<pad><extra_id_0> fox<extra_id_1></s>"
+    assert tok.decode_generated([tok.bos_id, *tok.encode("a dog")]) == "a dog"
