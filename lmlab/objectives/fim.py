@@ -92,7 +92,8 @@ class FillInTheMiddle(CausalLM):
 
     def make_batch(self, tokens: Tensor, segment_ids: Tensor, generator: torch.Generator) -> Batch:
         tokens, segments = self.rearrange(tokens, segment_ids, generator)
-        batch = super().make_batch(tokens, segments.clamp(min=0), generator)
+        # padding keeps segment -1, which no document has: it is neither attended to nor attends a document
+        batch = super().make_batch(tokens, segments, generator)
         batch.targets[segments[:, 1:] < 0] = IGNORE  # padding is never a target
         return batch
 

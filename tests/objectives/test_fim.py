@@ -92,6 +92,8 @@ def test_long_rows_are_cut_and_short_rows_padded_without_targets(fim_tokenizer):
     pad = b.input_ids[0] == fim_tokenizer.pad_id
     assert pad[-5:].all() and (b.targets[0][pad[1:].nonzero().flatten()] == IGNORE).all()
     assert (b.targets[0][:5] != IGNORE).all()
+    # padding is a segment of its own, which no document has (document 0 is the row's first)
+    assert (b.segment_ids[0][pad] == -1).all() and (b.segment_ids[0][~pad] == 0).all()
 
 
 def test_building_it_without_its_tokens_names_the_fix(tokenizer):
