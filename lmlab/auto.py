@@ -465,9 +465,9 @@ def check_model_kind(model: torch.nn.Module, task: Task, source: str = "the mode
     a_arch = {"encoder": "an encoder", "decoder": "a decoder", "encoder-decoder": "an encoder-decoder"}[arch]
     if task == "masked-lm" and not is_bidirectional(model):
         hint = {"decoder": "a causal decoder (trained with causal LM); use AutoModelForCausalLM or the "
-                           "text-generation pipeline",
+                           "text-generation pipeline (on the command line: `lmlab generate`)",
                 "encoder-decoder": "an encoder-decoder; use AutoModelForSeq2SeqLM or the text2text-generation "
-                                   "pipeline"}[arch]
+                                   "pipeline (on the command line: `lmlab generate`)"}[arch]
         raise ModelKindError(f"{source} is {hint}. Masked-LM (fill-mask) needs an encoder, or a decoder "
                              "trained with the mlm objective")
     if task == "causal-lm" and (arch != "decoder" or is_bidirectional(model)):

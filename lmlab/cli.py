@@ -28,7 +28,13 @@ def _prepare(args: argparse.Namespace) -> None:
 
     manifest = prepare(args.corpus, Tokenizer.load(args.tokenizer), args.out, val_fraction=args.val_fraction,
                        num_workers=args.workers, progress=not args.quiet)
-    print(json.dumps(manifest.to_dict(), indent=2))
+    if args.json:
+        print(json.dumps(manifest.to_dict(), indent=2))
+        return
+    splits = "; ".join(f"{name} {info.docs:,} documents, {info.tokens:,} tokens" for name, info in
+                       manifest.splits.items())
+    print(f"wrote {args.out}: {splits} ({manifest.dtype}, vocabulary {manifest.vocab_size:,})"
+          + (f"; {manifest.replaced_bytes:,} bytes of invalid UTF-8 replaced" if manifest.replaced_bytes else ""))
 
 
 def _pretrain(args: argparse.Namespace, overrides: list[str]) -> None:
@@ -133,21 +139,22 @@ def _generate(args: argparse.Namespace) -> None:
     results = []
     for prompt in prompts:  # one at a time: a prompt samples the same whatever else is asked
         shown: list[int] = []
-        printed = [""]
+        printed: list[str | None] = [None]  # None until the first token: an error comes before any output
 
-        def show(column, shown=shown, printed=printed):  # print each new token as it comes
+        def show(column, shown=shown, printed=printed, prompt=prompt):  # print each new token as it comes
+            if printed[0] is None:
+                print("" if seq2seq else prompt, end="")
+                printed[0] = ""
             shown.append(int(column[0]))
             text = tok.decode_generated(shown, args.keep_special_tokens)
             print(text[len(printed[0]):], end="", flush=True)
             printed[0] = text
 
-        if stream:
-            print("" if seq2seq else prompt, end="", flush=True)
         (text,) = generate_text(model, tok, prompt, streamer=show if stream else None,
                                 keep_special_tokens=args.keep_special_tokens, **options)
         results.append({"prompt": prompt, "generated_text": text if seq2seq else prompt + text})
         if stream:
-            print()
+            print(results[-1]["generated_text"] if printed[0] is None else "")  # nothing was generated
     if args.json:
         print(json.dumps(results, ensure_ascii=False, indent=2))
     elif not stream:
@@ -319,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--val-fraction", type=float, default=0.01)
     pr.add_argument("--workers", type=int, default=None, help="tokenizer worker processes (default: all cores)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     pr.set_defaults(func=_prepare)
 
     pt = sub.add_parser("pretrain", help="train a model with a self-supervised objective",
@@ -450,7 +458,34 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--allow-pickle", action="store_true",
                     help="from-hf: also read pytorch_model.bin (torch.load with weights_only=True)")
     cv.set_defaults(func=_convert)
+    _show_defaults(p)
     return p
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that ends each option with its default, except where there is none to tell (None, a flag's False) or
+    the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help = action.help or ""
+        if not _has_default(action) or "default" in help:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)command's --help shows the defaults, also of options that have no help text of their own."""
+    parser.formatter_class = _DefaultsFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _show_defaults(sub)
+        elif action.help is None and _has_default(action) and action.option_strings:
+            action.help = "(default: %(default)s)"
+
+
+def _has_default(action: argparse.Action) -> bool:
+    return action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
 
 
 def main(argv: list[str] | None = None) -> int:

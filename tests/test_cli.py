@@ -45,6 +45,9 @@ def test_pretrain_mlm_and_fill_mask(cli_shards, tmp_path, capsys):
     assert main(["pretrain", "--preset", "bert-tiny", "--objective.name", "mlm", "--data.path", str(cli_shards),
                  "--train.out_dir", str(run), *TRAIN]) == 0
     capsys.readouterr()
+    assert main(["generate", str(run), "the quick brown"]) == 2  # an encoder: the error, and nothing before it
+    captured = capsys.readouterr()
+    assert captured.out == "" and "needs a decoder" in captured.err
     assert main(["fill-mask", str(run), "the quick [MASK] fox", "--top-k", "3"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0] == "the quick [MASK] fox" and out[1].startswith("  mask 0:") and len(out) == 2
@@ -82,7 +85,7 @@ def test_generate_and_score_a_causal_lm(cli_shards, tmp_path, capsys, monkeypatc
                           (["generate", str(run), "the", "--top-p", "1.5"], "top_p"),
                           (["generate", str(run), "the", "--max-new-tokens", "-1"], "max_new_tokens"),
                           (["generate", str(run), "the " * 300], "context"),
-                          (["fill-mask", str(run), "the [MASK] fox"], "causal"),
+                          (["fill-mask", str(run), "the [MASK] fox"], "`lmlab generate`"),
                           (["score", str(run), ""], "empty")]:
         assert main(argv) == 2, argv
         assert message in capsys.readouterr().err, argv
@@ -145,6 +148,21 @@ def test_tokenizer_must_match_the_shards(cli_shards, corpus_file, tmp_path, caps
     assert main(["pretrain", "--preset", "gpt2-tiny", "--data.path", str(shards), "--train.out_dir",
                  str(tmp_path / "run"), *TRAIN]) == 2
     assert "tokenizer" in capsys.readouterr().err
+
+
+def test_help_shows_defaults_and_prepare_a_summary(cli_shards, corpus_file, tmp_path, capsys):
+    parser = build_parser()
+    for argv, shown in ((["generate"], ["(default: 0.8)", "(default: 50)"]),
+                        (["tokenizer", "train"], ["(default: 8192)", "(default: bpe)"]),
+                        (["prepare"], ["(default: 0.01)"])):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*argv, "--help"])
+        out = capsys.readouterr().out
+        assert all(s in out for s in shown), (argv, out)
+    assert main(["prepare", str(corpus_file), "--tokenizer", str(cli_shards), "--out", str(tmp_path / "s"),
+                 "--quiet", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"wrote {tmp_path / 's'}: train ") and "val " in out and len(out.splitlines()) == 1
 
 
 def test_every_command_has_help(capsys):
