@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import signal
 import threading
@@ -35,7 +36,16 @@ from lmlab.train.distributed import Dist, all_reduce_sum, setup
 from lmlab.train.flops import measure_peak_flops
 from lmlab.train.log import MetricsLog, plot_losses
 from lmlab.train.optim import build_optimizer, lr_at
-from lmlab.train.precision import autocast, check_precision, compute_dtype, grad_scaler, run_precision
+from lmlab.train.precision import (
+    autocast,
+    check_precision,
+    compute_dtype,
+    grad_scaler,
+    precision_warning,
+    run_precision,
+)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -245,7 +255,10 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
     log = MetricsLog(out_dir / "metrics.jsonl", resume_step=step if resume_path else None) if d.is_main else None
 
     n_params = model.num_params()
-    peak = tc.peak_flops or measure_peak_flops(d.device, compute_dtype(tc.precision))  # for this precision
+    # FLOP/s for MFU in this precision; None where it means nothing (bf16 emulated on a CPU)
+    peak = tc.peak_flops or measure_peak_flops(d.device, compute_dtype(tc.precision))
+    if d.is_main and (warning := precision_warning(tc.precision, d.device)) is not None:
+        logger.warning(warning)
     state_common = {"config": cfg.to_dict(), "world_size": d.world_size}
     if log is not None and resume_path is None:
         log.write({"step": 0, "event": "start", "params": n_params, "peak_flops": peak,
@@ -333,9 +346,10 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
                 loss = all_reduce_sum(loss_total.reshape(1).cpu(), d).item() / max(n_global, 1.0)
                 elapsed = time.perf_counter() - window_t
                 tps = window_tokens / max(elapsed, 1e-9)
-                mfu = window_flops / max(elapsed, 1e-9) / (peak * d.world_size)
+                mfu = window_flops / max(elapsed, 1e-9) / (peak * d.world_size) if peak else None
                 window_t, window_tokens, window_flops = time.perf_counter(), 0, 0.0
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{mfu:.1%}", refresh=False)
+                mfu_text = f"{mfu:.1%}" if mfu is not None else "?"
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", mfu=mfu_text, refresh=False)
                 if log is not None:
                     log.write({"step": step, "loss": loss, "lr": lr, "tokens": tokens_seen, "tokens_per_s": tps,
                                "mfu": mfu})
