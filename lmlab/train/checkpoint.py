@@ -9,17 +9,21 @@ A checkpoint directory holds::
     optimizer.safetensors    AdamW moments and every random generator's state (training checkpoints only)
     objective.safetensors    an objective's own weights, e.g. ELECTRA's generator (when it has any)
 
-It is written to a temporary sibling directory and renamed into place, so a
-crash never leaves a half-written checkpoint. Nothing here unpickles.
+It is written to a temporary sibling directory (``.tmp-step-NNNNNN-PID``) and
+renamed into place, so a crash never leaves a half-written checkpoint; the
+temporary directories a killed process left are removed at the next save (see
+:func:`clean_stale`). Nothing here unpickles.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,7 @@ STATE = "training_state.json"
 OPTIMIZER = "optimizer.safetensors"
 OBJECTIVE = "objective.safetensors"
 STEP_DIR = re.compile(r"^step-(\d+)$")
+TEMP_DIR = re.compile(r"^\.(?:tmp-step-\d+|tmp-best|old-best)-(\d+)$")  # ends with the writing process's id
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -105,25 +110,81 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
     own = {k: _full(t.detach()).contiguous() for k, t in _objective_tensors(model, objective).items()}
     if not write:
         return final
+    _check_finite(weights, final)
+    clean_stale(run_dir)
     tmp = run_dir / f".tmp-step-{step:06d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model_dir(tmp, model, tokenizer, weights)
-    if own:  # an objective with weights of its own (ELECTRA's generator): beside the model, not in it
-        save_file(own, str(tmp / OBJECTIVE), metadata={"format": "pt"})
-    for name, g in generators.items():
-        tensors[f"rng.{name}"] = g.get_state()
-    tensors["rng.torch_global"] = torch.get_rng_state()
-    if torch.cuda.is_initialized():
-        tensors["rng.torch_cuda"] = torch.cuda.get_rng_state()
-    save_file(tensors, str(tmp / OPTIMIZER))
-    (tmp / STATE).write_text(json.dumps({**state, "step": step}, indent=2))
-    if final.exists():  # re-saving the same step (e.g. an interrupt right after a periodic save)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with _writing(final, tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_model_dir(tmp, model, tokenizer, weights)
+        if own:  # an objective with weights of its own (ELECTRA's generator): beside the model, not in it
+            save_file(own, str(tmp / OBJECTIVE), metadata={"format": "pt"})
+        for name, g in generators.items():
+            tensors[f"rng.{name}"] = g.get_state()
+        tensors["rng.torch_global"] = torch.get_rng_state()
+        if torch.cuda.is_initialized():
+            tensors["rng.torch_cuda"] = torch.cuda.get_rng_state()
+        save_file(tensors, str(tmp / OPTIMIZER))
+        (tmp / STATE).write_text(json.dumps({**state, "step": step}, indent=2))
+        if final.exists():  # re-saving the same step (e.g. an interrupt right after a periodic save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    # Keep the newest keep_last; a run resumed from an older checkpoint has set the newer ones aside first.
     for old in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _check_finite(weights: dict[str, torch.Tensor], final: Path) -> None:
+    """Never write (and so never prune a good checkpoint for) weights that hold NaN or inf."""
+    bad = [n for n, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"refusing to write {final}: the weights hold NaN or inf (in {', '.join(bad[:3])}); "
+                              f"the checkpoints in {final.parent} are kept")
+
+
+@contextlib.contextmanager
+def _writing(final: Path, tmp: Path) -> Iterator[None]:
+    """Remove the temporary directory of a write that failed; a full or read-only disk is a user's error."""
+    try:
+        yield
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise CheckpointError(f"could not write {final}: {e.strerror or e}"
+                                  f"{f' ({e.filename})' if e.filename else ''}; the checkpoints already in "
+                                  f"{final.parent} are intact") from None
+        raise
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process writes one thing at a time: its own leftovers are stale
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (PermissionError: alive, another user's)
+        return True
+    return True
+
+
+def clean_stale(run_dir: str | Path) -> list[Path]:
+    """Remove what killed writes left in ``run_dir``: ``.tmp-step-*``, ``.tmp-best-*`` and ``.old-best-*``
+    directories whose process (the id that ends the name) is no longer running on this machine, or is this one.
+    A directory of a live process is left alone (it may be writing). A ``best/`` that a kill left missing is put
+    back from its ``.old-best-*``. Returns what was removed."""
+    run_dir = Path(run_dir)
+    removed = []
+    for p in sorted(run_dir.iterdir()) if run_dir.is_dir() else ():
+        if not ((m := TEMP_DIR.match(p.name)) and p.is_dir() and not _alive(int(m.group(1)))):
+            continue
+        if p.name.startswith(".old-best-") and not (run_dir / BEST).exists():
+            os.replace(p, run_dir / BEST)  # killed between moving the old best aside and the new one in
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
 
 
 BEST = "best"
@@ -139,14 +200,17 @@ def save_best(run_dir: str | Path, model: torch.nn.Module, tokenizer, state: dic
     final = run_dir / BEST
     if not write:
         return final
+    _check_finite(weights, final)
+    clean_stale(run_dir)
     tmp, old = run_dir / f".tmp-best-{os.getpid()}", run_dir / f".old-best-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model_dir(tmp, model, tokenizer, weights)
-    (tmp / STATE).write_text(json.dumps(state, indent=2))
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
+    with _writing(final, tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_model_dir(tmp, model, tokenizer, weights)
+        (tmp / STATE).write_text(json.dumps(state, indent=2))
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
     return final
 

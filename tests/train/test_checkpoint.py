@@ -71,10 +71,11 @@ def test_a_crash_while_writing_leaves_no_checkpoint(tmp_path, trained, tokenizer
         save_file(tensors, filename, metadata=metadata)
 
     monkeypatch.setattr(ckpt, "save_file", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="disk full.*intact"):  # a user's error (exit 2), not a traceback
         _save(tmp_path, 2, model, optimizer, tokenizer)
     assert calls and ckpt.list_checkpoints(tmp_path) == [good]
     assert ckpt.resolve_checkpoint(tmp_path) == good
+    assert [p.name for p in tmp_path.iterdir()] == [good.name]  # and no temporary directory is left
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -115,3 +116,28 @@ def test_resume_needs_the_optimizer_state(tmp_path, trained, tokenizer):
         ckpt.load_training_state(path, model, optimizer, {})
     with pytest.raises(CheckpointError, match="neither a checkpoint"):
         ckpt.resolve_checkpoint(tmp_path / "nowhere")
+
+
+def test_leftovers_of_killed_writes_are_cleaned_at_the_next_save(tmp_path, trained, tokenizer):
+    """A kill while writing leaves .tmp-step-* (never a checkpoint); the next save removes those of processes that
+    are gone (or of this one), leaves a live process's alone, and puts back a best/ a kill left moved aside."""
+    import os
+    import subprocess
+    import sys
+
+    model, optimizer = trained
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    live = str(os.getppid())
+    for name in (f".tmp-step-000003-{dead}", f".tmp-step-000004-{os.getpid()}", f".tmp-best-{dead}",
+                 f".tmp-step-000005-{live}"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")  # half written
+    (tmp_path / f".old-best-{dead}").mkdir()
+    (tmp_path / f".old-best-{dead}" / "config.json").write_text('{"kept": true}')
+    assert ckpt.list_checkpoints(tmp_path) == []
+    with pytest.raises(CheckpointError, match="neither a checkpoint"):
+        ckpt.resolve_checkpoint(tmp_path)
+    path = _save(tmp_path, 6, model, optimizer, tokenizer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".tmp-step-000005-{live}", "best", path.name])
+    assert json.loads((tmp_path / "best" / "config.json").read_text()) == {"kept": True}
