@@ -233,6 +233,8 @@ class TrainConfig:
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables clipping
+    # a step whose loss or gradient norm is NaN or inf is skipped (no update); this many in a row stop the run
+    max_bad_steps: int = 5
     eval_every: int = 200
     eval_batches: int = 20
     save_every: int = 500
@@ -254,7 +256,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "eval_batches", "save_every",
-                     "keep_last", "log_every"):
+                     "keep_last", "log_every", "max_bad_steps"):
             _check(getattr(self, name) > 0, f"train.{name} must be positive, got {getattr(self, name)}")
         _check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
         _check(0.0 <= self.min_lr_ratio <= 1.0, "train.min_lr_ratio must be within [0, 1]")

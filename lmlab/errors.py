@@ -25,3 +25,8 @@ class InteropError(CheckpointError):
     """A Hugging Face model directory cannot be imported (missing file, unknown family, a missing, mis-shaped or
     unexpected tensor), or an lmlab model has no Hugging Face equivalent to export to. A kind of
     :class:`CheckpointError`, so code that loads any checkpoint catches both."""
+
+
+class DivergedError(LmlabError):
+    """A training run stopped because its loss or gradient norm was not finite for ``train.max_bad_steps`` steps in
+    a row; its last good checkpoint is kept."""

@@ -3,28 +3,61 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
+from lmlab.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+
+def _records(text: str) -> tuple[list[dict[str, Any]], int]:
+    """The records of a metrics log, and how many lines were unreadable (a line a kill cut short)."""
+    records, torn = [], 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            torn += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            torn += 1
+    return records, torn
+
 
 class MetricsLog:
-    """Appends one JSON object per line. On resume, drops records past the resumed step."""
+    """Appends one JSON object per line. On resume, drops records past the resumed step and lines a kill cut
+    short."""
 
     def __init__(self, path: str | Path, resume_step: int | None = None) -> None:
         self.path = Path(path)
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            records, torn = _records(self.path.read_text(encoding="utf-8", errors="replace"))
+            if torn:
+                logger.warning("%s: dropped %d unreadable line(s) (cut short when the run was killed)", self.path,
+                               torn)
+            kept = [r for r in records if r.get("step", 0) <= resume_step]
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, self.path)  # a kill now leaves the old log or the new one
         elif resume_step is None:
             self.path.write_text("")
 
     def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:  # a full or read-only disk
+            raise CheckpointError(f"cannot write {self.path}: {e.strerror or e}") from None
 
     def read(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return _records(self.path.read_text(encoding="utf-8", errors="replace"))[0]
 
 
 def plot_losses(records: list[dict[str, Any]], path: str | Path, title: str = "", metric: str | None = None) -> None:
@@ -35,8 +68,8 @@ def plot_losses(records: list[dict[str, Any]], path: str | Path, title: str = ""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
     if train:
         ax.plot(*zip(*train, strict=True), label="train loss", lw=1.2)
@@ -60,5 +93,9 @@ def plot_losses(records: list[dict[str, Any]], path: str | Path, title: str = ""
         handles, labels = handles + more[0], labels + more[1]
     ax.legend(handles, labels)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        fig.savefig(path)
+    except OSError as e:  # a plot is not worth stopping a run for; a checkpoint that cannot be written is
+        logger.warning("could not write %s: %s", path, e.strerror or e)
+    finally:
+        plt.close(fig)

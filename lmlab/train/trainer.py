@@ -12,6 +12,8 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
+import shutil
 import signal
 import threading
 import time
@@ -22,12 +24,13 @@ from typing import Any
 
 import torch
 from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from lmlab.config import Config, config_from_dict
 from lmlab.data import Sampler, TokenDataset
-from lmlab.errors import CheckpointError, ConfigError
+from lmlab.errors import CheckpointError, ConfigError, DivergedError
 from lmlab.model import build_model
 from lmlab.objectives import Batch, Objective, build_objective, objective_tokenizer
 from lmlab.tokenizer import Tokenizer
@@ -129,7 +132,7 @@ def evaluate(model: torch.nn.Module, objective: Objective, batches: Iterable[tup
         m.train(was_training)
     val_loss = loss_sum / max(n_sum, 1)
     out = {"val_loss": val_loss}
-    if objective.name != "classify":  # a language-model loss: its exponential is a perplexity
+    if objective.perplexity:  # a language-model loss: its exponential is a perplexity
         out["val_ppl"] = math.exp(min(val_loss, 50.0))
     if has_correct:
         out["val_accuracy"] = correct / max(n_sum, 1)
@@ -205,10 +208,56 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
 
 
 def check_fresh_out_dir(out_dir: Path, resume_path: Path | None) -> None:
-    """Refuse to start a new run in a directory that holds another run's checkpoints."""
-    if resume_path is None and ckpt.list_checkpoints(out_dir):
+    """Refuse a ``train.out_dir`` that holds another run's checkpoints (a new run, or a resumed one whose
+    checkpoint lives elsewhere: it may continue into an empty directory, a branch of that run), that is a file,
+    or that cannot be written; create it."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"train.out_dir {out_dir} is a file, not a directory; choose another train.out_dir")
+    held = ckpt.list_checkpoints(out_dir)
+    if held and resume_path is None:
         raise CheckpointError(f"{out_dir} already holds checkpoints; continue with --resume {out_dir}, "
                               "or choose another train.out_dir")
+    if held and not Path(resume_path).resolve().parent == out_dir.resolve():
+        raise CheckpointError(f"train.out_dir {out_dir} holds another run's checkpoints ({held[-1].name}), not "
+                              f"those of {resume_path}; resuming would write among them. Continue that run with "
+                              f"--resume {out_dir}, or give --train.out_dir an empty or new directory to continue "
+                              f"{resume_path} there")
+    probe = out_dir / f".lmlab-write-test-{os.getpid()}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise CheckpointError(f"cannot write to train.out_dir {out_dir}: {e.strerror or e}; choose a writable "
+                              "train.out_dir") from None
+
+
+def _set_aside_newer(out_dir: Path, resume_path: Path, step: int) -> Path | None:
+    """Resuming from an older checkpoint of this run: move its newer checkpoints (and a newer ``best/``), with a
+    copy of metrics.jsonl, into ``out_dir/superseded-step-NNNNNN[-k]``. They are kept, but neither pruned in favour
+    of the new branch's checkpoints nor taken for its newest by a later ``--resume``."""
+    newer = [p for p in ckpt.list_checkpoints(out_dir) if int(p.name.split("-")[1]) > step]
+    best = out_dir / ckpt.BEST
+    if best.is_dir():
+        try:
+            if ckpt.read_json(best / ckpt.STATE).get("step", 0) > step:
+                newer.append(best)
+        except CheckpointError:
+            pass
+    if not newer or resume_path.resolve().parent != out_dir.resolve():
+        return None
+    aside = out_dir / f"superseded-step-{step:06d}"
+    k = 1
+    while aside.exists():
+        k += 1
+        aside = out_dir / f"superseded-step-{step:06d}-{k}"
+    aside.mkdir()
+    if (out_dir / "metrics.jsonl").is_file():
+        shutil.copy2(out_dir / "metrics.jsonl", aside / "metrics.jsonl")
+    for p in newer:
+        os.replace(p, aside / p.name)
+    return aside
 
 
 def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, model: torch.nn.Module,
@@ -249,16 +298,28 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
             scaler.load_state_dict(state["grad_scaler"])
         sampler.restore(state.get("data_state", {}))
         best = state.get("best", best)
+        if d.is_main and (aside := _set_aside_newer(out_dir, resume_path, step)) is not None:
+            logger.warning("resuming from step %d: the newer checkpoints of %s were moved to %s", step, out_dir,
+                           aside)
     runner = DDP(step_module) if d.world_size > 1 and not fsdp else step_module
     if tc.compile:
         runner = torch.compile(runner)
-    log = MetricsLog(out_dir / "metrics.jsonl", resume_step=step if resume_path else None) if d.is_main else None
+    try:
+        log = MetricsLog(out_dir / "metrics.jsonl", resume_step=step if resume_path else None) if d.is_main \
+            else None
+    except OSError as e:
+        raise CheckpointError(f"cannot write {out_dir / 'metrics.jsonl'}: {e.strerror or e}") from None
 
     n_params = model.num_params()
     # FLOP/s for MFU in this precision; None where it means nothing (bf16 emulated on a CPU)
     peak = tc.peak_flops or measure_peak_flops(d.device, compute_dtype(tc.precision))
-    if d.is_main and (warning := precision_warning(tc.precision, d.device)) is not None:
-        logger.warning(warning)
+    if d.is_main:
+        if (warning := precision_warning(tc.precision, d.device)) is not None:
+            logger.warning(warning)
+        if tc.max_steps < tc.warmup_steps:
+            logger.warning("train.max_steps (%d) is below train.warmup_steps (%d): the learning rate never gets "
+                           "past %.3g of train.lr (%g); lower train.warmup_steps", tc.max_steps, tc.warmup_steps,
+                           tc.max_steps / tc.warmup_steps, tc.lr)
     state_common = {"config": cfg.to_dict(), "world_size": d.world_size}
     if log is not None and resume_path is None:
         log.write({"step": 0, "event": "start", "params": n_params, "peak_flops": peak,
@@ -277,7 +338,30 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
                 "data_state": sampler.checkpoint_state(), **({"best": best} if task is not None else {}),
                 **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {})}
 
+    # Non-finite guard: a step whose loss or gradient norm is NaN or inf is skipped on the device (no sync);
+    # the counts are read where the loop syncs anyway (logging, saving).
+    params = [p for p in step_module.parameters() if p.requires_grad]
+    fused = bool(optimizer.defaults.get("fused"))  # fused AdamW skips a step itself when told (found_inf)
+    zero = torch.zeros((), dtype=torch.int64, device=d.device)
+    bad_run, bad_worst, bad_total = zero.clone(), zero.clone(), zero.clone()  # this streak, the longest, all
+
+    def check_bad() -> int:
+        """Stop (raise) if ``train.max_bad_steps`` steps in a row were not finite; the number skipped so far."""
+        run, worst, total = torch.stack([bad_run, bad_worst, bad_total]).tolist()
+        if worst >= tc.max_bad_steps:
+            bar.close()
+            if log is not None:
+                log.write({"step": step, "event": "diverged", "skipped_steps": total})
+            kept = (f"the last good checkpoint is {checkpoint}: continue from it with --resume {checkpoint} and a "
+                    "lower train.lr, a train.grad_clip or another train.precision") if checkpoint is not None \
+                else "no checkpoint had been written"
+            raise DivergedError(f"the loss or gradient norm was NaN or inf in {worst} steps in a row "
+                                f"(train.max_bad_steps = {tc.max_bad_steps}; {total} skipped in all); stopped at "
+                                f"step {step} without saving; {kept}")
+        return total
+
     def save() -> Path:
+        check_bad()
         # every rank takes part (FSDP gathers its shards); the main one writes
         path = ckpt.save_checkpoint(out_dir, step, model, tokenizer, optimizer, generators, state(),
                                     tc.keep_last, owned, write=d.is_main)
@@ -328,10 +412,27 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
                 window_tokens += batch.num_tokens() * d.world_size
             if tc.grad_clip > 0:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(step_module.parameters(), tc.grad_clip)
-            scaler.step(optimizer)
+                norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            else:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            if isinstance(norm, DTensor):
+                norm = norm.full_tensor()
+            bad = ~torch.isfinite(loss_total)
+            if not scaler.is_enabled():  # fp16: an inf gradient is the loss scaler's to skip (and rescale)
+                bad |= ~torch.isfinite(norm)
+            if d.world_size > 1:  # the loss is this rank's: every rank must skip the same steps
+                bad = all_reduce_sum(bad.to(torch.float32).reshape(1), d).reshape(()) > 0
+            if fused and not scaler.is_enabled():
+                optimizer.found_inf = bad.to(torch.float32)  # the update is skipped on the device when it is 1
+                optimizer.step()
+                del optimizer.found_inf
+            elif scaler.is_enabled() or not bad.item():  # (fp16 skips inside the scaler; foreach AdamW syncs)
+                scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
+            bad_run = (bad_run + 1) * bad
+            bad_worst = torch.maximum(bad_worst, bad_run)
+            bad_total = bad_total + bad
             step += 1
             tokens_seen += sum(b.num_tokens() for b in batches) * d.world_size
             if tc.compile and step == first_step + 1:  # the first step compiles: report it, leave it out of tok/s
@@ -343,6 +444,7 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
                     bar.write(f"torch.compile: first step took {compile_s:.1f} s")
 
             if step % tc.log_every == 0 or step == last_step:
+                skipped = check_bad()
                 loss = all_reduce_sum(loss_total.reshape(1).cpu(), d).item() / max(n_global, 1.0)
                 elapsed = time.perf_counter() - window_t
                 tps = window_tokens / max(elapsed, 1e-9)
@@ -351,8 +453,12 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
                 mfu_text = f"{mfu:.1%}" if mfu is not None else "?"
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", mfu=mfu_text, refresh=False)
                 if log is not None:
-                    log.write({"step": step, "loss": loss, "lr": lr, "tokens": tokens_seen, "tokens_per_s": tps,
-                               "mfu": mfu})
+                    log.write({"step": step, "loss": loss if math.isfinite(loss) else None, "lr": lr,
+                               "tokens": tokens_seen, "tokens_per_s": tps, "mfu": mfu,
+                               **({"skipped_steps": skipped} if skipped else {})})
+                if d.is_main and not tc.progress:  # no bar (CI, nohup): a plain line instead
+                    print(f"step {step}/{last_step}: loss {loss:.4f}, lr {lr:.3g}, {tps:,.0f} tok/s, mfu {mfu_text}"
+                          + (f", {skipped} skipped" if skipped else ""), flush=True)
             if step % tc.eval_every == 0 or step == last_step:
                 eval_t = time.perf_counter()
                 last_eval = evaluate(model, objective, val_batches(), d.device, precision=tc.precision,
@@ -367,9 +473,10 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
                     log.write({"step": step, **last_eval, **({"best": True} if new_best else {})})
                     plot_losses(log.read(), out_dir / "loss.png", f"{cfg.objective.name} · {cfg.model.arch}",
                                 metric=task.metric if task is not None else None)
-                if d.is_main and tc.progress:
-                    bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items())
-                              + (" (best so far)" if new_best else ""))
+                if d.is_main:
+                    (bar.write if tc.progress else print)(
+                        f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items())
+                        + (" (best so far)" if new_best else ""))
             bar.update(1)
             patience_out = task is not None and task.patience > 0 and best["stale"] >= task.patience
             if patience_out and step % tc.eval_every == 0 and d.is_main and tc.progress:
@@ -378,7 +485,8 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
             stopping = stop.set or step == last_step or patience_out
             if d.world_size > 1:  # every rank must agree to stop, or the others hang in the next all-reduce
                 stopping = bool(all_reduce_sum(torch.tensor([float(stopping)]), d).item())
-            if step % tc.save_every == 0 or stopping:
+            # a periodic checkpoint is not written in the middle of skipped steps (the next good one is saved)
+            if stopping or (step % tc.save_every == 0 and check_bad() >= 0 and not bool(bad_run)):
                 checkpoint = save()
             if stopping:
                 interrupted = stop.set

@@ -1,0 +1,165 @@
+"""Faults a long run meets: a non-finite loss, a full or read-only disk, a wrong out_dir, a resume from an older
+checkpoint, a metrics log torn by a kill. Each keeps every good checkpoint and ends with a clear error."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import re
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_trainer import _cfg  # (tests/train is on sys.path under pytest)
+
+from lmlab.cli import main
+from lmlab.errors import CheckpointError, ConfigError
+from lmlab.objectives.clm import CausalLM
+from lmlab.train import checkpoint as ckpt
+from lmlab.train import pretrain
+
+FAST = {"eval_every": 100, "grad_accum": 1}
+
+
+def _nan_at(monkeypatch, steps: set[int]) -> None:
+    """The causal-LM loss is NaN at these training steps (1-based; one micro-batch a step)."""
+    loss, calls = CausalLM.loss, []
+
+    def poisoned(self, model, batch):
+        out = loss(self, model, batch)
+        if model.training:
+            calls.append(1)
+            if len(calls) in steps:
+                return (out[0] * float("nan"), *out[1:])
+        return out
+
+    monkeypatch.setattr(CausalLM, "loss", poisoned)
+
+
+def _records(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_nan_step_is_skipped_and_counted(shards, tmp_path, monkeypatch):
+    _nan_at(monkeypatch, {3, 4})
+    result = pretrain(_cfg(shards, tmp_path / "run", max_steps=6, **FAST))
+    assert result.step == 6
+    tensors = {**load_file(str(result.checkpoint / "model.safetensors")),
+               **load_file(str(result.checkpoint / "optimizer.safetensors"))}
+    assert all(torch.isfinite(t).all() for t in tensors.values())
+    assert {float(t) for k, t in tensors.items() if k.endswith(".step")} == {4.0}  # AdamW took 6 - 2 steps
+    losses = {r["step"]: r for r in _records(tmp_path / "run") if "loss" in r}
+    assert losses[3]["loss"] is None and losses[3]["skipped_steps"] == 1 and losses[6]["skipped_steps"] == 2
+
+
+def test_a_diverged_run_stops_and_keeps_its_good_checkpoints(shards, tmp_path, monkeypatch, capsys):
+    """NaN from step 5 on: the run stops after train.max_bad_steps of them, exit 2, with steps 2 and 4 kept."""
+    _nan_at(monkeypatch, set(range(5, 100)))
+    run = tmp_path / "run"
+    args = ["pretrain", "--preset", "gpt2-tiny", f"--data.path={shards}", "--data.seq_len=32",
+            f"--train.out_dir={run}", "--train.max_steps=20", "--train.save_every=2", "--train.keep_last=2",
+            "--train.max_bad_steps=3", "--train.log_every=10", "--train.eval_every=100", "--train.batch_size=4",
+            "--train.warmup_steps=1", "--train.peak_flops=1e11", "--train.progress=false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmlab: error:") and re.search(r"in [34] steps in a row", err) and "step-000004" in err
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-000002", "step-000004"]
+    weights = load_file(str(run / "step-000004" / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    assert _records(run)[-1]["event"] == "diverged"
+
+
+def test_non_finite_weights_are_never_saved(tmp_path, tokenizer):
+    from lmlab.config import TrainConfig, model_preset
+    from lmlab.model import build_model
+    from lmlab.train.optim import build_optimizer
+
+    model = build_model(model_preset("gpt2-tiny", vocab_size=tokenizer.vocab_size))
+    optimizer = build_optimizer(model, TrainConfig())
+    good = ckpt.save_checkpoint(tmp_path, 1, model, tokenizer, optimizer, {}, {}, keep_last=1)
+    with torch.no_grad():
+        next(model.parameters())[0] = float("nan")
+    with pytest.raises(CheckpointError, match="NaN or inf"):
+        ckpt.save_checkpoint(tmp_path, 2, model, tokenizer, optimizer, {}, {}, keep_last=1)
+    assert ckpt.list_checkpoints(tmp_path) == [good]
+
+
+def test_resume_refuses_an_out_dir_that_holds_another_run(shards, tmp_path):
+    a = pretrain(_cfg(shards, tmp_path / "a", max_steps=2, **FAST))
+    b = pretrain(_cfg(shards, tmp_path / "b", max_steps=2, **FAST))
+    with pytest.raises(CheckpointError, match="another run's checkpoints"):
+        pretrain(_cfg(shards, tmp_path / "b", max_steps=3, **FAST), resume=a.checkpoint)
+    assert ckpt.list_checkpoints(tmp_path / "b") == [b.checkpoint]
+    # an empty directory is a branch of run a
+    branch = pretrain(_cfg(shards, tmp_path / "branch", max_steps=3, **FAST), resume=a.checkpoint)
+    assert branch.step == 3 and ckpt.list_checkpoints(tmp_path / "a") == [a.checkpoint]
+
+
+def test_resuming_an_older_checkpoint_sets_the_newer_aside(shards, tmp_path):
+    """Run to step 6 (keeping 4 and 6), resume from 4: the new step 5 is neither pruned at once nor is step 4;
+    step 6 of the first run is moved aside, kept, and not taken for the newest."""
+    run = tmp_path / "run"
+    pretrain(_cfg(shards, run, max_steps=6, save_every=2, keep_last=2, **FAST))
+    old6 = load_file(str(run / "step-000006" / "model.safetensors"))
+    result = pretrain(_cfg(shards, run, max_steps=6, save_every=2, keep_last=2, **FAST),
+                      resume=run / "step-000004", stop_after=5)
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-000004", "step-000005"]
+    assert ckpt.resolve_checkpoint(run) == result.checkpoint
+    aside = run / "superseded-step-000004"
+    assert [p.name for p in ckpt.list_checkpoints(aside)] == ["step-000006"]
+    assert max(r["step"] for r in _records(aside)) == 6 and max(r["step"] for r in _records(run)) == 5
+    again = pretrain(_cfg(shards, run, max_steps=6, save_every=2, keep_last=2, **FAST), resume=run)
+    new6 = load_file(str(again.checkpoint / "model.safetensors"))
+    assert all(torch.equal(old6[k], new6[k]) for k in old6)  # the same run, continued exactly
+
+
+def test_out_dir_a_file_or_read_only(shards, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        pretrain(_cfg(shards, tmp_path / "file", max_steps=1, **FAST))
+
+    def read_only(self, data):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr("pathlib.Path.write_bytes", read_only)
+    with pytest.raises(CheckpointError, match="cannot write to train.out_dir .*Permission denied"):
+        pretrain(_cfg(shards, tmp_path / "ro", max_steps=1, **FAST))
+
+
+def test_a_full_disk_stops_the_run_and_keeps_the_checkpoints(shards, tmp_path, monkeypatch, capsys):
+    save_file, calls = ckpt.save_file, []
+
+    def full(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) > 2:  # the second checkpoint (weights, then optimizer state)
+            raise OSError(errno.ENOSPC, "No space left on device", filename)
+        save_file(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(ckpt, "save_file", full)
+    run = tmp_path / "run"
+    args = ["pretrain", "--preset", "gpt2-tiny", f"--data.path={shards}", "--data.seq_len=32",
+            f"--train.out_dir={run}", "--train.max_steps=4", "--train.save_every=2", "--train.eval_every=100",
+            "--train.batch_size=4", "--train.peak_flops=1e11", "--train.progress=false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmlab: error: could not write") and "No space left on device" in err
+    assert [p.name for p in run.iterdir() if "step" in p.name] == ["step-000002"]
+
+
+def test_resume_after_a_torn_metrics_line(shards, tmp_path):
+    run = tmp_path / "run"
+    pretrain(_cfg(shards, run, max_steps=2, **FAST))
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "lo')  # killed in the middle of a write
+    result = pretrain(_cfg(shards, run, max_steps=3, **FAST), resume=run)
+    assert result.step == 3 and [r["step"] for r in _records(run) if "loss" in r] == [1, 2, 3]
+
+
+def test_without_a_progress_bar_a_line_every_log_every_steps(shards, tmp_path, capsys, caplog):
+    with caplog.at_level(logging.WARNING):
+        pretrain(_cfg(shards, tmp_path / "run", max_steps=4, log_every=2, warmup_steps=10, **FAST))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert [line.split(":")[0] for line in lines] == ["step 2/4", "step 4/4", "step 4"]  # (+ the evaluation)
+    assert "loss" in lines[0] and "tok/s" in lines[0]
+    assert "train.max_steps (4) is below train.warmup_steps (10)" in caplog.text
