@@ -24,3 +24,19 @@ def hf_bert(vocab: int, d: int, layers: int, heads: int, max_len: int) -> transf
         attn_implementation="sdpa"))
     assert model.config._attn_implementation == "sdpa"
     return model
+
+
+def hf_t5(vocab: int, d: int, layers: int, heads: int, d_ff: int) -> transformers.T5ForConditionalGeneration:
+    """A randomly initialised T5 v1.1 (gated GELU, relative bias 32 buckets up to 128, untied head, pad 0 = the
+    decoder's start, EOS 1). transformers 5 builds every T5 with its head tied to the embeddings; a v1.1
+    checkpoint has its own ``lm_head.weight``, so the head gets its own tensor (initialised as T5 does, std 1)."""
+    import torch
+
+    model = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=vocab, d_model=d, d_kv=d // heads, d_ff=d_ff, num_layers=layers, num_decoder_layers=layers,
+        num_heads=heads, feed_forward_proj="gated-gelu", dropout_rate=0.0, tie_word_embeddings=False,
+        relative_attention_num_buckets=32, relative_attention_max_distance=128, decoder_start_token_id=0,
+        pad_token_id=0, eos_token_id=1, attn_implementation="sdpa"))
+    model.lm_head.weight = torch.nn.Parameter(torch.randn(vocab, d))
+    assert model.config._attn_implementation == "sdpa" and not model.config.scale_decoder_outputs
+    return model

@@ -33,6 +33,7 @@ RUNS = [
     ("generate", "Generation, greedy, 128 new tokens", "generate.py", ["--runs", "5"]),
     ("generate-1", "Generation on one thread", "generate.py", ["--runs", "5", "--threads", "1"]),
     ("objectives", "Batch construction per objective", "objectives.py", []),
+    ("finetune", "Fine-tuning and beam-search evaluation, seq2seq (T5-like)", "finetune.py", []),
 ]
 
 
@@ -111,6 +112,15 @@ def aims(rows: dict[str, list[dict] | None]) -> list[tuple[str, str, str, bool |
                    f"({max(r, key=lambda x: x['share'])['objective']})", max(x["share"] for x in r)),
         lambda v: v < 0.03)
     add("peak memory of a training step vs transformers", "<= 1.0x", "memory", ratios, lambda v: max(v) <= 1.0)
+    for kind, aim, target in (("finetune", "seq2seq fine-tuning tokens/s vs transformers (Seq2SeqTrainer's step)", 1.0),
+                              ("evaluate", "beam-search evaluation sentences/s vs transformers.generate", 1.3)):
+        add(aim, f">= {target}x", "finetune",
+            lambda r, k=kind: (f"{next(x['ratio'] for x in r if x['kind'] == k):.2f}x",
+                               next(x["ratio"] for x in r if x["kind"] == k)),
+            lambda v, t=target: v >= t)
+    add("beam-search evaluation gives transformers' outputs exactly", "identical", "finetune",
+        lambda r: (next(f"{x['differ']} of {x['n']} differ" for x in r if x["kind"] == "evaluate"),
+                   next(x["same"] for x in r if x["kind"] == "evaluate")), lambda v: v)
     return out
 
 
