@@ -77,11 +77,14 @@ def _train(args: argparse.Namespace, overrides: list[str], run) -> None:
         result = run(cfg, resume=args.resume)
     finally:
         teardown()
+    speaks = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone says how it ended
     if result.interrupted:
-        print(f"interrupted; saved step {result.step} to {result.checkpoint}; continue with --resume "
-              f"{result.out_dir}", file=sys.stderr)
+        if speaks:
+            print(f"interrupted; saved step {result.step} to {result.checkpoint}; continue with --resume "
+                  f"{result.out_dir}", file=sys.stderr)
         raise KeyboardInterrupt
-    print(f"done; saved step {result.step} to {result.checkpoint}")
+    if speaks:
+        print(f"done; saved step {result.step} to {result.checkpoint}")
 
 
 def _demo(args: argparse.Namespace, overrides: list[str]) -> None:

@@ -13,6 +13,7 @@ This module holds only serializable values and never imports torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -258,7 +259,7 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "eval_batches", "save_every",
                      "keep_last", "log_every", "max_bad_steps"):
             _check(getattr(self, name) > 0, f"train.{name} must be positive, got {getattr(self, name)}")
-        _check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
+        _check(math.isfinite(self.lr) and self.lr > 0, f"train.lr must be a positive number, got {self.lr}")
         _check(0.0 <= self.min_lr_ratio <= 1.0, "train.min_lr_ratio must be within [0, 1]")
         _check(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
         _check(self.parallel in ("ddp", "fsdp"), f"train.parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")

@@ -308,7 +308,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
         InteropError: a Hugging Face directory that cannot be imported (see :func:`lmlab.interop.load_hf`).
     """
     from lmlab.model import build_model
-    from lmlab.tokenizer import Tokenizer
+    from lmlab.tokenizer import Tokenizer, check_model_vocab
 
     path = resolve_model_dir(path)
     raw = read_json(path / CONFIG)
@@ -321,6 +321,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
         except InteropError as e:
             raise InteropError(f"{path / CONFIG} has model_type {model_type!r}, so {path} is read as a Hugging "
                                f"Face model directory, and: {e}") from None
+        check_model_vocab(tokenizer, model.config.vocab_size, path)
         return model.to(device).eval(), tokenizer
     model = build_model(read_model_config(path))
     load_weights(model, path)
@@ -335,6 +336,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
         tokenizer = Tokenizer.load(path / TOKENIZER)
     except LmlabError as e:
         raise CheckpointError(f"checkpoint {path}: {e}") from None
+    check_model_vocab(tokenizer, model.config.vocab_size, path)
     return model.to(device).eval(), tokenizer
 
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from lmlab.config import Config, config_from_dict
 from lmlab.data import Sampler, TokenDataset
+from lmlab.data.prepare import check_shard_dir
 from lmlab.errors import CheckpointError, ConfigError, DivergedError
 from lmlab.model import build_model
 from lmlab.objectives import Batch, Objective, build_objective, objective_tokenizer
@@ -117,25 +118,23 @@ def evaluate(model: torch.nn.Module, objective: Objective, batches: Iterable[tup
     for m in modules:
         m.eval()
     generator = torch.Generator().manual_seed(seed)
-    loss_sum = n_sum = correct = 0.0
-    has_correct = False
+    loss_sum = n_sum = 0.0
+    sums: dict[str, float] = {}
     for args in batches:
         batch = objective.make_batch(*args, generator).to(device)
         with autocast(precision, device):  # through ``forward`` (the trainer's step module) when given: FSDP's hooks
             loss, n, metrics = forward(batch) if forward is not None else objective.loss(model, batch)
         loss_sum += loss.item()
         n_sum += n.item()
-        if "correct" in metrics:
-            has_correct = True
-            correct += metrics["correct"].item()
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
     for m in modules:
         m.train(was_training)
     val_loss = loss_sum / max(n_sum, 1)
     out = {"val_loss": val_loss}
     if objective.perplexity:  # a language-model loss: its exponential is a perplexity
         out["val_ppl"] = math.exp(min(val_loss, 50.0))
-    if has_correct:
-        out["val_accuracy"] = correct / max(n_sum, 1)
+    out.update({f"val_{k}": v for k, v in objective.report(sums, n_sum).items()})  # e.g. accuracy
     return out
 
 
@@ -169,6 +168,7 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
     resume_path = ckpt.resolve_checkpoint(resume) if resume is not None else None
     if not cfg.data.path:
         raise ConfigError("data.path is empty: set it to a directory written by `lmlab prepare`")
+    check_shard_dir(cfg.data.path)  # a raw corpus given as data.path: say to run `lmlab prepare` first
     tokenizer = Tokenizer.load(Path(cfg.data.path) / "tokenizer.json")
     train_set = TokenDataset.open(cfg.data.path, "train", tokenizer)  # checks the shards match the tokenizer
     val_set = TokenDataset.open(cfg.data.path, "val", tokenizer)
@@ -397,6 +397,7 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
             window_flops += sum(objective.flops(model, b) for b in batches) * d.world_size  # (on the CPU batches)
             n_global = all_reduce_sum(torch.tensor([float(n_local)]), d).item()
             loss_total = torch.zeros((), device=d.device)
+            metric_sums: dict[str, torch.Tensor] = {}  # the objective's summed metrics of this step
             for i, batch in enumerate(batches):
                 batch = batch.to(d.device)
                 sync = i == len(batches) - 1 or d.world_size == 1
@@ -405,10 +406,12 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
                 ctx = contextlib.nullcontext() if sync or fsdp else runner.no_sync()
                 with ctx:
                     with autocast(tc.precision, d.device):
-                        loss_sum, _, _ = runner(batch)
+                        loss_sum, _, metrics = runner(batch)
                     # DDP averages gradients over ranks; scale so the result is sum / global targets.
                     scaler.scale(loss_sum * (d.world_size / max(n_global, 1.0))).backward()
                 loss_total += loss_sum.detach()
+                for k, v in metrics.items():
+                    metric_sums[k] = metric_sums.get(k, 0.0) + v.detach().float()
                 window_tokens += batch.num_tokens() * d.world_size
             if tc.grad_clip > 0:
                 scaler.unscale_(optimizer)
@@ -446,6 +449,9 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
             if step % tc.log_every == 0 or step == last_step:
                 skipped = check_bad()
                 loss = all_reduce_sum(loss_total.reshape(1).cpu(), d).item() / max(n_global, 1.0)
+                keys = sorted(metric_sums)
+                summed = all_reduce_sum(torch.stack([metric_sums[k] for k in keys]).cpu(), d).tolist() if keys else []
+                reported = objective.report(dict(zip(keys, summed, strict=True)), n_global)
                 elapsed = time.perf_counter() - window_t
                 tps = window_tokens / max(elapsed, 1e-9)
                 mfu = window_flops / max(elapsed, 1e-9) / (peak * d.world_size) if peak else None
@@ -454,7 +460,7 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", mfu=mfu_text, refresh=False)
                 if log is not None:
                     log.write({"step": step, "loss": loss if math.isfinite(loss) else None, "lr": lr,
-                               "tokens": tokens_seen, "tokens_per_s": tps, "mfu": mfu,
+                               "tokens": tokens_seen, "tokens_per_s": tps, "mfu": mfu, **reported,
                                **({"skipped_steps": skipped} if skipped else {})})
                 if d.is_main and not tc.progress:  # no bar (CI, nohup): a plain line instead
                     print(f"step {step}/{last_step}: loss {loss:.4f}, lr {lr:.3g}, {tps:,.0f} tok/s, mfu {mfu_text}"

@@ -93,6 +93,7 @@ def test_two_processes_match_one(task_tokenizer, reversal_data, class_data, tmp_
                           "-m", "lmlab", *common, "--train.batch_size", "4", "--train.out_dir", str(tmp_path / "two")],
                          env=env, capture_output=True, text=True)
     assert two.returncode == 0, two.stderr
+    assert two.stdout.count("done; saved") == 1  # rank 0 alone says how it ended
     losses = [[r["loss"] for r in _rows(tmp_path / run / "metrics.jsonl") if "loss" in r] for run in ("one", "two")]
     assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], abs=1e-5)
 
