@@ -200,9 +200,10 @@ def evaluate(path: str | Path, data: str | Path, split: str = "test", *, num_bea
     guesses = baselines(kind, examples.inputs, examples.outputs, train_labels, lang)
     from lmlab.train.checkpoint import resolve_model_dir
 
-    out_dir = Path(out) if out is not None else resolve_model_dir(path).parent / f"eval-{split}"
-    if resolve_model_dir(path) == Path(path):  # a checkpoint directory itself: beside it
-        out_dir = Path(out) if out is not None else Path(path).parent / f"eval-{split}-{Path(path).name}"
+    if out is None:  # a run: RUN/eval-SPLIT; a checkpoint directory given itself: beside it, named after it
+        model_dir = resolve_model_dir(path)
+        out = model_dir.parent / (f"eval-{split}" if model_dir != Path(path) else f"eval-{split}-{model_dir.name}")
+    out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
         for x, ref, pred in zip(examples.inputs, examples.outputs, predictions, strict=True):
