@@ -32,6 +32,15 @@ def test_reads_jsonl_tsv_csv_and_hf_translation_rows(tmp_path):
     assert (hf.inputs, hf.outputs) == (["Hallo"], ["Hello"])
 
 
+def test_reads_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["apple", "car"], "label": ["fruit", "vehicle"]}), tmp_path / "a.parquet")
+    examples = read_examples(tmp_path / "a.parquet", "classify")
+    assert (examples.inputs, examples.outputs) == (["apple", "car"], ["fruit", "vehicle"])
+
+
 @pytest.mark.parametrize("content, message", [
     ('{"source": "a"}\n', "a.jsonl:1: no field 'target'"),
     ('{"source": "a", "target": "b"}\n{"source": "a", "target": "  "}\n', "a.jsonl:2: field 'target' is empty"),
