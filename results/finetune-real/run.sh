@@ -11,7 +11,7 @@ EXP=${EXP:-runs/real}
 LM=.venv/bin/lmlab
 HERE=results/finetune-real
 mkdir -p "$EXP"
-step() { echo "== $(date -u +%H:%M:%S) $*"; /usr/bin/time -f "   wall %e s" "$@"; }
+step() { echo "== $(date -u +%H:%M:%S) $*" >&2; /usr/bin/time -f "   wall %e s" "$@"; }
 [ -f "$EXP/corpus.jsonl" ] || step .venv/bin/python $HERE/build_corpus.py "$DATA" "$EXP/corpus.jsonl"
 [ -f "$EXP/tok/tokenizer.json" ] || step $LM tokenizer train "$EXP/corpus.jsonl" --out "$EXP/tok" --vocab-size 16000 --sentinels 100
 [ -f "$EXP/shards/manifest.json" ] || step $LM prepare "$EXP/corpus.jsonl" --tokenizer "$EXP/tok" --out "$EXP/shards" --quiet > /dev/null
@@ -24,4 +24,12 @@ for task in mt summaries; do
     [ -d "$out/best" ] || step $LM finetune --config $HERE/$task.toml --init "$EXP/t5-span" $flag --data.train "$data" --train.out_dir "$out"
     step $LM evaluate "$out" --data "$data" --split test --num-beams 4 --json > "$out/test.json"
   done
+done
+# The translation pair again with 4x the fine-tuning steps (about 10 minutes each on 2 cores).
+for init in pretrained scratch; do
+  out=$EXP/mt-long-$init
+  flag=""; [ $init = scratch ] && flag="--scratch"
+  [ -d "$out/best" ] || step $LM finetune --config $HERE/mt.toml --init "$EXP/t5-span" $flag --train.max_steps 1200 \
+      --train.eval_every 300 --train.save_every 1200 --data.train "$DATA/debian-handbook" --train.out_dir "$out"
+  step $LM evaluate "$out" --data "$DATA/debian-handbook" --split test --num-beams 4 --json > "$out/test.json"
 done
