@@ -49,7 +49,7 @@ def test_validation_at_construction():
         ModelConfig(d_model=100, n_heads=3)
     with pytest.raises(ConfigError, match="multiple of model.n_kv_heads"):
         ModelConfig(n_heads=4, n_kv_heads=3)
-    with pytest.raises(ConfigError, match="train.lr must be positive"):
+    with pytest.raises(ConfigError, match="train.lr must be a positive number"):
         TrainConfig(lr=0)
     with pytest.raises(ConfigError, match="above the model's maximum sequence length"):
         load_config(None, ["--data.seq_len", "1024", "--model.max_seq_len", "512"])

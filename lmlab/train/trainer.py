@@ -33,7 +33,7 @@ from lmlab.data import Sampler, TokenDataset
 from lmlab.data.prepare import check_shard_dir
 from lmlab.errors import CheckpointError, ConfigError, DivergedError
 from lmlab.model import build_model
-from lmlab.objectives import Batch, Objective, build_objective, objective_tokenizer
+from lmlab.objectives import TASKS, Batch, Objective, build_objective, objective_tokenizer
 from lmlab.tokenizer import Tokenizer
 from lmlab.train import checkpoint as ckpt
 from lmlab.train.distributed import Dist, all_reduce_sum, setup
@@ -168,6 +168,9 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
     resume_path = ckpt.resolve_checkpoint(resume) if resume is not None else None
     if not cfg.data.path:
         raise ConfigError("data.path is empty: set it to a directory written by `lmlab prepare`")
+    if cfg.objective.name in TASKS:
+        raise ConfigError(f"objective {cfg.objective.name!r} is a fine-tuning task: it trains on examples with "
+                          "`lmlab finetune` (lmlab.train.finetune.finetune), not on token shards")
     check_shard_dir(cfg.data.path)  # a raw corpus given as data.path: say to run `lmlab prepare` first
     tokenizer = Tokenizer.load(Path(cfg.data.path) / "tokenizer.json")
     train_set = TokenDataset.open(cfg.data.path, "train", tokenizer)  # checks the shards match the tokenizer

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from lmlab.config import load_config
-from lmlab.objectives import check_objective
+from lmlab.objectives import TASKS, check_objective
 from lmlab.train import pretrain
+from lmlab.train.finetune import finetune
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.toml"))
 QUICK = {"data": {"seq_len": 32}, "train": {"batch_size": 4, "eval_batches": 2, "progress": False,
@@ -46,9 +47,27 @@ def test_loss_falls_well_below_its_start(sentinel_shards, tmp_path, preset, obje
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_every_shipped_config_trains_a_few_steps(sentinel_shards, tmp_path, path):
-    cfg = load_config(path, {**QUICK, "data": {"path": str(sentinel_shards), "seq_len": 32},
-                             "train": {**QUICK["train"], "out_dir": str(tmp_path), "max_steps": 2,
-                                       "eval_every": 2}})
+def test_every_shipped_config_trains_a_few_steps(sentinel_shards, task_tokenizer, reversal_data, class_data,
+                                                 tmp_path, path):
+    train = {**QUICK["train"], "out_dir": str(tmp_path), "max_steps": 2, "eval_every": 2}
+    name = load_config(path).objective.name
+    if name in TASKS:  # a fine-tuning config: on the test examples, from a tiny model with random weights
+        data = class_data if name == "classify" else reversal_data
+        cfg = load_config(path, {**QUICK, "preset": "gpt2-tiny", "data": {"train": str(data), "seq_len": 12,
+                                                                          "decoder_seq_len": 8},
+                                 "finetune": {"init": "none", "tokenizer": str(task_tokenizer), "eval_examples": 4,
+                                              "max_new_tokens": 8},
+                                 "train": {**train, "out_dir": str(tmp_path), "eval_batches": 1}})
+        check_objective(cfg)
+        assert finetune(cfg).step == 2
+        return
+    cfg = load_config(path, {**QUICK, "data": {"path": str(sentinel_shards), "seq_len": 32}, "train": train})
     check_objective(cfg)
     assert pretrain(cfg).step == 2
+
+
+def test_pretrain_refuses_a_fine_tuning_task(sentinel_shards, tmp_path):
+    from lmlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fine-tuning task.*lmlab finetune"):
+        _run(sentinel_shards, tmp_path, "gpt2-tiny", "seq2seq", 1)
