@@ -31,7 +31,7 @@ from tqdm import tqdm
 from lmlab.config import Config, config_from_dict
 from lmlab.data import Sampler, TokenDataset
 from lmlab.data.prepare import check_shard_dir
-from lmlab.errors import CheckpointError, ConfigError, DivergedError
+from lmlab.errors import CheckpointError, ConfigError, DataError, DivergedError
 from lmlab.model import build_model
 from lmlab.objectives import TASKS, Batch, Objective, build_objective, objective_tokenizer
 from lmlab.tokenizer import Tokenizer
@@ -176,6 +176,10 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
     train_set = TokenDataset.open(cfg.data.path, "train", tokenizer)  # checks the shards match the tokenizer
     val_set = TokenDataset.open(cfg.data.path, "val", tokenizer)
     tokenizer = objective_tokenizer(cfg, tokenizer)
+    if resume_path is not None and Tokenizer.load(resume_path / ckpt.TOKENIZER).sha256() != tokenizer.sha256():
+        raise DataError(f"data.path {cfg.data.path} was tokenized with another tokenizer than the checkpoint "
+                        f"{resume_path} was trained with; resume on the shards of that run, or re-run `lmlab "
+                        "prepare` with its tokenizer")
     cfg = prepare_config(cfg, tokenizer)
     objective = build_objective(cfg, tokenizer)
     check_fresh_out_dir(Path(cfg.train.out_dir), resume_path)
