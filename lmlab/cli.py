@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_evaluate)
 
     for name, kind, what in (("translate", "seq2seq", "translate texts"), ("summarize", "seq2seq", "summarize texts"),
-                             ("classify", "classify", "the label of texts, with its probability")):
+                             ("classify", "classify", "label texts (with the label's probability)")):
         tp = sub.add_parser(name, help=f"{what} with a fine-tuned model", description=f"{what[0].upper()}{what[1:]} "
                             "with a model fine-tuned by `lmlab finetune` (texts as arguments, --file lines, or "
                             "standard input), formatted as in fine-tuning.")
