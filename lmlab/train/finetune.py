@@ -198,13 +198,13 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
         sampler = ExampleSampler(train_set, sum(sides), tc.batch_size * d.world_size, tc.seed)
         val_lengths = sum(_lengths(objective, val_set))
         val = lambda: eval_batches(val_set, val_lengths, tc.batch_size, tc.eval_batches)
+        cut = truncation(objective, train_set)
         info = {"task": task, "train_examples": len(train_set), "valid_examples": len(val_set),
-                "padding_share": round(sampler.padding_share(sides), 4), **truncation(objective, train_set),
-                "init": report}
+                "padding_share": round(sampler.padding_share(sides), 4), **cut, "init": report}
         if d.is_main:
             print(f"fine-tuning {task} on {len(train_set)} examples ({len(val_set)} for validation); padding "
                   f"{info['padding_share']:.1%} of tokens; cut: " + ", ".join(
-                      f"{v} {k.split('_')[0]}" for k, v in truncation(objective, train_set).items()))
+                      f"{v} {k.split('_')[0]}" for k, v in cut.items()))
             if "random" in report and isinstance(report["random"], list):
                 print(f"from {report['init']}: {report['from_init']} tensors; new at random: "
                       f"{', '.join(report['random']) or 'none'}; left out: {', '.join(report['dropped']) or 'none'}")

@@ -192,9 +192,8 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
                   "objective": torch.Generator().manual_seed(tc.seed + 1)}
     # Each rank draws the global batch and keeps its rows: a 2-process run sees what 1 process sees.
     sampler = Sampler(train_set, seq_len, tc.batch_size * d.world_size, generators["data"])
-    Sampler(val_set, seq_len, tc.batch_size, torch.Generator())  # refuses a validation split that is too short
-    val_batches = lambda: Sampler(val_set, seq_len, tc.batch_size, torch.Generator().manual_seed(0)).eval_batches(
-        tc.eval_batches)
+    val_sampler = Sampler(val_set, seq_len, tc.batch_size, torch.Generator())  # (refuses a too short split)
+    val_batches = lambda: val_sampler.eval_batches(tc.eval_batches)  # fixed windows; the generator is not used
 
     # Every random choice comes from these generators and the global one (dropout), all saved in each
     # checkpoint; the caller's global generator is restored on return.
