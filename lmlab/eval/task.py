@@ -19,6 +19,7 @@ from lmlab.data.examples import Fields, RawExamples, read_examples, split_file
 from lmlab.errors import DataError
 from lmlab.eval.baselines import copy_baseline, lead_baseline, majority_baseline
 from lmlab.eval.metrics import compute
+from lmlab.objectives.base import pad_batch
 
 SEQ2SEQ_METRICS = ["bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum"]
 CLASSIFY_METRICS = ["accuracy", "macro_f1"]
@@ -28,7 +29,7 @@ CLASSIFY_METRICS = ["accuracy", "macro_f1"]
 def predict(model: torch.nn.Module, objective: Any, sources: list[str], *, num_beams: int = 1,
             max_new_tokens: int = 64, batch_size: int = 32) -> list[str]:
     """The model's output text for each source (in order), decoded greedily or with beam search."""
-    from lmlab.infer.generate import generate, pad_batch
+    from lmlab.infer.generate import generate
 
     was_training = model.training
     model.eval()
@@ -60,15 +61,13 @@ def predict(model: torch.nn.Module, objective: Any, sources: list[str], *, num_b
 def classify(model: torch.nn.Module, objective: Any, texts: list[str], batch_size: int = 64
              ) -> tuple[list[str], list[float]]:
     """The predicted label of each text and its probability."""
-    from lmlab.objectives.task import pad_right
-
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     rows = [objective.encode(t) for t in texts]
     labels, probs = [], []
     for start in range(0, len(rows), batch_size):
-        ids, mask = pad_right(rows[start:start + batch_size], objective.pad)
+        ids, mask = pad_batch(rows[start:start + batch_size], pad=objective.pad)
         ids, mask = ids.to(device), mask.to(device)
         p = model.classify(model.hidden(ids, attention_mask=mask), attention_mask=mask).float().softmax(-1)
         best = p.max(-1)

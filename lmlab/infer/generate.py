@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from lmlab.errors import LmlabError
 from lmlab.model.cache import KVCache
 from lmlab.model.layers import decode_layout
-from lmlab.objectives.base import decoder_start_id, imported_decoder_start
+from lmlab.objectives.base import decoder_start_id, imported_decoder_start, pad_batch
 
 _NEG = -1.0e9  # a score that rules a hypothesis out (the value Hugging Face uses, so ties break alike)
 MIN_TOKENS_FOR_LAYOUT = 6  # shorter generations keep nn.Linear's layout (see generate)
@@ -422,18 +422,6 @@ def set_generation_ids(model: nn.Module, tokenizer) -> None:
         ids["decoder_start_token_id"] = decoder_start_id(tok, model)
     model.generation_ids = {k: v for k, v in ids.items() if v is not None}
 
-
-
-def pad_batch(rows: list[list[int]], left: bool = False, pad: int = 0) -> tuple[Tensor, Tensor]:
-    """Token rows as one (B, T) batch, padded on the left (decoder prompts) or the right, with ``pad`` (any id:
-    it is masked out), and the (B, T) attention mask."""
-    T = max(len(r) for r in rows)
-    ids = torch.full((len(rows), T), pad, dtype=torch.long)
-    mask = torch.zeros(len(rows), T, dtype=torch.long)
-    for i, r in enumerate(rows):
-        cols = slice(T - len(r), T) if left else slice(0, len(r))
-        ids[i, cols], mask[i, cols] = torch.tensor(r, dtype=torch.long), 1
-    return ids, mask
 
 
 def generate_text(model: nn.Module, tokenizer, prompts: str | list[str], keep_special_tokens: bool = False,

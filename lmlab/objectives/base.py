@@ -113,6 +113,18 @@ class Objective:
         return batch.num_tokens() * model.flops_per_token(batch.input_ids.shape[1], decoder_len, head_fraction=head)
 
 
+def pad_batch(rows: list[list[int]], left: bool = False, pad: int = 0) -> tuple[Tensor, Tensor]:
+    """Token rows as one (B, T) batch, padded on the left (decoder prompts) or the right, with ``pad`` (any id:
+    it is masked out), and the (B, T) attention mask."""
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    mask = torch.zeros(len(rows), T, dtype=torch.long)
+    for i, r in enumerate(rows):
+        cols = slice(T - len(r), T) if left else slice(0, len(r))
+        ids[i, cols], mask[i, cols] = torch.tensor(r, dtype=torch.long), 1
+    return ids, mask
+
+
 def scored_share(batch: Batch) -> float:
     """The share of the target positions that are scored (not IGNORE)."""
     return int((batch.targets != IGNORE).sum()) / max(batch.targets.numel(), 1)

@@ -14,8 +14,8 @@ from torch import Tensor
 
 from lmlab.data.examples import Examples
 from lmlab.errors import ConfigError
-from lmlab.objectives.base import Batch
-from lmlab.objectives.task import TaskObjective, pad_right
+from lmlab.objectives.base import Batch, pad_batch
+from lmlab.objectives.task import TaskObjective
 
 
 class Classify(TaskObjective):
@@ -46,7 +46,7 @@ class Classify(TaskObjective):
         return self._row(tokens, head, tail)
 
     def make_batch(self, examples: Examples, generator: torch.Generator) -> Batch:
-        ids, mask = pad_right([self.input_ids(s) for s in examples.sources], self.pad)  # (B, T)
+        ids, mask = pad_batch([self.input_ids(s) for s in examples.sources], pad=self.pad)  # (B, T)
         return Batch(input_ids=ids, targets=examples.labels.long(), attention_mask=mask)
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lmlab.data.examples import Examples
-from lmlab.objectives.base import IGNORE, Batch, decoder_start_id, required_id
-from lmlab.objectives.task import TaskObjective, pad_right
+from lmlab.objectives.base import IGNORE, Batch, decoder_start_id, pad_batch, required_id
+from lmlab.objectives.task import TaskObjective
 
 if TYPE_CHECKING:
     from lmlab.config import Config
@@ -60,13 +60,13 @@ class Seq2Seq(TaskObjective):
         sources = [self.input_ids(s) for s in examples.sources]
         targets = [self.target_ids(t) for t in examples.targets]
         if self.arch == "encoder-decoder":
-            ids, mask = pad_right(sources, self.pad)  # (B, S)
-            dec_ids, dec_mask = pad_right([[self.start, *t[:-1]] for t in targets], self.pad)  # (B, T)
-            tgt, _ = pad_right(targets, IGNORE)  # (B, T), IGNORE at padding
+            ids, mask = pad_batch(sources, pad=self.pad)  # (B, S)
+            dec_ids, dec_mask = pad_batch([[self.start, *t[:-1]] for t in targets], pad=self.pad)  # (B, T)
+            tgt, _ = pad_batch(targets, pad=IGNORE)  # (B, T), IGNORE at padding
             return Batch(input_ids=ids, targets=tgt, attention_mask=mask, decoder_input_ids=dec_ids,
                          decoder_attention_mask=dec_mask)
-        rows, _ = pad_right([s + t for s, t in zip(sources, targets, strict=True)], self.pad)  # (B, L + 1)
-        ids, mask = pad_right([(s + t)[:-1] for s, t in zip(sources, targets, strict=True)], self.pad)  # (B, L)
+        rows, _ = pad_batch([s + t for s, t in zip(sources, targets, strict=True)], pad=self.pad)  # (B, L + 1)
+        ids, mask = pad_batch([(s + t)[:-1] for s, t in zip(sources, targets, strict=True)], pad=self.pad)  # (B, L)
         tgt = rows[:, 1:].clone()  # position j predicts token j + 1
         j = torch.arange(tgt.shape[1])[None]  # (1, L)
         first = torch.tensor([len(s) - 1 for s in sources])[:, None]  # (B, 1) the position predicting target[0]

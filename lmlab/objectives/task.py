@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from lmlab.objectives.base import Objective
 
@@ -32,17 +31,6 @@ def template(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
         if full[start:start + len(plain)] == plain:
             return full[:start], full[start + len(plain):]
     return [], []
-
-
-def pad_right(rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
-    """``(ids, mask)`` (B, T) long from rows of ids, right-padded with ``pad`` (mask 0 there)."""
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = torch.as_tensor(row, dtype=torch.long)
-        mask[i, :len(row)] = 1
-    return ids, mask
 
 
 class TaskObjective(Objective):
