@@ -17,7 +17,7 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
 
     files = [Path(f) for f in args.files]  # paths, even a missing one (a string naming nothing would be text)
     tok = train_tokenizer(files, kind=args.kind, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
-                          sentinels=args.sentinels, lowercase=args.lowercase)
+                          sentinels=args.sentinels, lowercase=args.lowercase, text_field=args.text_field)
     tok.save(args.out)
     print(f"trained a {args.kind} tokenizer with {tok.vocab_size} tokens -> {Path(args.out) / 'tokenizer.json'}")
 
@@ -26,8 +26,8 @@ def _prepare(args: argparse.Namespace) -> None:
     from lmlab.data import prepare
     from lmlab.tokenizer import Tokenizer
 
-    manifest = prepare(args.corpus, Tokenizer.load(args.tokenizer), args.out, val_fraction=args.val_fraction,
-                       num_workers=args.workers, progress=not args.quiet)
+    manifest = prepare(args.corpus, Tokenizer.load(args.tokenizer), args.out, valid_size=args.valid_size,
+                       num_workers=args.workers, progress=not args.quiet, valid=args.valid, text_field=args.text_field)
     if args.json:
         print(json.dumps(manifest.to_dict(), indent=2))
         return
@@ -301,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "decoder, masked LM encoder) on the Python standard library's docstrings (or "
                           "--corpus), then show fill-mask and generation. Extra --section.key value overrides "
                           "apply to both models.")
-    demo.add_argument("--corpus", help="a text/jsonl file or directory to use instead of the built-in corpus")
+    demo.add_argument("--corpus", help="a corpus file (.txt, .md, .jsonl, .csv, .tsv, .parquet; the text of a row in "
+                      "--data.text_field) or directory to use instead of the built-in corpus")
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     demo.add_argument("--steps", type=int, default=None, help="training steps per model (default: the configs')")
     demo.set_defaults(func=_demo, takes_overrides=True)
@@ -311,22 +312,30 @@ def build_parser() -> argparse.ArgumentParser:
     tt = tok.add_parser("train", help="train a byte-level BPE, WordPiece or Unigram tokenizer on text files",
                         description="Train a tokenizer with the Hugging Face `tokenizers` library and save it "
                         "as OUT/tokenizer.json.")
-    tt.add_argument("files", nargs="+", help="text files (.txt, .jsonl) or directories")
+    tt.add_argument("files", nargs="+", help="corpus files (.txt, .md, .jsonl, .csv, .tsv, .parquet) or directories")
     tt.add_argument("--out", required=True, help="directory to write tokenizer.json to")
     tt.add_argument("--kind", choices=["bpe", "wordpiece", "unigram"], default="bpe")
     tt.add_argument("--vocab-size", type=int, default=8192)
     tt.add_argument("--min-frequency", type=int, default=2)
     tt.add_argument("--sentinels", type=int, default=0, help="add <extra_id_0>..<extra_id_{N-1}> (T5 style)")
     tt.add_argument("--lowercase", action="store_true")
+    tt.add_argument("--text-field", default="text", help="the field of a .jsonl/.csv/.tsv/.parquet row that holds "
+                    "its document")
     tt.set_defaults(func=_tokenizer_train)
 
     pr = sub.add_parser("prepare", help="tokenize a corpus into memory-mapped token shards",
-                        description="Tokenize a corpus (.txt, .jsonl or a directory) in parallel and write "
-                        "memory-mapped token shards, document offsets and a manifest, with a validation split.")
-    pr.add_argument("corpus", help="a .txt or .jsonl file, or a directory of them")
+                        description="Tokenize a corpus (.txt, .md, .jsonl, .csv, .tsv, .parquet or a directory) in "
+                        "parallel and write memory-mapped token shards, document offsets and a manifest, with a "
+                        "validation split: --valid documents, or --valid-size of the corpus.")
+    pr.add_argument("corpus", help="a .txt, .md, .jsonl, .csv, .tsv or .parquet file, or a directory of them")
     pr.add_argument("--tokenizer", required=True, help="tokenizer.json, a directory holding it, or a vocab.txt")
     pr.add_argument("--out", required=True, help="output directory for the shards")
-    pr.add_argument("--val-fraction", type=float, default=0.01)
+    pr.add_argument("--valid", help="a corpus of validation documents (then every document of CORPUS is for "
+                    "training)")
+    pr.add_argument("--valid-size", "--val-fraction", type=float, default=0.01, help="without --valid: the "
+                    "documents held out for validation, below 1 a share of the corpus, else a count (default: 0.01)")
+    pr.add_argument("--text-field", default="text", help="the field of a .jsonl/.csv/.tsv/.parquet row that holds "
+                    "its document")
     pr.add_argument("--workers", type=int, default=None, help="tokenizer worker processes (default: all cores)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.add_argument("--json", action="store_true", help="print the whole manifest as JSON")

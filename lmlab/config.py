@@ -142,7 +142,7 @@ class DataConfig:
     valid_size: float = 0.05  # below 1: the share of train held out (by a hash of the source); else a count
     source_field: str = "source"
     target_field: str = "target"
-    text_field: str = "text"
+    text_field: str = "text"  # also the text of a pretraining corpus's rows (`lmlab demo --corpus`)
     label_field: str = "label"
     source_lang: str = ""  # Hugging Face's {"translation": {"de": ..., "en": ...}} rows: which side is which
     target_lang: str = ""

@@ -29,19 +29,21 @@ def run_demo(corpus: str | Path | None = None, out_dir: str | Path = "runs/demo"
              overrides: list[str] | None = None, vocab_size: int = 8192) -> dict[str, dict[str, float]]:
     """Run the demo; return each model's validation loss beside the unigram baseline.
 
-    ``out_dir`` is the demo's own: its model runs are started afresh each time.
+    ``out_dir`` is the demo's own: its model runs are started afresh each time. The rows of a corpus of
+    ``.jsonl``/``.csv``/``.tsv``/``.parquet`` files hold their text in ``data.text_field`` (an override).
     """
     t0 = time.perf_counter()
+    text_field = load_config(CONFIGS / "demo-clm.toml", list(overrides or [])).data.text_field
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if corpus is None:
         corpus = write_stdlib_corpus(out / "corpus")
         print(f"corpus: docstrings of the Python standard library -> {corpus}")
     print(f"[1/4] training a byte-level BPE tokenizer ({vocab_size} tokens) on {corpus}")
-    tokenizer = train_tokenizer([corpus], kind="bpe", vocab_size=vocab_size)
+    tokenizer = train_tokenizer([corpus], kind="bpe", vocab_size=vocab_size, text_field=text_field)
     tokenizer.save(out / "tokenizer")
     print("[2/4] tokenizing the corpus into memory-mapped shards")
-    prepare(corpus, tokenizer, out / "shards", progress=True)
+    prepare(corpus, tokenizer, out / "shards", progress=True, text_field=text_field)
 
     train_set = TokenDataset.open(out / "shards", "train", tokenizer)
     val_set = TokenDataset.open(out / "shards", "val", tokenizer)

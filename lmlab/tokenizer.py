@@ -359,12 +359,14 @@ def _is_path(x: Any) -> bool:
         return True
     if not isinstance(x, str) or "\n" in x or len(x) > 4096:
         return False
+    from lmlab.data.corpus import SUFFIXES
+
     # A string is read as a path when it names something that exists, or looks like a corpus file name
     # (then a missing file is an error instead of being silently trained on as text).
-    return Path(x).exists() or x.lower().endswith((".txt", ".jsonl", ".md"))
+    return Path(x).exists() or x.lower().endswith(SUFFIXES)
 
 
-def _batches(source: Iterable[str | Path] | str | Path, counter: list[int]) -> Iterator[list[str]]:
+def _batches(source: Iterable[str | Path] | str | Path, counter: list[int], text_field: str) -> Iterator[list[str]]:
     """Documents in batches; paths are read lazily with :func:`lmlab.data.corpus.read_documents`."""
     from lmlab.data.corpus import read_documents
 
@@ -373,7 +375,7 @@ def _batches(source: Iterable[str | Path] | str | Path, counter: list[int]) -> I
     for item in items:
         if _is_path(item):
             try:
-                docs: Iterable[str] = read_documents(item)
+                docs: Iterable[str] = read_documents(item, text_field=text_field)
             except DataError as e:
                 raise TokenizerError(f"cannot read training text: {e}") from None
         else:
@@ -418,18 +420,20 @@ def _build(kind: Kind, lowercase: bool) -> tokenizers.Tokenizer:
 
 
 def train_tokenizer(files: Iterable[str | Path] | str | Path, kind: Kind = "bpe", vocab_size: int = 8192,
-                    min_frequency: int = 2, sentinels: int = 0, lowercase: bool = False) -> Tokenizer:
+                    min_frequency: int = 2, sentinels: int = 0, lowercase: bool = False,
+                    text_field: str = "text") -> Tokenizer:
     """Train a tokenizer on a corpus, streaming it through the library's ``train_from_iterator``.
 
     Args:
-        files: corpus paths (``.txt``/``.md``/``.jsonl`` files or directories, read as
-            :func:`lmlab.data.read_documents` does) or an iterable of texts. A string is taken as a path
-            when it names an existing file or directory or ends in ``.txt``/``.jsonl``/``.md``.
+        files: corpus paths (``.txt``/``.md``/``.jsonl``/``.csv``/``.tsv``/``.parquet`` files or directories,
+            read as :func:`lmlab.data.read_documents` does) or an iterable of texts. A string is taken as a path
+            when it names an existing file or directory or ends in one of those suffixes.
         kind: ``"bpe"`` (byte-level), ``"wordpiece"`` (BERT style) or ``"unigram"`` (SentencePiece style).
         vocab_size: the vocabulary size to reach, special tokens included.
         min_frequency: the least count of a pair (BPE) or word (WordPiece) to make a token of it.
         sentinels: add ``<extra_id_0>`` .. ``<extra_id_{N-1}>`` special tokens (T5 span corruption).
         lowercase: lowercase the text first (WordPiece also strips accents then).
+        text_field: the field of a corpus row that holds its document (see :func:`lmlab.data.read_documents`).
 
     Returns:
         The trained :class:`Tokenizer`; special tokens have the first ids (see the module docstring).
@@ -465,7 +469,7 @@ def train_tokenizer(files: Iterable[str | Path] | str | Path, kind: Kind = "bpe"
                                           unk_token=roles["unk"], max_piece_length=16)
     chars = [0]
     try:
-        tok.train_from_iterator(_batches(files, chars), trainer=trainer)
+        tok.train_from_iterator(_batches(files, chars, text_field), trainer=trainer)
     except TokenizerError:
         raise
     except Exception as e:  # the Rust side re-raises errors of the iterator as plain Exceptions

@@ -38,7 +38,7 @@ def tokenizer(docs):
 @pytest.fixture(scope="session")
 def shards(tmp_path_factory, corpus_file, tokenizer):
     out = tmp_path_factory.mktemp("shards")
-    prepare(corpus_file, tokenizer, out, val_fraction=0.05, progress=False)
+    prepare(corpus_file, tokenizer, out, valid_size=0.05, progress=False)
     return out
 
 
@@ -46,7 +46,7 @@ def shards(tmp_path_factory, corpus_file, tokenizer):
 def sentinel_shards(tmp_path_factory, corpus_file, docs):
     """Shards made with a tokenizer that has 20 T5 sentinels (for span corruption and UL2)."""
     out = tmp_path_factory.mktemp("sentinel_shards")
-    prepare(corpus_file, train_tokenizer(docs, kind="bpe", vocab_size=300, sentinels=20), out, val_fraction=0.05,
+    prepare(corpus_file, train_tokenizer(docs, kind="bpe", vocab_size=300, sentinels=20), out, valid_size=0.05,
             progress=False)
     return out
 

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _train(tmp: Path, tokenizer: Tokenizer, docs: list[str], preset: str, steps: int, **model) -> Path:
     (tmp / "corpus.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
-    prepare(tmp / "corpus.txt", tokenizer, tmp / "shards", val_fraction=0.05, progress=False)
+    prepare(tmp / "corpus.txt", tokenizer, tmp / "shards", valid_size=0.05, progress=False)
     cfg = load_config(None, {
         "preset": preset, "model": model, "data": {"path": str(tmp / "shards"), "seq_len": 16},
         "objective": {"name": "mlm", "mask_prob": 0.3},

@@ -115,6 +115,24 @@ def test_train_from_files_and_directories(tmp_path):
     assert from_dir.fingerprint == from_files.fingerprint
 
 
+def test_train_from_rows_in_another_text_field(tmp_path):
+    """Rows of a .csv with the text in "body", as `lmlab tokenizer train --text-field body` reads them."""
+    import csv
+
+    from lmlab.cli import main
+
+    (tmp_path / "rows").mkdir()
+    with open(tmp_path / "rows" / "a.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "body"], *enumerate(corpus(200))])
+    from_txt = train_tokenizer(corpus(200), vocab_size=400)
+    assert train_tokenizer([tmp_path / "rows"], vocab_size=400, text_field="body").fingerprint == from_txt.fingerprint
+    assert main(["tokenizer", "train", str(tmp_path / "rows"), "--out", str(tmp_path / "tok"), "--vocab-size", "400",
+                 "--text-field", "body"]) == 0
+    assert Tokenizer.load(tmp_path / "tok").fingerprint == from_txt.fingerprint
+    with pytest.raises(TokenizerError, match=r"a\.csv:2: no string field \"text\""):
+        train_tokenizer([tmp_path / "rows"], vocab_size=400)
+
+
 def test_load_bert_vocab_txt(tmp_path):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "model", "##s", "read", ",", "."]
     (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")

@@ -1,12 +1,16 @@
-"""Reading text corpora: plain text, JSON lines, directories of them, and the stdlib's docstrings.
+"""Reading text corpora: plain text, rows (JSON lines, CSV, TSV, parquet), directories of them, and the stdlib's
+docstrings.
 
-A corpus is a ``.txt``/``.md`` file, a ``.jsonl`` file or a directory holding such files.
+A corpus is a ``.txt``/``.md`` file, a file of rows or a directory holding such files.
 
 * ``.txt`` / ``.md``: if the file contains a blank line (a line holding only whitespace), each
   blank-line-separated block is one document; otherwise the whole file is one document. Documents
   are stripped of surrounding whitespace and empty ones are dropped.
-* ``.jsonl``: one JSON object per line with a string field ``text``; blank lines are skipped.
-* a directory: every ``.txt``, ``.jsonl`` and ``.md`` file below it, recursively, in sorted order.
+* ``.jsonl`` (one JSON object per line), ``.csv`` / ``.tsv`` (a header row naming the columns) and ``.parquet``
+  (read with pyarrow): each row is one document, the string in its text field (``text`` unless another is
+  named); rows whose text is empty or blank are skipped. Rows are read by :func:`lmlab.data.examples.read_rows`,
+  as fine-tuning examples are.
+* a directory: every file of those kinds below it, recursively, in sorted order.
 
 Bytes that are not valid UTF-8 are decoded as U+FFFD; how many bytes were replaced is logged per
 file as a warning and added up in a :class:`CorpusStats` when one is passed. A file that is not text
@@ -29,11 +33,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmlab.data.examples import read_rows
 from lmlab.errors import DataError
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".txt", ".jsonl", ".md")
+ROW_SUFFIXES = (".jsonl", ".csv", ".tsv", ".parquet")  # files of rows, a document in each row's text field
+SUFFIXES = (".txt", ".md", *ROW_SUFFIXES)
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
 
 # A codec error handler that replaces like errors="replace" and counts the bytes it replaced. The
@@ -88,7 +94,7 @@ def corpus_files(path: str | Path) -> list[Path]:
     """
     p = Path(path)
     if not p.exists():
-        raise DataError(f"corpus {p} does not exist; give a .txt, .md or .jsonl file or a directory of them")
+        raise DataError(f"corpus {p} does not exist; give a {', '.join(SUFFIXES)} file or a directory of them")
     if p.is_file():
         if p.suffix.lower() not in SUFFIXES:
             raise DataError(f"corpus file {p} has an unsupported suffix; use one of {', '.join(SUFFIXES)}")
@@ -121,23 +127,19 @@ def _read_text(path: Path, stats: CorpusStats | None) -> str:
     return text
 
 
-def _file_documents(path: Path, stats: CorpusStats | None) -> Iterator[str]:
-    text = _read_text(path, stats)
-    if path.suffix.lower() == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be an object "
-                                'like {"text": "..."}') from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise DataError(f'{path}:{lineno}: no string field "text"; each line must be an object '
-                                'like {"text": "..."}')
-            if record["text"].strip():
-                yield record["text"]
+def _file_documents(path: Path, stats: CorpusStats | None, text_field: str) -> Iterator[str]:
+    suffix = path.suffix.lower()
+    if suffix in ROW_SUFFIXES:
+        text = None if suffix == ".parquet" else _read_text(path, stats)  # parquet is binary: pyarrow reads it
+        for lineno, row in read_rows(path, text):
+            doc = row.get(text_field)
+            if not isinstance(doc, str):
+                raise DataError(f'{path}:{lineno}: no string field "{text_field}" (the row has {sorted(row)}); '
+                                "name the field that holds the text with --text-field (data.text_field)")
+            if doc.strip():
+                yield doc
         return
+    text = _read_text(path, stats)
     blocks = _BLANK_LINE.split(text) if _BLANK_LINE.search(text) else [text]
     for block in blocks:
         block = block.strip()
@@ -145,19 +147,21 @@ def _file_documents(path: Path, stats: CorpusStats | None) -> Iterator[str]:
             yield block
 
 
-def read_documents(path: str | Path, stats: CorpusStats | None = None) -> Iterator[str]:
+def read_documents(path: str | Path, stats: CorpusStats | None = None, text_field: str = "text") -> Iterator[str]:
     """Iterate over the documents of a corpus (see the module docstring for the rules).
 
     Args:
-        path: a ``.txt``/``.md``/``.jsonl`` file or a directory of them.
+        path: a ``.txt``/``.md``/``.jsonl``/``.csv``/``.tsv``/``.parquet`` file or a directory of them.
         stats: if given, filled with counts of files, documents and replaced bytes as reading goes on.
+        text_field: the field of a row that holds its document.
 
     Returns:
         An iterator of document strings, in a deterministic order.
 
     Raises:
-        DataError: the path is missing or holds no text file (at call time); a ``.jsonl`` line has no
-            ``text`` field; the corpus holds no document at all (when the iterator is exhausted).
+        DataError: the path is missing or holds no text file (at call time); a row has no string
+            ``text_field``, or a file cannot be read (naming the file and line); the corpus holds no document
+            at all (when the iterator is exhausted).
     """
     files = corpus_files(path)
 
@@ -166,7 +170,7 @@ def read_documents(path: str | Path, stats: CorpusStats | None = None) -> Iterat
         for f in files:
             if stats is not None:
                 stats.files += 1
-            for doc in _file_documents(f, stats):
+            for doc in _file_documents(f, stats, text_field):
                 n += 1
                 if stats is not None:
                     stats.documents += 1

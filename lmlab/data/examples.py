@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ MANIFEST = "manifest.json"
 SUFFIXES = (".jsonl", ".tsv", ".csv", ".parquet")
 SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "validation", "val", "dev"), "test": ("test",)}
 Split = Literal["train", "valid", "test"]
+CSV_FIELD_LIMIT = 2**31 - 1  # a CSV cell may hold a whole document; the csv module stops at 128 KiB by default
 
 
 @dataclass
@@ -78,43 +80,66 @@ class RawExamples:
 # --------------------------------------------------------------------------- reading
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row) of a .jsonl, .tsv, .csv or .parquet file; rows are dicts of field -> value."""
+def read_rows(path: Path, text: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) of a .jsonl, .tsv, .csv or .parquet file; rows are dicts of field -> value.
+
+    ``text`` is the file's text when the caller has decoded it already (the corpus reader, which counts and
+    refuses invalid UTF-8); otherwise invalid bytes are replaced. A parquet file is read with pyarrow.
+
+    Raises:
+        DataError: another suffix, invalid JSON, a row of the wrong width, an unreadable parquet file or no
+            pyarrow to read it, naming the file (and line).
+    """
     suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        yield from enumerate(_parquet_rows(path), 1)
+        return
+    if suffix not in (".jsonl", ".tsv", ".csv"):
+        raise DataError(f"{path}: rows are read from {', '.join(SUFFIXES)} files, not {suffix or 'this'}")
+    if text is None:
+        text = path.read_bytes().decode("utf-8", errors="replace")
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}:{n}: a line must be a JSON object, got {type(row).__name__}")
-                yield n, row
-    elif suffix in (".tsv", ".csv"):
-        with open(path, encoding="utf-8", errors="replace", newline="") as f:
-            reader = csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            header = next(reader, None)
-            if header is None:
-                return
-            for n, values in enumerate(reader, 2):
-                if not values:
-                    continue
-                if len(values) != len(header):
-                    raise DataError(f"{path}:{n}: {len(values)} columns, but the header (line 1) names "
-                                    f"{len(header)}: {header}")
-                yield n, dict(zip(header, values, strict=True))
-    elif suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise DataError(f"reading {path} needs pyarrow: pip install pyarrow") from None
-        for n, row in enumerate(pq.read_table(path).to_pylist(), 1):
+        for n, line in enumerate(io.StringIO(text), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{n}: a line must be a JSON object, got {type(row).__name__}")
             yield n, row
-    else:
-        raise DataError(f"{path}: examples are read from {', '.join(SUFFIXES)} files, not {suffix or 'this'}")
+        return
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",", strict=True)
+    start = 1  # the line the row being read starts on (a quoted cell may hold line breaks)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        start = reader.line_num + 1
+        for values in reader:
+            n, start = start, reader.line_num + 1
+            if not values:
+                continue
+            if len(values) != len(header):
+                raise DataError(f"{path}:{n}: {len(values)} columns, but the header (line 1) names "
+                                f"{len(header)}: {header}")
+            yield n, dict(zip(header, values, strict=True))
+    except csv.Error as e:
+        raise DataError(f"{path}:{start}: not valid {suffix[1:].upper()} ({e})") from None
+
+
+def _parquet_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"reading {path} needs pyarrow: pip install pyarrow") from None
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path} is not a readable parquet file ({e})") from None
 
 
 def _field(row: dict[str, Any], name: str, where: str, option: str) -> str:
@@ -145,7 +170,7 @@ def read_examples(path: str | Path, kind: Kind, fields: Fields | None = None) ->
     if not path.is_file():
         raise DataError(f"example file {path} does not exist")
     inputs, outputs, origin = [], [], []
-    for n, row in _rows(path):
+    for n, row in read_rows(path):
         where = f"{path}:{n}"
         if kind == "classify":
             inputs.append(_field(row, fields.text, where, "data.text_field"))
@@ -187,17 +212,22 @@ def source_hash(text: str) -> int:
     return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big")
 
 
+def valid_count(n: int, size: float) -> int:
+    """How many of ``n >= 2`` items a validation split of ``size`` takes: below 1 a share of them, else a count;
+    at least one, and at least one item is left for training."""
+    k = round(n * size) if size < 1 else int(size)
+    return min(max(k, 1), n - 1)
+
+
 def hold_out(examples: RawExamples, size: float) -> tuple[RawExamples, RawExamples]:
     """Split off a validation set: ``size`` below 1 is a share, else a count. Every example whose source has
     one of the smallest hashes goes there, so a source seen twice is never on both sides."""
     n = len(examples)
-    k = round(n * size) if size < 1 else int(size)
-    k = min(max(k, 1), n - 1)
     if n < 2:
         raise DataError(f"{examples.origin[0].rsplit(':', 1)[0]} has {n} example: too few to hold out a "
                         "validation split; give data.valid")
     hashes = np.array([source_hash(t) for t in examples.inputs], dtype=np.uint64)
-    threshold = np.sort(hashes)[k - 1]
+    threshold = np.sort(hashes)[valid_count(n, size) - 1]
     valid = hashes <= threshold
     return examples.take(np.flatnonzero(~valid)), examples.take(np.flatnonzero(valid))
 
@@ -427,6 +457,6 @@ def epochs(steps: int, batch_size: int, n_examples: int) -> float:
 
 
 __all__ = ["ExampleDataset", "ExampleSampler", "Examples", "Fields", "RawExamples", "build_shards", "epochs",
-           "eval_batches", "hold_out", "load_splits", "read_examples", "read_manifest", "source_hash",
-           "split_file"]
+           "eval_batches", "hold_out", "load_splits", "read_examples", "read_manifest", "read_rows", "source_hash",
+           "split_file", "valid_count"]
 

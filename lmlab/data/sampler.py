@@ -38,7 +38,7 @@ class Sampler:
                              f"world_size={world_size}")
         if dataset.num_tokens < seq_len + 1:
             raise DataError(f"the {dataset.split} split has {dataset.num_tokens} tokens, too few for "
-                            f"sequences of {seq_len}; use a larger corpus (or val_fraction) or a smaller "
+                            f"sequences of {seq_len}; use a larger corpus (or prepare --valid-size) or a smaller "
                             "data.seq_len")
         self.dataset = dataset
         self.seq_len = seq_len

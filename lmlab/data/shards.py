@@ -56,7 +56,8 @@ class Manifest:
     splits: dict[str, SplitInfo]
     source: str
     replaced_bytes: int = 0
-    val_fraction: float = 0.01
+    valid_size: float = 0.01  # held out of the corpus (a share, or a count) when no validation corpus was given
+    valid: str = ""  # the validation corpus, if one was given
     seed: int = 0
     format_version: int = FORMAT_VERSION
     files: dict[str, list[str]] = field(default_factory=lambda: {s: [TOKENS_FILE] for s in SPLITS})
@@ -85,6 +86,8 @@ class Manifest:
                 raise DataError(f"{path} has format version {raw.get('format_version')}, this lmlab reads "
                                 f"version {FORMAT_VERSION}; {_RERUN}")
             raw["splits"] = {k: SplitInfo(**v) for k, v in raw["splits"].items()}
+            if "val_fraction" in raw:  # the name before valid_size could be a count
+                raw["valid_size"] = raw.pop("val_fraction")
             return cls(**raw)
         except DataError:
             raise

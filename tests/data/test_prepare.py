@@ -48,11 +48,11 @@ def test_round_trip_decodes_to_the_documents(shards, docs, tokenizer):
 
 
 def test_split_is_deterministic_and_seeded(tmp_path, corpus_file, tokenizer, shards):
-    prepare(corpus_file, tokenizer, tmp_path / "again", val_fraction=0.05, progress=False, num_workers=1)
+    prepare(corpus_file, tokenizer, tmp_path / "again", valid_size=0.05, progress=False, num_workers=1)
     for split in ("train", "val"):
         a = (shards / split / "tokens_000.bin").read_bytes()
         assert (tmp_path / "again" / split / "tokens_000.bin").read_bytes() == a
-    prepare(corpus_file, tokenizer, tmp_path / "seed1", val_fraction=0.05, progress=False, seed=1)
+    prepare(corpus_file, tokenizer, tmp_path / "seed1", valid_size=0.05, progress=False, seed=1)
     other = (tmp_path / "seed1/val/tokens_000.bin").read_bytes()
     assert other != (shards / "val/tokens_000.bin").read_bytes()
 
@@ -60,7 +60,7 @@ def test_split_is_deterministic_and_seeded(tmp_path, corpus_file, tokenizer, sha
 def test_val_has_at_least_one_doc(tmp_path, tokenizer):
     f = tmp_path / "c.txt"
     f.write_text("one doc\n\nanother doc\n\nthird doc")
-    m = prepare(f, tokenizer, tmp_path / "s", val_fraction=0.001, progress=False)
+    m = prepare(f, tokenizer, tmp_path / "s", valid_size=0.001, progress=False)
     assert (m.splits["train"].docs, m.splits["val"].docs) == (2, 1)
 
 
@@ -76,8 +76,8 @@ def test_prepare_errors(tmp_path, tokenizer):
     (tmp_path / "one.txt").write_text("just one document")
     with pytest.raises(DataError, match="single document"):
         prepare(tmp_path / "one.txt", tokenizer, tmp_path / "s", progress=False)
-    with pytest.raises(DataError, match="val_fraction"):
-        prepare(tmp_path / "one.txt", tokenizer, tmp_path / "s", val_fraction=0.0, progress=False)
+    with pytest.raises(DataError, match="valid_size"):
+        prepare(tmp_path / "one.txt", tokenizer, tmp_path / "s", valid_size=0.0, progress=False)
 
 
 def test_tokenizer_mismatch(shards, docs):
@@ -145,3 +145,87 @@ def test_check_shard_dir_says_run_prepare_first(tmp_path, corpus_file, shards):
     (tmp_path / "other").mkdir()
     with pytest.raises(DataError, match="no manifest.json"):
         check_shard_dir(tmp_path / "other")
+
+
+def _val_docs(shards, tokenizer) -> list[str]:
+    ds = TokenDataset.open(shards, "val", tokenizer)
+    return [tokenizer.decode(ds.document(i)) for i in range(ds.num_docs)]
+
+
+def test_valid_size_is_a_share_or_a_count(tmp_path, tokenizer, docs):
+    f = tmp_path / "c.txt"
+    f.write_text("\n\n".join(docs[:233]))
+    share = prepare(f, tokenizer, tmp_path / "share", valid_size=0.01, progress=False)
+    assert (share.splits["train"].docs, share.splits["val"].docs) == (231, 2)  # 1% of 233 documents
+    count = prepare(f, tokenizer, tmp_path / "count", valid_size=40, progress=False)
+    assert (count.splits["train"].docs, count.splits["val"].docs) == (193, 40) and count.valid_size == 40
+    assert set(_val_docs(tmp_path / "share", tokenizer)) < set(docs[:233])
+    for bad in (0, -1, 2.5, float("inf"), float("nan")):
+        with pytest.raises(DataError, match="valid_size must be a share in \\(0, 1\\) or a whole count"):
+            prepare(f, tokenizer, tmp_path / "bad", valid_size=bad, progress=False)
+
+
+def test_a_validation_corpus_is_the_val_split(tmp_path, tokenizer, docs):
+    train, valid = tmp_path / "train.txt", tmp_path / "valid.jsonl"
+    train.write_text("\n\n".join(docs[:50]))
+    valid.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[50:60]))
+    m = prepare(train, tokenizer, tmp_path / "s", progress=False, valid=valid)
+    assert (m.splits["train"].docs, m.splits["val"].docs) == (50, 10) and m.valid == str(valid.resolve())
+    assert _val_docs(tmp_path / "s", tokenizer) == docs[50:60]
+    ds = TokenDataset.open(tmp_path / "s", "train", tokenizer)
+    assert [tokenizer.decode(ds.document(i)) for i in range(ds.num_docs)] == docs[:50]
+    (tmp_path / "one.txt").write_text(docs[0])  # a single training document is enough with a validation corpus
+    assert prepare(tmp_path / "one.txt", tokenizer, tmp_path / "one", progress=False, valid=valid).splits[
+        "train"].docs == 1
+    with pytest.raises(DataError, match="missing.txt does not exist"):
+        prepare(train, tokenizer, tmp_path / "s", progress=False, valid=tmp_path / "missing.txt")
+
+
+def test_rows_of_csv_and_parquet_with_another_text_field(tmp_path, tokenizer, docs):
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with open(tmp_path / "train.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "body"], *[[i, d] for i, d in enumerate(docs[:30])]])
+    pq.write_table(pa.table({"body": docs[30:35]}), tmp_path / "valid.parquet")
+    m = prepare(tmp_path / "train.csv", tokenizer, tmp_path / "s", progress=False, valid=tmp_path / "valid.parquet",
+                text_field="body")
+    assert (m.splits["train"].docs, m.splits["val"].docs) == (30, 5)
+    assert _val_docs(tmp_path / "s", tokenizer) == docs[30:35]
+    with pytest.raises(DataError, match=r"train\.csv:2: no string field \"text\""):
+        prepare(tmp_path / "train.csv", tokenizer, tmp_path / "s", progress=False)
+
+
+def test_a_manifest_written_before_valid_size_reads(shards, tmp_path):
+    raw = json.loads((shards / "manifest.json").read_text())
+    raw["val_fraction"] = raw.pop("valid_size")  # as lmlab wrote it then, without valid
+    del raw["valid"]
+    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    assert Manifest.read(tmp_path).valid_size == 0.05
+
+
+def test_cli_prepare_takes_the_text_field_and_the_validation_split(tmp_path, tokenizer, docs, capsys):
+    from lmlab.cli import main
+
+    tokenizer.save(tmp_path / "tok")
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"content": d}) + "\n" for d in docs[:100]))
+    args = ["prepare", str(corpus), "--tokenizer", str(tmp_path / "tok"), "--quiet", "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--text-field", "content", "--valid-size", "7"]) == 0
+    assert "train 93 documents" in capsys.readouterr().out
+    (tmp_path / "v.txt").write_text("\n\n".join(docs[100:103]))
+    assert main([*args, "--out", str(tmp_path / "b"), "--text-field", "content", "--valid",
+                 str(tmp_path / "v.txt")]) == 0
+    assert "train 100 documents" in capsys.readouterr().out
+    assert Manifest.read(tmp_path / "b").splits["val"].docs == 3
+    assert main([*args, "--out", str(tmp_path / "c"), "--val-fraction", "0.05", "--text-field", "content"]) == 0
+    assert Manifest.read(tmp_path / "c").splits["val"].docs == 5  # the option's older name
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmlab: error: ") and "c.jsonl:1: no string field \"text\"" in err and "--text-field" in err
+    assert "Traceback" not in err
+    assert main([*args, "--out", str(tmp_path / "d"), "--text-field", "content", "--valid-size", "1.5"]) == 2
+    assert "valid_size" in capsys.readouterr().err
