@@ -99,8 +99,7 @@ class _Steps:
         """Repeat every row ``n`` times in place (beams, several samples per prompt): (B,) -> (B * n,)."""
         if n == 1:
             return
-        B = self.input_ids.shape[0]
-        self.cache.reorder(torch.arange(B, device=self.input_ids.device).repeat_interleave(n))
+        self.cache.repeat(n)
         if self.mask is not None:
             self.mask = self.mask.repeat_interleave(n, 0)
             self.next_pos = self.next_pos.repeat_interleave(n, 0)

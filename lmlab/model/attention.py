@@ -87,6 +87,8 @@ class Attention(nn.Module):
             q = self.q(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
             if cache is not None and layer < len(cache.cross):
                 k, v = cache.cross[layer]
+                if cache.group > 1:  # the rows of a group (beams) share their input's keys: read them once
+                    return self._grouped(q, k, v, mask, cache.group)
             else:
                 S = context.shape[1]
                 k, v = self.kv(context).view(B, S, 2, kvh, hs).permute(2, 0, 3, 1, 4)  # (B, kvh, S, hs) each
@@ -103,3 +105,13 @@ class Attention(nn.Module):
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
             is_causal=is_causal and mask is None, scale=self.scale, enable_gqa=kvh != nh)  # (B, nh, T, hs)
         return self.o(y.transpose(1, 2).reshape(B, T, nh * hs))
+
+    def _grouped(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, g: int) -> Tensor:
+        """Cross-attention of ``q`` (B * g, nh, T, hs) where each ``g`` adjacent rows share one row of ``k``,
+        ``v`` (B, kvh, S, hs) and of ``mask`` (B, 1, 1, S): the group's queries go into one row."""
+        Bg, nh, T, hs = q.shape
+        B = Bg // g
+        q = q.reshape(B, g, nh, T, hs).transpose(1, 2).reshape(B, nh, g * T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
+                                           enable_gqa=self.kv_heads != nh)  # (B, nh, g * T, hs)
+        return self.o(y.view(B, nh, g, T, hs).permute(0, 2, 3, 1, 4).reshape(Bg, T, nh * hs))

@@ -15,6 +15,9 @@ class KVCache:
     output are computed on the first call and kept in :attr:`cross` (later calls pass ``input_ids=None``),
     together with the encoder's padding mask in :attr:`cross_mask`.
 
+    After :meth:`repeat` (beams, several samples per input), ``group`` decoder rows share one input's cross
+    keys and values: they are neither copied nor moved, and cross-attention reads them once per group.
+
     Buffers are allocated on first use with the batch size, heads, dtype and device of the keys.
     """
 
@@ -25,8 +28,10 @@ class KVCache:
         self.length = 0  # positions already cached
         self.k: list[Tensor] = []  # per layer (B, kvh, max_len, hs)
         self.v: list[Tensor] = []
-        self.cross: list[tuple[Tensor, Tensor]] = []  # per layer (k, v), each (B, kvh, S, hs)
-        self.cross_mask: Tensor | None = None  # (B, 1, 1, S) bool, or None for no encoder padding
+        self.cross: list[tuple[Tensor, Tensor]] = []  # per layer (k, v), each (B / group, kvh, S, hs)
+        self.cross_mask: Tensor | None = None  # (B / group, 1, 1, S) bool, or None for no encoder padding
+        self.group = 1  # decoder rows per row of the cross entries
+        self._spare: Tensor | None = None  # a free buffer the shape of one layer's, for reorder
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write ``k``, ``v`` (B, kvh, T, hs) after the cached positions; return all keys/values so far."""
@@ -45,10 +50,35 @@ class KVCache:
         """Mark ``n`` more positions as cached (the model calls this once per forward)."""
         self.length += n
 
+    def repeat(self, n: int) -> None:
+        """Make every row ``n`` adjacent rows (B,) -> (B * n,), sharing their input's cross entries."""
+        self.k = [t.repeat_interleave(n, 0) for t in self.k]
+        self.v = [t.repeat_interleave(n, 0) for t in self.v]
+        self._spare = None
+        if self.cross:
+            self.group *= n
+
     def reorder(self, index: Tensor) -> None:
-        """Keep batch rows ``index`` (B',) in that order, e.g. the surviving beams of a beam search."""
-        self.k = [t.index_select(0, index) for t in self.k]
-        self.v = [t.index_select(0, index) for t in self.v]
-        self.cross = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross]
-        if self.cross_mask is not None:
-            self.cross_mask = self.cross_mask.index_select(0, index)
+        """Keep rows ``index`` (B',) in that order, e.g. the surviving beams of a beam search.
+
+        With ``group > 1`` (after :meth:`repeat`) every row must stay among its input's rows, as beams do: the
+        cross entries stay where they are. Each layer's rows are gathered into a spare buffer, which then
+        takes the layer's place (one buffer's worth of extra memory, no allocation per step).
+        """
+        if self.k and index.shape[0] == self.k[0].shape[0]:
+            self.k, self.v = [self._gather(t, index) for t in self.k], [self._gather(t, index) for t in self.v]
+        else:  # the number of rows changes
+            self.k = [t.index_select(0, index) for t in self.k]
+            self.v = [t.index_select(0, index) for t in self.v]
+            self._spare = None
+        if self.group == 1:
+            self.cross = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross]
+            if self.cross_mask is not None:
+                self.cross_mask = self.cross_mask.index_select(0, index)
+
+    def _gather(self, t: Tensor, index: Tensor) -> Tensor:
+        """Rows ``index`` of ``t`` written into the spare buffer; ``t`` becomes the spare."""
+        out = self._spare if self._spare is not None and self._spare.shape == t.shape else torch.empty_like(t)
+        torch.index_select(t.view(t.shape[0], -1), 0, index, out=out.view(t.shape[0], -1))  # 2-D: a fast copy
+        self._spare = t
+        return out

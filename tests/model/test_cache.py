@@ -65,3 +65,47 @@ def test_cache_errors_and_reorder():
         cache.reorder(torch.tensor([1, 1]))
     assert cache.k[0].shape[0] == 2 and torch.equal(cache.k[0][0], cache.k[0][1])
     assert torch.equal(cache.cross[0][0][0], cache.cross[0][0][1])
+
+
+def test_repeated_rows_share_cross_entries_and_match_copied_inputs():
+    """After ``repeat`` (beams), a group's rows read their input's cross keys once; the logits equal those of a
+    cache built from inputs copied row by row, through reorders within each group (as beam search does)."""
+    model = tiny("t5-tiny")
+    src, n = ids(2, 9, seed=1), 3
+    mask = torch.ones_like(src)
+    mask[1, 6:] = 0  # encoder padding, kept per input
+    start = torch.zeros(2, 1, dtype=torch.long)
+    steps = ids(2 * n, 5, seed=2)
+    shared, copied = KVCache(max_len=8), KVCache(max_len=8)
+    index = [torch.tensor([2, 2, 0, 3, 5, 4]), torch.tensor([1, 0, 0, 5, 5, 5])]  # never leave a group
+    with torch.no_grad():
+        model(src, attention_mask=mask, decoder_input_ids=start, kv_cache=shared)
+        shared.repeat(n)
+        model(src.repeat_interleave(n, 0), attention_mask=mask.repeat_interleave(n, 0),
+              decoder_input_ids=start.repeat_interleave(n, 0), kv_cache=copied)
+        out = {"shared": [], "copied": []}
+        for t in range(steps.shape[1]):
+            for name, cache in (("shared", shared), ("copied", copied)):
+                if t in (1, 3):
+                    cache.reorder(index[t // 2])
+                out[name].append(model(None, decoder_input_ids=steps[:, t:t + 1], kv_cache=cache).logits)
+    assert shared.group == n and shared.cross[0][0].shape[0] == 2 and copied.cross[0][0].shape[0] == 2 * n
+    torch.testing.assert_close(torch.cat(out["shared"], 1), torch.cat(out["copied"], 1), atol=1e-5, rtol=0)
+
+
+def test_reorder_gathers_rows_without_aliasing():
+    """Reorder writes into a spare buffer that the old one becomes: repeated reorders keep every row right."""
+    cache = KVCache(max_len=6)
+    k = torch.randn(4, 2, 3, 5)
+    cache.update(0, k, -k)
+    cache.update(1, 2 * k, -2 * k)
+    cache.advance(3)
+    expect = k.clone()
+    for index in ([3, 3, 1, 0], [0, 2, 2, 1], [1, 1, 1, 1]):
+        index = torch.tensor(index)
+        cache.reorder(index)
+        expect = expect[index]
+        torch.testing.assert_close(cache.k[0][:, :, :3], expect, atol=0, rtol=0)
+        torch.testing.assert_close(cache.v[1][:, :, :3], -2 * expect, atol=0, rtol=0)
+    cache.reorder(torch.tensor([2, 0]))  # fewer rows
+    torch.testing.assert_close(cache.k[1][:, :, :3], 2 * expect[[2, 0]], atol=0, rtol=0)
