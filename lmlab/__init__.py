@@ -42,6 +42,7 @@ _LAZY = {
     "generate": "lmlab.infer.generate",
     "generate_text": "lmlab.infer.generate",
     "fill_mask": "lmlab.infer",
+    "infill": "lmlab.infer.infill",
     "score": "lmlab.infer.score",
     "score_batch": "lmlab.infer.score",
     "file_perplexity": "lmlab.infer.score",

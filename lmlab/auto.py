@@ -414,15 +414,20 @@ def as_auto_tokenizer(tokenizer: Any, **options: Any) -> AutoTokenizer:
 _BIDIRECTIONAL_OBJECTIVES = ("mlm",)
 
 
-def trained_objective(path: str | Path) -> str | None:
-    """The objective a checkpoint was trained with (its ``training_state.json``), or None when unknown
-    (a model exported without training state, or imported from Hugging Face)."""
+def trained_objective_config(path: str | Path) -> dict[str, Any]:
+    """The ``objective`` section of the configuration a checkpoint was trained with (its ``training_state.json``),
+    or ``{}`` when unknown (a model exported without training state, or imported from Hugging Face)."""
     from lmlab.train.checkpoint import STATE, read_json, resolve_model_dir
 
     state_file = resolve_model_dir(path) / STATE
     state = read_json(state_file) if state_file.is_file() else {}
     objective = state.get("config", {}).get("objective", {}) if isinstance(state.get("config"), dict) else {}
-    name = objective.get("name") if isinstance(objective, dict) else None
+    return objective if isinstance(objective, dict) else {}
+
+
+def trained_objective(path: str | Path) -> str | None:
+    """The objective a checkpoint was trained with, or None when unknown (see :func:`trained_objective_config`)."""
+    name = trained_objective_config(path).get("name")
     return name if isinstance(name, str) else None
 
 

@@ -165,6 +165,17 @@ def _generate(args: argparse.Namespace) -> None:
             print(r["generated_text"])
 
 
+def _infill(args: argparse.Namespace) -> None:
+    from lmlab.infer.pipelines import pipeline
+
+    fill = pipeline("infill", model=args.checkpoint, **({"mode": args.mode} if args.mode else {}))
+    out = fill(args.prefix, args.suffix, max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
+               temperature=args.temperature if args.temperature > 0 else 1.0, top_k=args.top_k, top_p=args.top_p,
+               seed=args.seed)
+    print(json.dumps({"prefix": args.prefix, "suffix": args.suffix, "mode": fill.defaults["mode"], **out},
+                     ensure_ascii=False, indent=2) if args.json else out["middle"])
+
+
 def _score(args: argparse.Namespace) -> None:
     from lmlab.infer import InferenceError
     from lmlab.infer.score import file_perplexity, score_batch, scores_first_token
@@ -422,6 +433,23 @@ def build_parser() -> argparse.ArgumentParser:
                      "(the sentinels of a span-corruption model, <extra_id_0>..., are printed in any case)")
     gen.add_argument("--json", action="store_true", help="print JSON for scripts (no streaming)")
     gen.set_defaults(func=_generate)
+
+    fi = sub.add_parser("infill", help="write the middle between a prefix and a suffix with a decoder trained with "
+                        "the fim objective", description="Fill in the middle: build the prompt as the fim objective "
+                        "trains on (<fim_prefix> prefix <fim_suffix> suffix <fim_middle>, or SPM), generate until the "
+                        "end of the document and print the middle (--json: with prefix and suffix).")
+    fi.add_argument("checkpoint", help="a checkpoint or run directory trained with objective.name = fim")
+    fi.add_argument("--prefix", required=True, help="the text before the middle (may be empty)")
+    fi.add_argument("--suffix", required=True, help="the text after the middle (may be empty)")
+    fi.add_argument("--mode", choices=["psm", "spm"], help="the prompt's arrangement (default: the one the checkpoint "
+                    "was trained on most, by its objective.fim_spm_rate)")
+    fi.add_argument("--max-new-tokens", type=int, default=64)
+    fi.add_argument("--temperature", type=_at_least(0.0), default=0.0, help="0 for greedy decoding (default: 0)")
+    fi.add_argument("--top-k", type=int, default=0, help="0 to disable")
+    fi.add_argument("--top-p", type=float, default=1.0)
+    fi.add_argument("--seed", type=int, default=0)
+    fi.add_argument("--json", action="store_true", help="print JSON for scripts")
+    fi.set_defaults(func=_infill)
 
     sc = sub.add_parser("score", help="the log-probability of texts under a model",
                         description="log P(x) = sum_t log P(x_t | x_<t) for decoders (strided windows for long "

@@ -12,7 +12,13 @@ class InferenceError(LmlabError):
     """An input that a model cannot be used on (no mask token, an empty prompt, the wrong kind of model)."""
 
 
-__all__ = ["InferenceError", "fill_mask", "generate", "generate_text", "sample"]
+__all__ = ["InferenceError", "cut_at_eos", "fill_mask", "generate", "generate_text", "sample"]
+
+
+def cut_at_eos(row: list[int], eos: int | list[int] | None) -> list[int]:
+    """A generated row up to its first stop token (``eos``: one id or several), without it."""
+    stops = {eos} if isinstance(eos, int) else set(eos or [])
+    return row[:next((j for j, t in enumerate(row) if t in stops), len(row))]
 
 
 @torch.no_grad()

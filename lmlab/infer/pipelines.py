@@ -12,6 +12,8 @@ task                        model                output per input
 ``summarization``           encoder-decoder      ``[{"summary_text": ...}]``
 ``score``                   any                  ``{"log_prob", "num_tokens", "perplexity", "token_log_probs",
                                                  "tokens"}`` (see :mod:`lmlab.infer.score`)
+``infill``                  decoder trained      ``{"middle", "filled_text"}``: called with a prefix and a
+                            with ``fim``         suffix (see :mod:`lmlab.infer.infill`)
 ==========================  ===================  ===========================================================
 
 A list of inputs gives a list of outputs. Example::
@@ -28,11 +30,11 @@ from typing import Any
 import torch
 
 from lmlab.auto import AutoTokenizer, ModelKindError, as_auto_tokenizer, check_model_kind, load_for_task
-from lmlab.infer import InferenceError, fill_mask_candidates
+from lmlab.infer import InferenceError, cut_at_eos, fill_mask_candidates
 
-__all__ = ["TASKS", "FillMaskPipeline", "FineTunedPipeline", "ModelKindError", "Pipeline", "ScorePipeline",
-           "SummarizationPipeline", "Text2TextGenerationPipeline", "TextGenerationPipeline", "TranslationPipeline",
-           "pipeline"]
+__all__ = ["TASKS", "FillMaskPipeline", "FineTunedPipeline", "InfillPipeline", "ModelKindError", "Pipeline",
+           "ScorePipeline", "SummarizationPipeline", "Text2TextGenerationPipeline", "TextGenerationPipeline",
+           "TranslationPipeline", "pipeline"]
 
 
 class Pipeline:
@@ -96,11 +98,6 @@ def _generation_defaults(tok: AutoTokenizer, options: dict[str, Any]) -> dict[st
     return options
 
 
-def _cut_at_eos(row: list[int], eos: Any) -> list[int]:
-    stops = {eos} if isinstance(eos, int) else set(eos or [])
-    return row[:next((j for j, t in enumerate(row) if t in stops), len(row))]
-
-
 class TextGenerationPipeline(Pipeline):
     """Continue prompts with a decoder (:func:`lmlab.generate`; greedy unless ``do_sample=True``)."""
 
@@ -122,7 +119,7 @@ class TextGenerationPipeline(Pipeline):
         outputs: list[list[dict[str, str]]] = [[] for _ in texts]
         for k, row in enumerate(out[:, T:].tolist()):
             b = k // n
-            new = _cut_at_eos(row, options["eos_token_id"])
+            new = cut_at_eos(row, options["eos_token_id"])
             # As transformers does: decode prompt + continuation together (spacing at the seam is right),
             # then cut the decoded prompt off.
             decode = tok.lmlab_tokenizer.decode_generated  # sentinels kept (see Tokenizer.decode_generated)
@@ -154,7 +151,7 @@ class Text2TextGenerationPipeline(Pipeline):
         n = out.shape[0] // len(sources)
         outputs: list[list[dict[str, str]]] = [[] for _ in texts]
         for k, row in enumerate(out[:, 1:].tolist()):
-            text = tok.lmlab_tokenizer.decode_generated(_cut_at_eos(row, options["eos_token_id"]), keep_special_tokens)
+            text = tok.lmlab_tokenizer.decode_generated(cut_at_eos(row, options["eos_token_id"]), keep_special_tokens)
             outputs[k // n].append({self.key: text})
         return outputs
 
@@ -201,6 +198,26 @@ class ScorePipeline(Pipeline):
                 for s in score_batch(self.model, tok, texts, **options)]
 
 
+class InfillPipeline(Pipeline):
+    """The middle between a prefix and a suffix, from a decoder trained with the ``fim`` objective
+    (:func:`lmlab.infer.infill.infill`: greedy unless ``do_sample=True``; ``mode`` defaults to the checkpoint's)."""
+
+    task = "infill"
+
+    def __call__(self, prefix: str | list[str], suffix: str | list[str] = "", **options: Any) -> Any:
+        """Fill between one prefix and one suffix (a dict), or between lists of them (a list of dicts)."""
+        suffixes = [suffix] if isinstance(suffix, str) else list(suffix)
+        if not all(isinstance(s, str) for s in suffixes):
+            raise InferenceError("the infill pipeline takes a suffix string or a list of them")
+        return super().__call__(prefix, suffixes=suffixes, **options)
+
+    def _run(self, texts: list[str], suffixes: list[str], **options: Any) -> list[dict[str, str]]:
+        from lmlab.infer.infill import infill
+
+        middles = infill(self.model, self.tokenizer, texts, suffixes, **options)
+        return [{"middle": m, "filled_text": p + m + s} for p, m, s in zip(texts, middles, suffixes, strict=True)]
+
+
 class FineTunedPipeline(Pipeline):
     """A model fine-tuned by ``lmlab finetune`` (a ``seq2seq`` or ``classify`` run), its inputs formatted by the
     run's own objective (prefix, special tokens, the decoder's separator): text to text gives
@@ -228,10 +245,10 @@ class FineTunedPipeline(Pipeline):
 
 _CLASSES: dict[str, type[Pipeline]] = {cls.task: cls for cls in (
     FillMaskPipeline, TextGenerationPipeline, Text2TextGenerationPipeline, TranslationPipeline,
-    SummarizationPipeline, ScorePipeline)}
+    SummarizationPipeline, ScorePipeline, InfillPipeline)}
 TASKS = tuple(_CLASSES)
 _KIND = {"fill-mask": "masked-lm", "text-generation": "causal-lm", "text2text-generation": "seq2seq-lm",
-         "translation": "seq2seq-lm", "summarization": "seq2seq-lm", "score": "any"}
+         "translation": "seq2seq-lm", "summarization": "seq2seq-lm", "score": "any", "infill": "causal-lm"}
 
 
 def pipeline(task: str, model: str | Path | tuple | torch.nn.Module, tokenizer: Any = None,
@@ -245,7 +262,8 @@ def pipeline(task: str, model: str | Path | tuple | torch.nn.Module, tokenizer: 
             checkpoint's.
         device: where the model runs (a checkpoint loads on the CPU by default; a model given stays where it
             is unless a device is named).
-        defaults: default options of every call (``top_k=10``, ``max_new_tokens=40``, ``num_beams=4``...).
+        defaults: default options of every call (``top_k=10``, ``max_new_tokens=40``, ``num_beams=4``...; infill's
+            ``mode`` defaults to the one a checkpoint was trained on most).
 
     Returns:
         The task's :class:`Pipeline`; call it with a text or a list of texts.
@@ -280,6 +298,10 @@ def pipeline(task: str, model: str | Path | tuple | torch.nn.Module, tokenizer: 
     if isinstance(model, (str, Path)):
         m, tok = load_for_task(model, kind, device or "cpu")
         source = str(model)
+        if name == "infill":
+            from lmlab.infer.infill import trained_mode
+
+            defaults.setdefault("mode", trained_mode(model))
     else:
         m, tok = model if isinstance(model, tuple) else (model, None)
         if not isinstance(m, torch.nn.Module) or not hasattr(m, "config"):

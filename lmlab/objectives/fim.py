@@ -30,6 +30,21 @@ if TYPE_CHECKING:
 PREFIX, MIDDLE, SUFFIX = "<fim_prefix>", "<fim_middle>", "<fim_suffix>"
 
 
+def fim_sequence(prefix: list[int], middle: list[int], suffix: list[int], sentinels: tuple[int, int, int],
+                 spm: bool) -> list[int]:
+    """The pieces of a document rearranged (``sentinels``: the ids of ``<fim_prefix>``, ``<fim_middle>``,
+    ``<fim_suffix>``), PSM or SPM as in the module docstring. With an empty ``middle`` it is the prompt that asks a
+    model for the middle (:func:`lmlab.infer.infill.infill`)."""
+    p, m, s = sentinels
+    return [p, s, *suffix, m, *prefix, *middle] if spm else [p, *prefix, s, *suffix, m, *middle]
+
+
+def separator_ids(tokenizer: Tokenizer) -> list[int]:
+    """The tokens that can close a document in the shards (``lmlab prepare`` puts the eos token, ``[SEP]`` for
+    WordPiece): what follows a middle."""
+    return [i for i in (tokenizer.eos_id, tokenizer.sep_id) if i is not None]
+
+
 def split_document(text: str, generator: torch.Generator) -> tuple[str, str, str]:
     """Prefix, middle and suffix of ``text`` cut at two uniformly random character positions."""
     a, b = torch.randint(0, len(text) + 1, (2,), generator=generator).sort().values.tolist()
@@ -47,7 +62,7 @@ class FillInTheMiddle(CausalLM):
                  spm_rate: float = 0.5, document_mask: bool = True, loss_chunk: int = 0) -> None:
         super().__init__(document_mask=document_mask, loss_chunk=loss_chunk)
         self.tokenizer = tokenizer
-        self.prefix_id, self.middle_id, self.suffix_id = (tokenizer.token_to_id(t) for t in self.special_tokens)
+        self.sentinels = tuple(tokenizer.token_to_id(t) for t in self.special_tokens)  # (prefix, middle, suffix)
         self.separators = torch.tensor(separator_ids, dtype=torch.long)
         self.pad_id = pad_id
         self.fim_rate, self.spm_rate = fim_rate, spm_rate
@@ -77,11 +92,7 @@ class FillInTheMiddle(CausalLM):
         encoded = self.tokenizer.encode_batch([p for three in pieces for p in three])
         for j, (r, i, is_spm, tail) in enumerate(jobs):
             pre, mid, suf = encoded[3 * j:3 * j + 3]
-            if is_spm:
-                doc = [self.prefix_id, self.suffix_id, *suf, self.middle_id, *pre, *mid]
-            else:
-                doc = [self.prefix_id, *pre, self.suffix_id, *suf, self.middle_id, *mid]
-            rows[r][i] = (rows[r][i][0], doc + tail)
+            rows[r][i] = (rows[r][i][0], fim_sequence(pre, mid, suf, self.sentinels, is_spm) + tail)
         out = torch.full((B, T), self.pad_id, dtype=torch.long)
         out_segs = torch.full((B, T), -1, dtype=torch.long)
         for r, docs in enumerate(rows):
@@ -100,7 +111,7 @@ class FillInTheMiddle(CausalLM):
     @classmethod
     def from_config(cls, cfg: Config, tokenizer: Tokenizer) -> FillInTheMiddle:
         o = cfg.objective
-        separators = [i for i in (tokenizer.eos_id, tokenizer.sep_id) if i is not None]
+        separators = separator_ids(tokenizer)
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else separators[0]
         own_token_ids(tokenizer, cls.name, cls.special_tokens)
         return cls(tokenizer, separators, pad, o.fim_rate, o.fim_spm_rate, o.document_mask, o.loss_chunk)
