@@ -33,7 +33,7 @@ from typing import Any, Literal
 import tokenizers
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, trainers
 
-from lmlab.errors import CheckpointError, DataError, TokenizerError
+from lmlab.errors import CheckpointError, DataError, TokenizerError, make_output_dir
 
 Kind = Literal["bpe", "wordpiece", "unigram"]
 ROLES = ("pad", "unk", "bos", "eos", "cls", "sep", "mask")
@@ -209,9 +209,12 @@ class Tokenizer:
         return cfg
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``tokenizer.json`` and ``tokenizer_config.json`` into ``directory``; return the directory."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        """Write ``tokenizer.json`` and ``tokenizer_config.json`` into ``directory``; return the directory.
+
+        Raises:
+            ConfigError: ``directory`` is a file; TokenizerError: it cannot be created or written.
+        """
+        d = make_output_dir(directory, "tokenizer directory", TokenizerError)
         self.tok.save(str(d / TOKENIZER_FILE))
         (d / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2, ensure_ascii=False) + "\n",
                                      encoding="utf-8")

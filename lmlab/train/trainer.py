@@ -31,7 +31,7 @@ from tqdm import tqdm
 from lmlab.config import Config, config_from_dict
 from lmlab.data import Sampler, TokenDataset
 from lmlab.data.prepare import check_shard_dir
-from lmlab.errors import CheckpointError, ConfigError, DataError, DivergedError
+from lmlab.errors import CheckpointError, ConfigError, DataError, DivergedError, make_output_dir
 from lmlab.model import build_model
 from lmlab.objectives import TASKS, Batch, Objective, build_objective, objective_tokenizer
 from lmlab.tokenizer import Tokenizer
@@ -218,8 +218,6 @@ def check_fresh_out_dir(out_dir: Path, resume_path: Path | None) -> None:
     checkpoint lives elsewhere: it may continue into an empty directory, a branch of that run), that is a file,
     or that cannot be written; create it."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"train.out_dir {out_dir} is a file, not a directory; choose another train.out_dir")
     held = ckpt.list_checkpoints(out_dir)
     if held and resume_path is None:
         raise CheckpointError(f"{out_dir} already holds checkpoints; continue with --resume {out_dir}, "
@@ -229,14 +227,7 @@ def check_fresh_out_dir(out_dir: Path, resume_path: Path | None) -> None:
                               f"those of {resume_path}; resuming would write among them. Continue that run with "
                               f"--resume {out_dir}, or give --train.out_dir an empty or new directory to continue "
                               f"{resume_path} there")
-    probe = out_dir / f".lmlab-write-test-{os.getpid()}"
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise CheckpointError(f"cannot write to train.out_dir {out_dir}: {e.strerror or e}; choose a writable "
-                              "train.out_dir") from None
+    make_output_dir(out_dir, "train.out_dir", CheckpointError)
 
 
 def _set_aside_newer(out_dir: Path, resume_path: Path, step: int) -> Path | None:
