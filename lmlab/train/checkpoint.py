@@ -42,7 +42,10 @@ STATE = "training_state.json"
 OPTIMIZER = "optimizer.safetensors"
 OBJECTIVE = "objective.safetensors"
 STEP_DIR = re.compile(r"^step-(\d+)$")
-TEMP_DIR = re.compile(r"^\.(?:tmp-step-\d+|tmp-best|old-best)-(\d+)$")  # ends with the writing process's id
+# What a write in progress is named by, each ending with the writing process's id: temporary directories of
+# checkpoints and best/, and temporary files of metrics.jsonl (rewritten on resume) and of the write probe
+TEMP_DIR = re.compile(r"^\.(?:tmp-step-\d+|tmp-best|old-best)-(\d+)$")
+TEMP_FILE = re.compile(r"^\.(?:metrics\.jsonl\.|lmlab-write-test-)(\d+)$")
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -171,18 +174,22 @@ def _alive(pid: int) -> bool:
 
 def clean_stale(run_dir: str | Path) -> list[Path]:
     """Remove what killed writes left in ``run_dir``: ``.tmp-step-*``, ``.tmp-best-*`` and ``.old-best-*``
-    directories whose process (the id that ends the name) is no longer running on this machine, or is this one.
-    A directory of a live process is left alone (it may be writing). A ``best/`` that a kill left missing is put
-    back from its ``.old-best-*``. Returns what was removed."""
+    directories and ``.metrics.jsonl.*`` (and write-probe) files whose process (the id that ends the name) is no longer running on
+    this machine, or is this one. What a live process left is left alone (it may be writing). A ``best/`` that a
+    kill left missing is put back from its ``.old-best-*``. Returns what was removed."""
     run_dir = Path(run_dir)
     removed = []
     for p in sorted(run_dir.iterdir()) if run_dir.is_dir() else ():
-        if not ((m := TEMP_DIR.match(p.name)) and p.is_dir() and not _alive(int(m.group(1)))):
+        m = TEMP_DIR.match(p.name) if p.is_dir() else TEMP_FILE.match(p.name) if p.is_file() else None
+        if m is None or _alive(int(m.group(1))):
             continue
         if p.name.startswith(".old-best-") and not (run_dir / BEST).exists():
             os.replace(p, run_dir / BEST)  # killed between moving the old best aside and the new one in
             continue
-        shutil.rmtree(p, ignore_errors=True)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
         removed.append(p)
     return removed
 

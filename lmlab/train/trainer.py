@@ -302,6 +302,8 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
     if tc.compile:
         runner = torch.compile(runner)
     try:
+        if d.is_main:
+            ckpt.clean_stale(out_dir)  # what killed runs left (a metrics.jsonl rewrite, a checkpoint write)
         log = MetricsLog(out_dir / "metrics.jsonl", resume_step=step if resume_path else None) if d.is_main \
             else None
     except OSError as e:

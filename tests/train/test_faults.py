@@ -156,6 +156,24 @@ def test_resume_after_a_torn_metrics_line(shards, tmp_path):
     assert result.step == 3 and [r["step"] for r in _records(run) if "loss" in r] == [1, 2, 3]
 
 
+def test_a_metrics_rewrite_left_by_a_kill_is_removed(shards, tmp_path):
+    """A kill while metrics.jsonl is rewritten on resume leaves .metrics.jsonl.PID: the next run removes those of
+    processes that are gone, and leaves a live process's alone."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    pretrain(_cfg(shards, run, max_steps=2, **FAST))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    for pid in (dead, os.getppid()):
+        (run / f".metrics.jsonl.{pid}").write_text('{"step": 1, "loss": 5.0}\n')
+    pretrain(_cfg(shards, run, max_steps=3, **FAST), resume=run)
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [f".metrics.jsonl.{os.getppid()}"]
+    assert [r["step"] for r in _records(run) if "loss" in r] == [1, 2, 3]
+
+
 def test_without_a_progress_bar_a_line_every_log_every_steps(shards, tmp_path, capsys, caplog):
     with caplog.at_level(logging.WARNING):
         pretrain(_cfg(shards, tmp_path / "run", max_steps=4, log_every=2, warmup_steps=10, **FAST))
