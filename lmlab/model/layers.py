@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 GATED = ("swiglu", "geglu")
 DECODE_ROWS = 64  # inputs of at most this many rows take the decode layout (measured faster up to 64 on 2 cores)
@@ -41,9 +42,11 @@ class Linear(nn.Linear):
 @contextmanager
 def decode_layout(*modules: nn.Module | None) -> Iterator[None]:
     """Give every :class:`Linear` in ``modules`` its decode layout for the duration (CPU float32 weights only:
-    elsewhere the usual product is already fast). The copies double those weights' memory until the exit."""
+    elsewhere the usual product is already fast; and whole weights only, not the shards of FSDP, which gathers
+    them at each call). The copies double those weights' memory until the exit."""
     layers = [m for module in modules if module is not None for m in module.modules()
-              if isinstance(m, Linear) and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32]
+              if isinstance(m, Linear) and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32
+              and not isinstance(m.weight, DTensor)]
     threads = torch.get_num_threads()
     try:
         for layer in layers:
