@@ -174,9 +174,9 @@ def _alive(pid: int) -> bool:
 
 def clean_stale(run_dir: str | Path) -> list[Path]:
     """Remove what killed writes left in ``run_dir``: ``.tmp-step-*``, ``.tmp-best-*`` and ``.old-best-*``
-    directories and ``.metrics.jsonl.*`` (and write-probe) files whose process (the id that ends the name) is no longer running on
-    this machine, or is this one. What a live process left is left alone (it may be writing). A ``best/`` that a
-    kill left missing is put back from its ``.old-best-*``. Returns what was removed."""
+    directories and ``.metrics.jsonl.*`` (and write-probe) files whose process (the id that ends the name) is no
+    longer running on this machine, or is this one. What a live process left is left alone (it may be writing).
+    A ``best/`` that a kill left missing is put back from its ``.old-best-*``. Returns what was removed."""
     run_dir = Path(run_dir)
     removed = []
     for p in sorted(run_dir.iterdir()) if run_dir.is_dir() else ():
