@@ -25,12 +25,25 @@ SEQ2SEQ_METRICS = ["bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum"]
 CLASSIFY_METRICS = ["accuracy", "macro_f1"]
 
 
+def _check_sizes(batch_size: int, max_new_tokens: int = 0) -> None:
+    from lmlab.infer import InferenceError
+
+    if batch_size < 1 or max_new_tokens < 0:
+        raise InferenceError(f"batch_size must be >= 1 and max_new_tokens >= 0, got {batch_size} and "
+                             f"{max_new_tokens}")
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, objective: Any, sources: list[str], *, num_beams: int = 1,
             max_new_tokens: int = 64, batch_size: int = 32) -> list[str]:
-    """The model's output text for each source (in order), decoded greedily or with beam search."""
+    """The model's output text for each source (in order), decoded greedily or with beam search.
+
+    Raises:
+        InferenceError: ``batch_size`` below 1 or ``max_new_tokens`` below 0 (or a decoding option out of range).
+    """
     from lmlab.infer.generate import generate
 
+    _check_sizes(batch_size, max_new_tokens)
     was_training = model.training
     model.eval()
     rows = [objective.encode(s) for s in sources]
@@ -61,6 +74,7 @@ def predict(model: torch.nn.Module, objective: Any, sources: list[str], *, num_b
 def classify(model: torch.nn.Module, objective: Any, texts: list[str], batch_size: int = 64
              ) -> tuple[list[str], list[float]]:
     """The predicted label of each text and its probability."""
+    _check_sizes(batch_size)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -177,6 +191,8 @@ def evaluate(path: str | Path, data: str | Path, split: str = "test", *, num_bea
     if file is None:
         raise DataError(f"{data} has no {split} split (a {split}.jsonl/.tsv/.csv/.parquet file)")
     examples = read_examples(file, kind, Fields.from_config(cfg.data))
+    if limit < 0:
+        raise DataError(f"limit must be >= 0 (0: every example), got {limit}")
     if limit:
         examples = examples.take(list(range(min(limit, len(examples)))))
     t0 = time.perf_counter()

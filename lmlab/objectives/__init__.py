@@ -30,7 +30,7 @@ def check_objective(cfg: Config) -> None:
     """Refuse, at load time, an unknown objective or one that makes no sense on the configured architecture."""
     name = cfg.objective.name
     if name not in OBJECTIVES:
-        raise ConfigError(f"unknown objective {name!r}; valid objectives: {', '.join(sorted(OBJECTIVES))}")
+        raise ConfigError(f"unknown objective.name {name!r}; valid objectives: {', '.join(sorted(OBJECTIVES))}")
     archs = OBJECTIVES[name].archs
     if cfg.model.arch not in archs:
         raise ConfigError(f"objective {name!r} cannot train a model with arch {cfg.model.arch!r}; "

@@ -167,7 +167,7 @@ def required_id(tokenizer: Tokenizer, role: str) -> int:
 
     i = getattr(tokenizer, f"{role}_id")
     if i is None:
-        raise ConfigError(f"this objective needs a {role} token, and the tokenizer has none; train a tokenizer "
+        raise ConfigError(f"this objective needs the tokenizer's {role} token, and it has none; train a tokenizer "
                           "with `lmlab tokenizer train`, which adds the usual special tokens")
     return i
 

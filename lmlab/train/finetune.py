@@ -103,6 +103,14 @@ def initial_model(cfg: Config, labels: list[str] | None) -> tuple[torch.nn.Modul
     return model, tokenizer, {"init": fc.init, "from_init": len(copied), "random": fresh, "dropped": dropped}
 
 
+def _tokenizer_origin(cfg: Config, resume_path: Path | None) -> str:
+    """Where a fine-tuning run's tokenizer came from, as the user gave it."""
+    if resume_path is not None:
+        return f"the checkpoint {resume_path}"
+    fc = cfg.finetune
+    return f"finetune.tokenizer {fc.tokenizer}" if fc.init == "none" else f"finetune.init {fc.init}"
+
+
 def _shards(out_dir: Path, cfg: Config, tokenizer: Tokenizer, splits: dict[str, RawExamples], resume: bool,
             is_main: bool) -> dict[str, Any]:
     """Tokenize the run's examples once into ``out_dir/examples`` (kept for resuming) and return the manifest."""
@@ -176,11 +184,14 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
             if labels is not None:
                 model.id2label = labels
         cfg = dataclasses.replace(cfg, model=model.config)
+        try:  # before anything is written: a tokenizer that lacks a token the task needs, named
+            objective = build_objective(cfg, tokenizer)
+        except ConfigError as e:
+            raise ConfigError(f"the tokenizer of {_tokenizer_origin(cfg, resume_path)}: {e}") from None
         out_dir.mkdir(parents=True, exist_ok=True)
         manifest = _shards(out_dir, cfg, tokenizer, splits, resume_path is not None, d.is_main)
         if task == "classify" and manifest["labels"] != list(getattr(model, "id2label", None) or []):
             raise CheckpointError(f"the labels of {out_dir / EXAMPLES_DIR} differ from the model's id2label")
-        objective = build_objective(cfg, tokenizer)
         model = model.to(d.device).train()
         objective.attach(model)
         if cfg.model.position == "learned" and objective.arch == "decoder" and task == "seq2seq":

@@ -43,12 +43,6 @@ def test_infinite_learning_rate_is_refused():
         load_config(None, ["--train.lr", "inf"])
 
 
-def test_raw_corpus_as_data_path_says_run_prepare(corpus_file, tmp_path, capsys):
-    assert main(["pretrain", "--preset", "gpt2-tiny", "--data.path", str(corpus_file.parent),
-                 "--train.out_dir", str(tmp_path / "run")]) == 2
-    assert "run `lmlab prepare" in capsys.readouterr().err
-
-
 def test_tokenizer_larger_than_the_model_is_a_checkpoint_error(tokenizer, tmp_path):
     import dataclasses
 
@@ -60,15 +54,3 @@ def test_tokenizer_larger_than_the_model_is_a_checkpoint_error(tokenizer, tmp_pa
     save_model_dir(tmp_path, model, tokenizer)
     with pytest.raises(CheckpointError, match=f"tokenizer has {tokenizer.vocab_size} tokens"):
         load_model(tmp_path)
-
-
-def test_resume_on_shards_of_another_tokenizer_is_refused(shards, sentinel_shards, tmp_path, capsys):
-    args = ["pretrain", "--preset", "gpt2-tiny", "--data.seq_len", "32", "--train.out_dir", str(tmp_path / "run"),
-            "--train.max_steps", "2", "--train.eval_batches", "1", "--train.batch_size", "4",
-            "--train.progress", "false", "--train.peak_flops", "1e11"]
-    assert main([*args, "--data.path", str(shards)]) == 0
-    saved = (tmp_path / "run" / "step-000002" / "tokenizer.json").read_bytes()
-    assert main([*args, "--train.max_steps", "3", "--data.path", str(sentinel_shards),
-                 "--resume", str(tmp_path / "run")]) == 2
-    assert "another tokenizer" in capsys.readouterr().err
-    assert (tmp_path / "run" / "step-000002" / "tokenizer.json").read_bytes() == saved
