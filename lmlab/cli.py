@@ -90,7 +90,7 @@ def _train(args: argparse.Namespace, overrides: list[str], run) -> None:
 def _demo(args: argparse.Namespace, overrides: list[str]) -> None:
     from lmlab.demo import run_demo
 
-    run_demo(corpus=args.corpus, out_dir=args.out, steps=args.steps, overrides=overrides)
+    run_demo(corpus=args.corpus, out_dir=args.out, steps=args.steps, minutes=args.minutes, overrides=overrides)
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
@@ -307,15 +307,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 "training objective is the thing you choose.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="train a tokenizer, a causal LM and a masked LM on a built-in corpus, "
-                          "then use them", description="Train a tokenizer and two small models (causal LM "
-                          "decoder, masked LM encoder) on the Python standard library's docstrings (or "
-                          "--corpus), then show fill-mask and generation. Extra --section.key value overrides "
-                          "apply to both models.")
-    demo.add_argument("--corpus", help="a corpus file (.txt, .md, .jsonl, .csv, .tsv, .parquet; the text of a row in "
-                      "--data.text_field) or directory to use instead of the built-in corpus")
+    demo = sub.add_parser("demo", help="pretrain, fine-tune and use small models on a built-in corpus, in about "
+                          "8 minutes", description="On the Python standard library's docstrings: train a tokenizer, "
+                          "pretrain a decoder (causal LM) and an encoder (masked LM), fine-tune them to summarize a "
+                          "docstring and to tell its package (pretrained and from scratch, tested on held-out "
+                          "modules), then use them. Each stage is sized to its share of --minutes from a few "
+                          "measured steps. Extra --section.key value overrides apply to every run.")
+    demo.add_argument("--minutes", type=float, default=8.0, help="training time in all (default: 8)")
+    demo.add_argument("--steps", default=None, metavar="N|STAGE=N,...",
+                      help="fixed steps instead of --minutes: one count for every stage, or "
+                      "clm=N,mlm=N,summarize=N,classify=N as a budgeted run prints them (reproduces it exactly)")
+    demo.add_argument("--corpus", help="pretrain on this corpus file (.txt, .md, .jsonl, .csv, .tsv, .parquet; the "
+                      "text of a row in --data.text_field) or directory instead; fine-tuning is then left out")
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    demo.add_argument("--steps", type=int, default=None, help="training steps per model (default: the configs')")
     demo.set_defaults(func=_demo, takes_overrides=True)
 
     tok = sub.add_parser("tokenizer", help="train a tokenizer").add_subparsers(dest="tok_command", required=True,

@@ -473,9 +473,11 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
                 new_best = task is not None and improved()
                 if new_best:  # every rank takes part (FSDP gathers); the main one writes
                     ckpt.save_best(out_dir, model, tokenizer, {**state(), "step": step}, write=d.is_main)
-                window_t += time.perf_counter() - eval_t  # tokens/s counts training time only
+                eval_s = time.perf_counter() - eval_t
+                window_t += eval_s  # tokens/s counts training time only
                 if log is not None:
-                    log.write({"step": step, **last_eval, **({"best": True} if new_best else {})})
+                    log.write({"step": step, **last_eval, "eval_s": round(eval_s, 3),
+                               **({"best": True} if new_best else {})})
                     plot_losses(log.read(), out_dir / "loss.png", f"{cfg.objective.name} · {cfg.model.arch}",
                                 metric=task.metric if task is not None else None)
                 if d.is_main:
