@@ -27,7 +27,8 @@ def _prepare(args: argparse.Namespace) -> None:
     from lmlab.tokenizer import Tokenizer
 
     manifest = prepare(args.corpus, Tokenizer.load(args.tokenizer), args.out, valid_size=args.valid_size,
-                       num_workers=args.workers, progress=not args.quiet, valid=args.valid, text_field=args.text_field)
+                       num_workers=args.workers, progress=not args.quiet, valid=args.valid, text_field=args.text_field,
+                       overwrite=args.overwrite)
     if args.json:
         print(json.dumps(manifest.to_dict(), indent=2))
         return
@@ -354,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--workers", type=int, default=None, help="tokenizer worker processes (default: all cores)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    pr.add_argument("--overwrite", action="store_true", help="replace the shards already in --out")
     pr.set_defaults(func=_prepare)
 
     pt = sub.add_parser("pretrain", help="train a model with a self-supervised objective",

@@ -81,7 +81,7 @@ def check_shard_dir(path: str | Path) -> None:
 
 def prepare(corpus_path: str | Path, tokenizer: Any, out_dir: str | Path, valid_size: float = 0.01,
             num_workers: int | None = None, seed: int = 0, progress: bool = True, valid: str | Path | None = None,
-            text_field: str = "text") -> Manifest:
+            text_field: str = "text", overwrite: bool = False) -> Manifest:
     """Tokenize a corpus into ``out_dir/{train,val}`` token shards, a manifest and a copy of the tokenizer.
 
     Each document is encoded without special tokens and followed by the tokenizer's eos token (``</s>``;
@@ -98,7 +98,8 @@ def prepare(corpus_path: str | Path, tokenizer: Any, out_dir: str | Path, valid_
         corpus_path: a ``.txt``/``.md``/``.jsonl``/``.csv``/``.tsv``/``.parquet`` file or a directory
             (see :func:`lmlab.data.read_documents`).
         tokenizer: the :class:`lmlab.tokenizer.Tokenizer` to encode with.
-        out_dir: the directory to write; an existing manifest and splits in it are replaced.
+        out_dir: the directory to write; one that already holds shards (a manifest) is refused unless
+            ``overwrite``.
         valid_size: the documents held out for validation when there is no ``valid``: below 1 a share of them
             (at least one document), else a count (as ``data.valid_size`` of fine-tuning).
         num_workers: 1 encodes one document at a time in this thread; more (default: all cores) encodes
@@ -107,6 +108,8 @@ def prepare(corpus_path: str | Path, tokenizer: Any, out_dir: str | Path, valid_
         progress: show a tqdm progress bar over documents.
         valid: a corpus (file or directory) of validation documents.
         text_field: the field of a row (``.jsonl``, ``.csv``, ``.tsv``, ``.parquet``) that holds its document.
+        overwrite: replace the manifest, splits and tokenizer of shards already in ``out_dir`` (its other files
+            are left).
 
     Returns:
         The :class:`Manifest` written to ``out_dir/manifest.json``.
@@ -114,7 +117,8 @@ def prepare(corpus_path: str | Path, tokenizer: Any, out_dir: str | Path, valid_
     Raises:
         DataError: the corpus (or ``valid``) is missing or empty, or a row lacks its text field (naming the
             file and line); without ``valid``, the corpus has a single document; ``valid_size`` is neither a
-            share in (0, 1) nor a whole count; the tokenizer has no eos token to separate documents with.
+            share in (0, 1) nor a whole count; the tokenizer has no eos token to separate documents with;
+            ``out_dir`` already holds shards and ``overwrite`` is false.
     """
     if not (0.0 < valid_size < 1.0 or (math.isfinite(valid_size) and valid_size >= 1 and valid_size % 1 == 0)):
         raise DataError(f"valid_size must be a share in (0, 1) or a whole count of documents >= 1, got {valid_size}")
@@ -122,6 +126,9 @@ def prepare(corpus_path: str | Path, tokenizer: Any, out_dir: str | Path, valid_
     if sep is None:
         raise DataError("the tokenizer has no eos/sep token to put between documents; use a tokenizer "
                         "with one (every tokenizer trained by lmlab has it)")
+    if (Path(out_dir) / MANIFEST).is_file() and not overwrite:  # (before the corpus is read: it may be large)
+        raise DataError(f"{out_dir} already holds token shards ({MANIFEST}); choose another --out, or pass "
+                        "--overwrite to replace them")
     corpus_path = Path(corpus_path)
     n_docs = _count_documents(corpus_path, text_field)
     if valid is not None:  # the corpus is for training, valid for validation: one stream, train documents first

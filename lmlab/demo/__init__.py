@@ -117,7 +117,7 @@ def run_demo(corpus: str | Path | None = None, out_dir: str | Path = "runs/demo"
     tokenizer = train_tokenizer([corpus], kind="bpe", vocab_size=vocab_size, text_field=text_field)
     tokenizer.save(out / "tokenizer")
     print(f"[2/{n}] tokenizing the corpus into memory-mapped shards")
-    prepare(corpus, tokenizer, out / "shards", progress=True, text_field=text_field)
+    prepare(corpus, tokenizer, out / "shards", progress=True, text_field=text_field, overwrite=True)
     if sizer.budget is not None:
         print(f"budget: {minutes:g} minutes of training: " + ", ".join(
             f"{name} {share / sum(SHARES[s] for s in stages):.0%}" for name, share in SHARES.items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -178,7 +179,7 @@ def test_a_validation_corpus_is_the_val_split(tmp_path, tokenizer, docs):
     assert prepare(tmp_path / "one.txt", tokenizer, tmp_path / "one", progress=False, valid=valid).splits[
         "train"].docs == 1
     with pytest.raises(DataError, match="missing.txt does not exist"):
-        prepare(train, tokenizer, tmp_path / "s", progress=False, valid=tmp_path / "missing.txt")
+        prepare(train, tokenizer, tmp_path / "t", progress=False, valid=tmp_path / "missing.txt")
 
 
 def test_rows_of_csv_and_parquet_with_another_text_field(tmp_path, tokenizer, docs):
@@ -195,7 +196,27 @@ def test_rows_of_csv_and_parquet_with_another_text_field(tmp_path, tokenizer, do
     assert (m.splits["train"].docs, m.splits["val"].docs) == (30, 5)
     assert _val_docs(tmp_path / "s", tokenizer) == docs[30:35]
     with pytest.raises(DataError, match=r"train\.csv:2: no string field \"text\""):
-        prepare(tmp_path / "train.csv", tokenizer, tmp_path / "s", progress=False)
+        prepare(tmp_path / "train.csv", tokenizer, tmp_path / "t", progress=False)
+
+
+def test_shards_already_there_are_replaced_only_with_overwrite(tmp_path, tokenizer, docs, capsys):
+    from lmlab.cli import main
+
+    corpus, out = tmp_path / "c.txt", tmp_path / "s"
+    corpus.write_text("\n\n".join(docs[:40]))
+    prepare(corpus, tokenizer, out, valid_size=4, progress=False)
+    (out / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    corpus.write_text("\n\n".join(docs[40:100]))
+    with pytest.raises(DataError, match=re.escape(f"{out} already holds token shards (manifest.json); choose "
+                                                  "another --out, or pass --overwrite")):
+        prepare(corpus, tokenizer, out, valid_size=4, progress=False)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    tokenizer.save(tmp_path / "tok")
+    assert main(["prepare", str(corpus), "--tokenizer", str(tmp_path / "tok"), "--out", str(out), "--valid-size",
+                 "4", "--quiet", "--workers", "1", "--overwrite"]) == 0
+    assert f"wrote {out}: train 56 documents" in capsys.readouterr().out
+    assert set(_val_docs(out, tokenizer)) < set(docs[40:100]) and (out / "notes.txt").read_text() == "mine"
 
 
 def test_a_manifest_written_before_valid_size_reads(shards, tmp_path):

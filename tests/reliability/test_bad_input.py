@@ -183,6 +183,12 @@ def prepare_out_is_a_file(w, tmp, mp):
 
 
 @case
+def prepare_into_shards_without_overwrite(w, tmp, mp):
+    shutil.copytree(w.shards, tmp / "s")
+    return ["prepare", str(w.corpus), "--tokenizer", str(w.shards), "--out", str(tmp / "s")], str(tmp / "s")
+
+
+@case
 def tokenizer_out_is_a_file(w, tmp, mp):
     (tmp / "tok").write_text("mine")
     return ["tokenizer", "train", str(w.corpus), "--out", str(tmp / "tok")], str(tmp / "tok")
