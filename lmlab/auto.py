@@ -338,6 +338,49 @@ class AutoTokenizer:
         fill = [value] * max(0, length - len(row))
         return fill + row if self.padding_side == "left" else row + fill
 
+    # ------------------------------------------------------------------ chat
+
+    @property
+    def chat_template(self) -> str | None:
+        """The Jinja chat template kept with the tokenizer (``tokenizer_config.json``), or None; settable."""
+        return self.lmlab_tokenizer.chat_template
+
+    @chat_template.setter
+    def chat_template(self, template: str | None) -> None:
+        self.lmlab_tokenizer.chat_template = template
+
+    def apply_chat_template(self, conversation: list[dict[str, str]] | list[list[dict[str, str]]],
+                            chat_template: str | None = None, add_generation_prompt: bool = False,
+                            tokenize: bool = True, return_tensors: Literal["pt"] | None = None,
+                            return_dict: bool = True, **kwargs: Any) -> Any:
+        """A conversation (``[{"role", "content"}, ...]``, or a list of them) through the chat template, as in
+        ``transformers``: the text (``tokenize=False``), else its ids encoded without added special tokens, as a
+        :class:`BatchEncoding` (``return_dict``, the default of ``transformers`` 5) or a list.
+
+        Args:
+            chat_template: a template to use instead of the tokenizer's.
+            add_generation_prompt: end with what starts an assistant turn (``<|im_start|>assistant\\n``).
+            kwargs: more variables for the template; the special token strings (``eos_token``...) are given.
+
+        Raises:
+            TokenizerError: no template, or one that does not render the conversation.
+        """
+        from lmlab.chat_template import render, template_variables
+
+        template = chat_template or self.chat_template
+        if template is None:
+            raise TokenizerError("this tokenizer has no chat template; pass chat_template=, or fine-tune with the "
+                                 "sft objective, which keeps one with the run's tokenizer")
+        batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
+        variables = {**template_variables(self.lmlab_tokenizer), **kwargs}
+        texts = [render(template, list(c), add_generation_prompt, **variables)
+                 for c in (conversation if batched else [conversation])]
+        if not tokenize:
+            return texts if batched else texts[0]
+        out = self(texts if batched else texts[0], add_special_tokens=False, return_tensors=return_tensors,
+                   padding=bool(return_tensors) and batched)
+        return out if return_dict else out["input_ids"]
+
     # ------------------------------------------------------------------ decoding
 
     def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:

@@ -73,8 +73,9 @@ class Tokenizer:
     """
 
     def __init__(self, tok: tokenizers.Tokenizer, roles: dict[str, str],
-                 additional_special_tokens: Sequence[str] = ()) -> None:
-        """Wrap ``tok``; ``roles`` maps role names (see ``ROLES``) to token strings present in ``tok``.
+                 additional_special_tokens: Sequence[str] = (), chat_template: str | None = None) -> None:
+        """Wrap ``tok``; ``roles`` maps role names (see ``ROLES``) to token strings present in ``tok``;
+        ``chat_template`` is the Jinja template conversations are rendered with (:mod:`lmlab.chat_template`).
 
         Raises:
             TokenizerError: a role names a token that ``tok`` does not have.
@@ -84,6 +85,7 @@ class Tokenizer:
         self.tok = tok
         self.roles = {r: t for r, t in roles.items() if r in ROLES and t is not None}
         self.additional_special_tokens = list(additional_special_tokens)
+        self.chat_template = chat_template
         for role, token in self.roles.items():
             if tok.token_to_id(token) is None:
                 raise TokenizerError(f"the {role} token {token!r} is not in the tokenizer's vocabulary")
@@ -206,6 +208,8 @@ class Tokenizer:
         cfg: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast"}
         cfg.update({f"{r}_token": self.roles[r] for r in ROLES if r in self.roles})
         cfg["additional_special_tokens"] = list(self.additional_special_tokens)
+        if self.chat_template is not None:
+            cfg["chat_template"] = self.chat_template
         return cfg
 
     def save(self, directory: str | Path) -> Path:
@@ -270,7 +274,7 @@ class Tokenizer:
             if role not in roles:
                 roles[role] = next((t for t in usual if t in vocab), None)
         extra = [t for x in meta.get("additional_special_tokens", []) if (t := _token_str(x)) in vocab]
-        return cls(tok, roles, extra)
+        return cls(tok, roles, extra, _chat_template(p.parent, meta))
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, roles={self.roles})"
@@ -292,6 +296,20 @@ def check_model_vocab(tokenizer: Tokenizer | None, vocab_size: int, source: str 
 
 def _token_str(x: Any) -> str:
     return x["content"] if isinstance(x, dict) else str(x)  # HF configs store AddedToken dicts or strings
+
+
+def _chat_template(directory: Path, meta: dict[str, Any]) -> str | None:
+    """The chat template of a tokenizer directory: ``chat_template`` in ``tokenizer_config.json`` (a string, or
+    Hugging Face's list of named templates, of which the one named ``default``), else a ``chat_template.jinja``
+    file (where recent ``transformers`` versions save it)."""
+    template = meta.get("chat_template")
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    if isinstance(template, str):
+        return template
+    f = directory / "chat_template.jinja"
+    return f.read_text(encoding="utf-8") if f.is_file() else None
 
 
 def _read_meta(directory: Path) -> dict[str, Any]:
