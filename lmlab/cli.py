@@ -75,7 +75,7 @@ def _train(args: argparse.Namespace, overrides: list[str], run) -> None:
         cfg = load_config(args.config, extra)
     check_objective(cfg)
     try:
-        result = run(cfg, resume=args.resume)
+        result = run(cfg, resume=args.resume, overwrite=args.overwrite)
     finally:
         teardown()
     speaks = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone says how it ended
@@ -380,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "weights: the same run without pretraining")
     ft.add_argument("--resume", help="a checkpoint or run directory to continue exactly")
     ft.set_defaults(func=_finetune, takes_overrides=True)
+    for train_parser in (pt, ft):
+        train_parser.add_argument("--overwrite", action="store_true", help="a new run into a train.out_dir that "
+                                  "holds another run: remove that run's checkpoints, logs and evaluations first "
+                                  "(other files there stay)")
 
     ev = sub.add_parser("evaluate", help="score a fine-tuned model on a split of examples (BLEU, chrF, ROUGE, "
                         "accuracy, macro-F1)", description="Decode (greedy or beam search) or classify every example "

@@ -34,9 +34,7 @@ from lmlab.tokenizer import Tokenizer
 from lmlab.train import checkpoint as ckpt
 from lmlab.train.distributed import setup
 from lmlab.train.precision import check_precision, run_precision
-from lmlab.train.trainer import TaskEval, TrainResult, check_fresh_out_dir, prepare_config, train_loop
-
-EXAMPLES_DIR = "examples"  # the run's tokenized examples, under train.out_dir
+from lmlab.train.trainer import EXAMPLES_DIR, TaskEval, TrainResult, check_fresh_out_dir, prepare_config, train_loop
 
 
 def _task_config(model_cfg: Any, task: str, num_labels: int) -> Any:
@@ -152,10 +150,11 @@ def truncation(objective: Any, ds: ExampleDataset) -> dict[str, int]:
     return out
 
 
-def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | None = None) -> TrainResult:
+def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | None = None,
+             overwrite: bool = False) -> TrainResult:
     """Fine-tune as ``cfg`` describes (``objective.name`` a task, ``finetune.init`` the start, ``data.train``
-    the examples); run it plainly or under ``torchrun``. Checkpoints, resume, precision and the best model by the
-    validation metric (``best/``) work as in :func:`lmlab.train.pretrain`.
+    the examples); run it plainly or under ``torchrun``. Checkpoints, resume, ``overwrite``, precision and the
+    best model by the validation metric (``best/``) work as in :func:`lmlab.train.pretrain`.
 
     Raises:
         ConfigError, DataError, CheckpointError: bad configuration, examples or checkpoint.
@@ -169,7 +168,11 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
     d = setup(cfg.train.device)
     resume_path = ckpt.resolve_checkpoint(resume) if resume is not None else None
     out_dir = Path(cfg.train.out_dir)
-    check_fresh_out_dir(out_dir, resume_path)
+    init = Path(cfg.finetune.init).resolve()
+    if overwrite and cfg.finetune.init not in ("", "none") and out_dir.resolve() in (init, *init.parents):
+        raise ConfigError(f"finetune.init {cfg.finetune.init} lies in train.out_dir {out_dir}, which --overwrite "
+                          "would empty first; give another train.out_dir")
+    check_fresh_out_dir(out_dir, resume_path, overwrite, d.is_main)
     tc = cfg.train
     check_precision(tc.precision, d.device)
     rng_devices = [d.device.index or 0] if d.device.type == "cuda" else []

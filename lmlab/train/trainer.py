@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import threading
@@ -50,6 +51,12 @@ from lmlab.train.precision import (
 )
 
 logger = logging.getLogger(__name__)
+
+EXAMPLES_DIR = "examples"  # a fine-tuning run's tokenized examples, under train.out_dir
+# What lmlab writes in a run directory besides checkpoints and the leftovers of killed writes (checkpoint.py's
+# STEP_DIR, TEMP_DIR, TEMP_FILE); --overwrite removes these and nothing else
+RUN_DIRS = re.compile(rf"^(?:best|superseded-step-\d+(?:-\d+)?|{EXAMPLES_DIR}|\.tmp-{EXAMPLES_DIR}|eval-.+)$")
+RUN_FILES = re.compile(r"^(?:metrics\.jsonl|loss\.png)$")
 
 
 @dataclass
@@ -150,13 +157,16 @@ class TaskEval:
     patience: int = 0
 
 
-def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | None = None) -> TrainResult:
+def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | None = None,
+             overwrite: bool = False) -> TrainResult:
     """Train a model as ``cfg`` describes; run it plainly or under ``torchrun`` for data parallelism.
 
     Args:
         cfg: the run's configuration; ``cfg.data.path`` is a directory written by ``lmlab prepare``.
         resume: a checkpoint directory, or a run directory (its newest checkpoint), to continue exactly.
         stop_after: stop (and save) after this step even though the schedule runs to ``train.max_steps``.
+        overwrite: a new run into a ``train.out_dir`` that holds another run first removes that run's files
+            (:func:`remove_run`) instead of being refused; not with ``resume``.
 
     Returns:
         A :class:`TrainResult` with the last checkpoint written.
@@ -182,7 +192,7 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
                         "prepare` with its tokenizer")
     cfg = prepare_config(cfg, tokenizer)
     objective = build_objective(cfg, tokenizer)
-    check_fresh_out_dir(Path(cfg.train.out_dir), resume_path)
+    check_fresh_out_dir(Path(cfg.train.out_dir), resume_path, overwrite, d.is_main)
     Path(cfg.train.out_dir).mkdir(parents=True, exist_ok=True)
     objective.prepare(train_set.tokens)  # a one-time look at the training data (whole-word boundaries)
 
@@ -213,21 +223,51 @@ def pretrain(cfg: Config, resume: str | Path | None = None, stop_after: int | No
                           stop_after)
 
 
-def check_fresh_out_dir(out_dir: Path, resume_path: Path | None) -> None:
+def check_fresh_out_dir(out_dir: Path, resume_path: Path | None, overwrite: bool = False,
+                        is_main: bool = True) -> None:
     """Refuse a ``train.out_dir`` that holds another run's checkpoints (a new run, or a resumed one whose
     checkpoint lives elsewhere: it may continue into an empty directory, a branch of that run), that is a file,
-    or that cannot be written; create it."""
+    or that cannot be written; create it. With ``overwrite`` a new run first removes what lmlab wrote there
+    (:func:`remove_run`): the main rank removes, every rank waits until it is done."""
     out_dir = Path(out_dir)
+    if overwrite and resume_path is not None:
+        raise ConfigError("--overwrite and --resume exclude each other: --resume continues a run, --overwrite "
+                          "replaces the run in train.out_dir with a new one; give one of them")
     held = ckpt.list_checkpoints(out_dir)
-    if held and resume_path is None:
+    if overwrite:
+        if is_main and (removed := remove_run(out_dir)):
+            logger.warning("--overwrite: removed %s from %s", ", ".join(removed), out_dir)
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()  # no rank goes on while the old run is being removed
+    elif held and resume_path is None:
         raise CheckpointError(f"{out_dir} already holds checkpoints; continue with --resume {out_dir}, "
-                              "or choose another train.out_dir")
-    if held and not Path(resume_path).resolve().parent == out_dir.resolve():
+                              "choose another train.out_dir, or replace that run with --overwrite")
+    elif held and not Path(resume_path).resolve().parent == out_dir.resolve():
         raise CheckpointError(f"train.out_dir {out_dir} holds another run's checkpoints ({held[-1].name}), not "
                               f"those of {resume_path}; resuming would write among them. Continue that run with "
                               f"--resume {out_dir}, or give --train.out_dir an empty or new directory to continue "
                               f"{resume_path} there")
     make_output_dir(out_dir, "train.out_dir", CheckpointError)
+
+
+def remove_run(out_dir: Path) -> list[str]:
+    """Remove what lmlab wrote in the run directory ``out_dir``: its checkpoints, ``best/``,
+    ``superseded-step-*/``, ``metrics.jsonl``, ``loss.png``, fine-tuning's ``examples/``, ``eval-*/`` and the
+    leftovers of killed writes; any other file there is left. Returns the names removed."""
+    removed = []
+    for p in sorted(out_dir.iterdir()) if out_dir.is_dir() else ():
+        patterns = (ckpt.STEP_DIR, ckpt.TEMP_DIR, RUN_DIRS) if p.is_dir() else (ckpt.TEMP_FILE, RUN_FILES)
+        if not any(r.match(p.name) for r in patterns):
+            continue
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except OSError as e:
+            raise CheckpointError(f"--overwrite: cannot remove {p}: {e.strerror or e}") from None
+        removed.append(p.name)
+    return removed
 
 
 def _set_aside_newer(out_dir: Path, resume_path: Path, step: int) -> Path | None:

@@ -639,6 +639,18 @@ def finetune_into_another_run(w, tmp, mp):
     return _finetune(w, tmp, w.reversal, "--train.out_dir", str(run)), str(run)
 
 
+@case
+def overwrite_with_resume(w, tmp, mp):
+    return _resume(_copy_run(w, tmp), "--overwrite"), "--overwrite"
+
+
+@case
+def finetune_overwrite_of_its_init(w, tmp, mp):
+    run = _copy_run(w, tmp)
+    return ["finetune", "--init", str(run), "--objective.name", "seq2seq", "--data.train", str(w.reversal),
+            "--train.out_dir", str(run), "--overwrite"], "finetune.init"
+
+
 # ------------------------------------------------------------------------------------------ fine-tuning
 
 

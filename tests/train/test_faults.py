@@ -11,10 +11,10 @@ import re
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_trainer import _cfg  # (tests/train is on sys.path under pytest)
+from test_trainer import _cfg, _tensors  # (tests/train is on sys.path under pytest)
 
 from lmlab.cli import main
-from lmlab.errors import CheckpointError
+from lmlab.errors import CheckpointError, ConfigError
 from lmlab.objectives.clm import CausalLM
 from lmlab.train import checkpoint as ckpt
 from lmlab.train import pretrain
@@ -94,6 +94,39 @@ def test_resume_refuses_an_out_dir_that_holds_another_run(shards, tmp_path):
     # an empty directory is a branch of run a
     branch = pretrain(_cfg(shards, tmp_path / "branch", max_steps=3, **FAST), resume=a.checkpoint)
     assert branch.step == 3 and ckpt.list_checkpoints(tmp_path / "a") == [a.checkpoint]
+
+
+def test_overwrite_replaces_another_run_and_keeps_the_users_files(shards, tmp_path, caplog):
+    """--overwrite: a new run into another run's directory removes what lmlab wrote there (checkpoints, metrics,
+    evaluations) and nothing else, and ends as the same run in an empty directory does."""
+    def args(out, *more):
+        return ["pretrain", "--preset", "gpt2-tiny", f"--data.path={shards}", "--data.seq_len=32",
+                f"--train.out_dir={out}", "--train.max_steps=2", "--train.save_every=2", "--train.eval_every=100",
+                "--train.batch_size=4", "--train.peak_flops=1e11", "--train.progress=false", *more]
+
+    fresh, run = tmp_path / "fresh", tmp_path / "run"
+    assert main(args(fresh)) == 0
+    assert main(args(run, "--train.max_steps=4", "--train.seed=1")) == 0  # another run: steps 2 and 4
+    (run / "eval-test").mkdir()  # as `lmlab evaluate` writes
+    (run / "eval-test" / "scores.json").write_text("{}")
+    (run / "notes.txt").write_text("mine")
+    with caplog.at_level(logging.WARNING):
+        assert main(args(run, "--overwrite")) == 0
+    assert re.search(r"--overwrite: removed eval-test, .*step-000002, step-000004 from", caplog.text)
+    assert sorted(p.name for p in run.iterdir()) == sorted([p.name for p in fresh.iterdir()] + ["notes.txt"])
+    assert (run / "notes.txt").read_text() == "mine"
+    mine, theirs = _tensors(run / "step-000002"), _tensors(fresh / "step-000002")
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert max(r["step"] for r in _records(run)) == 2  # the old run's log is gone
+
+
+def test_overwrite_with_resume_is_refused(shards, tmp_path):
+    a = pretrain(_cfg(shards, tmp_path / "a", max_steps=2, **FAST))
+    with pytest.raises(CheckpointError, match="or replace that run with --overwrite"):
+        pretrain(_cfg(shards, tmp_path / "a", max_steps=2, **FAST))
+    with pytest.raises(ConfigError, match="--overwrite and --resume exclude each other"):
+        pretrain(_cfg(shards, tmp_path / "a", max_steps=3, **FAST), resume=tmp_path / "a", overwrite=True)
+    assert ckpt.list_checkpoints(tmp_path / "a") == [a.checkpoint]
 
 
 def test_resuming_an_older_checkpoint_sets_the_newer_aside(shards, tmp_path):

@@ -170,6 +170,31 @@ def test_finetune_from_a_pretrained_checkpoint_keeps_its_weights(task_tokenizer,
         assert same == (scratch == "false")
 
 
+def test_overwrite_replaces_a_fine_tuning_run(task_tokenizer, reversal_data, class_data, tmp_path):
+    """A classifier fine-tuned with overwrite into a seq2seq run's directory: that run's checkpoints, best/,
+    examples/ and evaluations are gone, and the new run equals one fine-tuned in an empty directory."""
+    from lmlab.errors import ConfigError
+
+    def classifier(out):
+        return _cfg(task_tokenizer, class_data, out, "bert-tiny", "classify", 2, finetune={"metric": "accuracy"},
+                    train={"eval_every": "1"})
+
+    fresh, run = tmp_path / "fresh", tmp_path / "run"
+    finetune(classifier(fresh))
+    finetune(_cfg(task_tokenizer, reversal_data, run, "gpt2-tiny", "seq2seq", 3, train={"eval_every": "1"}))
+    (run / "eval-test").mkdir()
+    (run / "notes.txt").write_text("mine")
+    finetune(classifier(run), overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == sorted([p.name for p in fresh.iterdir()] + ["notes.txt"])
+    for path in ("step-000002", "best"):
+        mine, theirs = (load_file(str(r / path / "model.safetensors")) for r in (run, fresh))
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine), path
+    with pytest.raises(ConfigError, match="finetune.init .* lies in train.out_dir"):  # it would remove its init
+        finetune(_cfg(task_tokenizer, class_data, run, "bert-tiny", "classify", 2, finetune={"init": str(run)}),
+                 overwrite=True)
+    assert (run / "step-000002" / "model.safetensors").is_file()
+
+
 def test_pipelines_on_fine_tuned_runs(task_tokenizer, reversal_data, class_data, tmp_path):
     """pipeline("translation") and pipeline("text-classification") format inputs as the run was fine-tuned."""
     from lmlab import pipeline
