@@ -144,6 +144,9 @@ class DataConfig:
     target_field: str = "target"
     text_field: str = "text"  # also the text of a pretraining corpus's rows (`lmlab demo --corpus`)
     label_field: str = "label"
+    prompt_field: str = "prompt"  # instruction tuning (sft): {"prompt", "completion"} or {"messages": [...]} rows
+    completion_field: str = "completion"
+    messages_field: str = "messages"
     source_lang: str = ""  # Hugging Face's {"translation": {"de": ..., "en": ...}} rows: which side is which
     target_lang: str = ""
 
@@ -193,6 +196,10 @@ class ObjectiveConfig:
     # and label smoothing of the cross-entropy (0: none).
     source_prefix: str = ""
     label_smoothing: float = 0.0
+    # instruction tuning (sft): score the prompt's tokens too (by default only the completion's or the assistant
+    # turns' and EOS), and pack several examples into each row (attention and positions kept apart).
+    train_on_prompt: bool = False
+    packing: bool = False
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "objective.name must not be empty")

@@ -90,6 +90,17 @@ def class_examples(n: int, seed: int) -> list[dict[str, str]]:
     return rows
 
 
+def sft_examples(n: int, seed: int) -> list[dict]:
+    """The reversal task as instructions: every other example a {"prompt", "completion"} pair, the others a
+    conversation (a user turn and the assistant's answer)."""
+    rows: list[dict] = []
+    for i, r in enumerate(reversal_examples(n, seed)):
+        rows.append({"prompt": r["source"], "completion": r["target"]} if i % 2 else
+                    {"messages": [{"role": "user", "content": r["source"]},
+                                  {"role": "assistant", "content": r["target"]}]})
+    return rows
+
+
 def write_jsonl(path, rows) -> None:
     import json
 
@@ -109,6 +120,14 @@ def reversal_data(tmp_path_factory):
     d = tmp_path_factory.mktemp("reversal")
     for split, n, seed in (("train", 2000, 0), ("valid", 100, 1), ("test", 100, 2)):
         write_jsonl(d / f"{split}.jsonl", reversal_examples(n, seed))
+    return d
+
+
+@pytest.fixture(scope="session")
+def sft_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sft")
+    for split, n, seed in (("train", 2000, 0), ("valid", 100, 1)):
+        write_jsonl(d / f"{split}.jsonl", sft_examples(n, seed))
     return d
 
 

@@ -1,28 +1,32 @@
 """Fine-tuning examples: reading them, tokenizing them once into memory-mapped shards, and batching by length.
 
-An example is a (source, target) pair for text-to-text tasks (translation, summarization) or a (text, label) pair
-for classification. They are read from ``.jsonl``, ``.tsv``, ``.csv`` or ``.parquet`` files (field names are
-settable), or from a directory holding ``train.*`` and optionally ``valid.*`` / ``test.*`` files, as
-``lmlab data get`` writes. A directory written by :func:`build_shards` holds::
+An example is a (source, target) pair for text-to-text tasks (translation, summarization), a (text, label) pair
+for classification, or for instruction tuning a (prompt, completion) pair or a conversation (``messages``). They
+are read from ``.jsonl``, ``.tsv``, ``.csv`` or ``.parquet`` files (field names are settable), or from a
+directory holding ``train.*`` and optionally ``valid.*`` / ``test.*`` files, as ``lmlab data get`` writes.
+A directory written by :func:`build_shards` holds::
 
     manifest.json               kind, tokenizer fingerprint, token dtype, labels, counts per split, source files
     train/source.bin            every source's tokens back to back (uint16, or uint32 for large vocabularies)
     train/source_offsets.npy    int64 start of each source, plus the final end
     train/target.bin, train/target_offsets.npy      the same for targets (seq2seq)
     train/labels.npy            int64 label index of each example (classify)
+    train/scored.bin, train/scored_offsets.npy      sft: 1 for each token of source.bin the loss scores
     valid/...                   the same for the validation split
 
 Shards hold the plain tokens of each text; the task objective adds special tokens, the source prefix and
-truncation when it builds a batch, so the same shards serve every such setting.
+truncation when it builds a batch, so the same shards serve every such setting. Instruction tuning (``sft``) is
+the exception: its rows are laid out (chat template, separator) by the objective as the shards are written.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,10 +35,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lmlab.chat_template import MESSAGE_ROLES, Message, prompt_messages
 from lmlab.data.shards import token_dtype
-from lmlab.errors import DataError
+from lmlab.errors import DataError, TokenizerError
 
-Kind = Literal["seq2seq", "classify"]
+Kind = Literal["seq2seq", "classify", "sft"]
+Text = str | list[Message]  # an example's input: a text, or a conversation (sft)
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SUFFIXES = (".jsonl", ".tsv", ".csv", ".parquet")
@@ -53,19 +59,23 @@ class Fields:
     label: str = "label"
     source_lang: str = ""
     target_lang: str = ""
+    prompt: str = "prompt"
+    completion: str = "completion"
+    messages: str = "messages"
 
     @classmethod
     def from_config(cls, data: Any) -> Fields:
         return cls(data.source_field, data.target_field, data.text_field, data.label_field, data.source_lang,
-                   data.target_lang)
+                   data.target_lang, data.prompt_field, data.completion_field, data.messages_field)
 
 
 @dataclass
 class RawExamples:
-    """Examples as text: ``inputs`` (sources or texts) and ``outputs`` (targets or labels), with where they came
-    from (``origin[i]`` is ``"file:line"``, for error messages)."""
+    """Examples as text: ``inputs`` (sources, texts, prompts or whole conversations) and ``outputs`` (targets,
+    labels, completions or a conversation's last assistant turn), with where they came from (``origin[i]`` is
+    ``"file:line"``, for error messages)."""
 
-    inputs: list[str]
+    inputs: list[Text]
     outputs: list[str]
     origin: list[str]
 
@@ -155,12 +165,46 @@ def _field(row: dict[str, Any], name: str, where: str, option: str) -> str:
     return text
 
 
+def _conversation(row: dict[str, Any], name: str, where: str) -> list[Message]:
+    """The messages of an sft row: a list of ``{"role", "content"}`` with a known role and at least one assistant
+    turn (of non-empty content)."""
+    messages = row[name]
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: field {name!r} must be a non-empty list of {{\"role\", \"content\"}} messages")
+    for k, m in enumerate(messages, 1):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise DataError(f"{where}: message {k} of {name!r} must be an object with string \"role\" and "
+                            f"\"content\", got {json.dumps(m)[:60]}")
+        if m["role"] not in MESSAGE_ROLES:
+            raise DataError(f"{where}: message {k} has the unknown role {m['role']!r}; roles: "
+                            f"{', '.join(MESSAGE_ROLES)}")
+        if m["role"] == "assistant" and not m["content"].strip():
+            raise DataError(f"{where}: message {k}, an assistant turn, is empty")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise DataError(f"{where}: the conversation has no assistant turn, so there is nothing to learn")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def _sft_example(row: dict[str, Any], fields: Fields, where: str) -> tuple[Text, str]:
+    if fields.messages in row:
+        messages = _conversation(row, fields.messages, where)
+        return messages, next(m["content"] for m in reversed(messages) if m["role"] == "assistant")
+    if fields.prompt not in row:
+        raise DataError(f"{where}: an sft row gives {fields.prompt!r} and {fields.completion!r}, or "
+                        f"{fields.messages!r} (the row has {sorted(row)}); name them with --data.prompt_field, "
+                        "--data.completion_field or --data.messages_field")
+    return (_field(row, fields.prompt, where, "data.prompt_field"),
+            _field(row, fields.completion, where, "data.completion_field"))
+
+
 def read_examples(path: str | Path, kind: Kind, fields: Fields | None = None) -> RawExamples:
     """Read the examples of one file.
 
     Seq2seq rows give ``fields.source`` and ``fields.target``, or, with ``source_lang``/``target_lang`` set,
     Hugging Face's ``{"translation": {"de": ..., "en": ...}}``; classification rows give ``fields.text`` and
-    ``fields.label`` (a string or a number). TSV and CSV files have a header row naming the fields.
+    ``fields.label`` (a string or a number); instruction-tuning (sft) rows give ``fields.prompt`` and
+    ``fields.completion``, or ``fields.messages``, a conversation. TSV and CSV files have a header row naming the
+    fields.
 
     Raises:
         DataError: a missing or unreadable file, a row without a needed field, or an empty field, naming the
@@ -175,6 +219,10 @@ def read_examples(path: str | Path, kind: Kind, fields: Fields | None = None) ->
         if kind == "classify":
             inputs.append(_field(row, fields.text, where, "data.text_field"))
             outputs.append(_field(row, fields.label, where, "data.label_field"))
+        elif kind == "sft":
+            x, y = _sft_example(row, fields, where)
+            inputs.append(x)
+            outputs.append(y)
         elif fields.source_lang:
             pair = row.get("translation")
             if not isinstance(pair, dict):
@@ -207,8 +255,11 @@ def split_file(path: str | Path, split: Split) -> Path | None:
     return None
 
 
-def source_hash(text: str) -> int:
-    """A stable 64-bit hash of a source text: held-out splits are chosen by it, so they never depend on order."""
+def source_hash(text: Text) -> int:
+    """A stable 64-bit hash of a source text (of a conversation, its prompt: the turns before the last assistant
+    turn): held-out splits are chosen by it, so they never depend on order."""
+    if not isinstance(text, str):
+        text = json.dumps(prompt_messages(text), sort_keys=True, ensure_ascii=False)
     return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big")
 
 
@@ -261,15 +312,32 @@ def _write_stream(directory: Path, name: str, rows: list[list[int]], dtype: np.d
     np.save(directory / f"{name}_offsets.npy", offsets)
 
 
+RowBuilder = Callable[[Text, str], tuple[list[int], list[int]]]  # sft: (input, output) -> (ids, scored)
+
+
+def _sft_rows(examples: RawExamples, build: RowBuilder) -> tuple[list[list[int]], list[list[int]]]:
+    rows, scored = [], []
+    for x, y, where in zip(examples.inputs, examples.outputs, examples.origin, strict=True):
+        try:
+            ids, mask = build(x, y)
+        except TokenizerError as e:
+            raise DataError(f"{where}: {e}") from None
+        rows.append(ids)
+        scored.append(mask)
+    return rows, scored
+
+
 def build_shards(out_dir: str | Path, tokenizer: Any, splits: dict[str, RawExamples], kind: Kind,
-                 labels: list[str] | None = None) -> dict[str, Any]:
+                 labels: list[str] | None = None, rows: RowBuilder | None = None) -> dict[str, Any]:
     """Tokenize ``splits`` once and write them to ``out_dir`` (see the module docstring); return the manifest.
 
     Args:
         labels: classification only: the label names, in index order; by default the sorted labels of train.
+        rows: sft only: the objective's row of an example, its ids and a 0/1 per id for the ones scored.
 
     Raises:
-        DataError: a label of another split that train does not have (naming its file and line).
+        DataError: a label of another split that train does not have, or an sft example the chat template does
+            not render (naming its file and line).
     """
     out_dir = Path(out_dir)
     dtype = token_dtype(tokenizer.vocab_size)
@@ -282,10 +350,16 @@ def build_shards(out_dir: str | Path, tokenizer: Any, splits: dict[str, RawExamp
     for split, examples in splits.items():
         d = out_dir / split
         d.mkdir(parents=True, exist_ok=True)
-        sources = tokenizer.encode_batch(examples.inputs)
+        if kind == "sft":
+            sources, scored = _sft_rows(examples, rows)
+            _write_stream(d, "scored", scored, np.dtype(np.uint8))
+        else:
+            sources = tokenizer.encode_batch(examples.inputs)
         _write_stream(d, "source", sources, dtype)
         info = {"examples": len(examples), "source_tokens": sum(map(len, sources))}
-        if kind == "classify":
+        if kind == "sft":
+            info["scored_tokens"] = sum(map(sum, scored))
+        elif kind == "classify":
             for label, where in zip(examples.outputs, examples.origin, strict=True):
                 if label not in index:
                     known = ", ".join(labels[:10]) + (", ..." if len(labels) > 10 else "")
@@ -331,7 +405,7 @@ class ExampleDataset:
         dtype = np.dtype(manifest["dtype"])
         d = directory / split
 
-        def stream(name: str) -> tuple[np.ndarray, np.ndarray]:
+        def stream(name: str, dtype: np.dtype = dtype) -> tuple[np.ndarray, np.ndarray]:
             offsets = np.load(d / f"{name}_offsets.npy")
             tokens = np.memmap(d / f"{name}.bin", dtype=dtype, mode="r") if offsets[-1] else np.zeros(0, dtype)
             return tokens, offsets
@@ -342,6 +416,8 @@ class ExampleDataset:
         if self.kind == "seq2seq":
             self._target, self._target_offsets = stream("target")
             self.target_lengths = np.diff(self._target_offsets)
+        elif self.kind == "sft":
+            self._scored, _ = stream("scored", np.dtype(np.uint8))
         else:
             self.labels = np.load(d / "labels.npy")
 
@@ -352,28 +428,69 @@ class ExampleDataset:
         """The examples ``index`` ((B,) ints) as token arrays."""
         o = self._source_offsets
         sources = [np.asarray(self._source[o[i]:o[i + 1]], dtype=np.int64) for i in index]
-        targets = labels = None
-        if self.kind == "seq2seq":
+        targets = labels = scored = None
+        if self.kind == "sft":
+            scored = [np.asarray(self._scored[o[i]:o[i + 1]], dtype=bool) for i in index]
+        elif self.kind == "seq2seq":
             o = self._target_offsets
             targets = [np.asarray(self._target[o[i]:o[i + 1]], dtype=np.int64) for i in index]
         else:
             labels = torch.from_numpy(self.labels[index])
-        return Examples(sources, targets, labels)
+        return Examples(sources, targets, labels, scored)
 
 
 @dataclass
 class Examples:
     """A batch of tokenized examples, the input of a task objective's ``make_batch``."""
 
-    sources: list[np.ndarray]  # B arrays of token ids (sources, or the texts to classify)
+    sources: list[np.ndarray]  # B arrays of token ids (sources, the texts to classify, or sft's whole rows)
     targets: list[np.ndarray] | None = None  # B arrays (seq2seq)
     labels: Tensor | None = None  # (B,) long (classify)
+    scored: list[np.ndarray] | None = None  # B bool arrays, True where a source token is scored (sft)
+    packs: np.ndarray | None = None  # (B,) the packed row each example goes to (sft with packing); None: its own
 
     def __len__(self) -> int:
         return len(self.sources)
 
 
 # --------------------------------------------------------------------------- batching
+
+
+def pack(lengths: np.ndarray, capacity: int) -> list[np.ndarray]:
+    """Example indices grouped into rows of at most ``capacity`` tokens, best fit decreasing: the longest example
+    first, each into the fullest row that still has room (deterministic; an example never split)."""
+    rows: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (room left, row), sorted
+    for i in np.argsort(-np.asarray(lengths), kind="stable").tolist():
+        n = int(min(lengths[i], capacity))
+        k = bisect.bisect_left(free, (n, -1))
+        if k == len(free):
+            rows.append([i])
+            bisect.insort(free, (capacity - n, len(rows) - 1))
+            continue
+        room, r = free.pop(k)
+        rows[r].append(i)
+        bisect.insort(free, (room - n, r))
+    return [np.array(sorted(r), dtype=np.int64) for r in rows]
+
+
+class PackedDataset:
+    """The examples of a dataset packed into rows (:func:`pack`): one item per row, for :class:`ExampleSampler`,
+    whose batches then count rows; a row's examples keep apart in the model (the objective's segments)."""
+
+    def __init__(self, dataset: ExampleDataset, lengths: np.ndarray, capacity: int) -> None:
+        self.dataset, self.kind, self.split = dataset, dataset.kind, dataset.split
+        self.packs = pack(lengths, capacity)
+        self.lengths = np.array([int(np.minimum(lengths[p], capacity).sum()) for p in self.packs], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.packs)
+
+    def batch(self, index: np.ndarray) -> Examples:
+        members = [self.packs[i] for i in index]
+        examples = self.dataset.batch(np.concatenate(members))
+        examples.packs = np.repeat(np.arange(len(members)), [len(m) for m in members])
+        return examples
 
 
 class ExampleSampler:
@@ -456,7 +573,7 @@ def epochs(steps: int, batch_size: int, n_examples: int) -> float:
     return steps * batch_size / max(n_examples, 1)
 
 
-__all__ = ["ExampleDataset", "ExampleSampler", "Examples", "Fields", "RawExamples", "build_shards", "epochs",
-           "eval_batches", "hold_out", "load_splits", "read_examples", "read_manifest", "read_rows", "source_hash",
-           "split_file", "valid_count"]
+__all__ = ["ExampleDataset", "ExampleSampler", "Examples", "Fields", "PackedDataset", "RawExamples", "build_shards",
+           "epochs", "eval_batches", "hold_out", "load_splits", "pack", "read_examples", "read_manifest", "read_rows",
+           "source_hash", "split_file", "valid_count"]
 

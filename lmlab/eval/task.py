@@ -116,7 +116,10 @@ def task_scores(cfg: Any, objective: Any, valid: RawExamples):
 def baselines(kind: str, inputs: list[str], references: list[str], train_labels: list[str] | None = None,
               lang: str | None = None) -> dict[str, dict[str, float]]:
     """The scores of the baselines that give a result its meaning: copying the source and its lead sentence
-    (text to text), the training labels' majority class (classification)."""
+    (text to text), the training labels' majority class (classification); none for instructions (sft), whose
+    answers are no copy of their prompts."""
+    if kind == "sft":
+        return {}
     if kind == "classify":
         guess = majority_baseline(train_labels or references, len(references))
         return {"majority class": _split(compute(CLASSIFY_METRICS, guess, references))[0]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tokenizers
 
+from lmlab.chat_template import CHATML_TOKENS, DEFAULT_CHAT_TEMPLATE
 from lmlab.config import Config
 from lmlab.errors import ConfigError
 from lmlab.objectives.bart import BartDenoising
@@ -15,6 +16,7 @@ from lmlab.objectives.fim import FillInTheMiddle
 from lmlab.objectives.mlm import MaskedLM
 from lmlab.objectives.prefix import PrefixLM
 from lmlab.objectives.seq2seq import Seq2Seq
+from lmlab.objectives.sft import SFT
 from lmlab.objectives.span import SpanCorruption
 from lmlab.objectives.ul2 import UL2
 from lmlab.tokenizer import Tokenizer
@@ -22,7 +24,7 @@ from lmlab.tokenizer import Tokenizer
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (CausalLM, MaskedLM, SpanCorruption, BartDenoising,
                                                                  FillInTheMiddle, PrefixLM, UL2, Electra)}
 # Fine-tuning tasks: objectives over examples (lmlab.data.examples) rather than windows of a token stream.
-TASKS: dict[str, type[Objective]] = {cls.name: cls for cls in (Seq2Seq, Classify)}
+TASKS: dict[str, type[Objective]] = {cls.name: cls for cls in (Seq2Seq, Classify, SFT)}
 OBJECTIVES.update(TASKS)
 
 
@@ -39,14 +41,20 @@ def check_objective(cfg: Config) -> None:
 
 def objective_tokenizer(cfg: Config, tokenizer: Tokenizer) -> Tokenizer:
     """The tokenizer a run trains with: the shards' own, plus the special tokens its objective adds
-    (fill-in-the-middle's sentinels, for example). New tokens get the next ids, so the shards stay valid."""
+    (fill-in-the-middle's sentinels, for example), and for an objective that renders conversations (sft) on a
+    tokenizer without a chat template, the default (ChatML) template and its two tokens. New tokens get the next
+    ids, so the shards stay valid."""
     check_objective(cfg)
-    missing = [t for t in OBJECTIVES[cfg.objective.name].special_tokens if tokenizer.token_to_id(t) is None]
-    if not missing:
+    cls = OBJECTIVES[cfg.objective.name]
+    tokens, template = cls.special_tokens, tokenizer.chat_template
+    if cls.chat and template is None:
+        tokens, template = (*tokens, *CHATML_TOKENS), DEFAULT_CHAT_TEMPLATE
+    missing = [t for t in tokens if tokenizer.token_to_id(t) is None]
+    if not missing and template == tokenizer.chat_template:
         return tokenizer
     tok = tokenizers.Tokenizer.from_str(tokenizer.to_json())
     tok.add_special_tokens(missing)
-    return Tokenizer(tok, tokenizer.roles, [*tokenizer.additional_special_tokens, *missing])
+    return Tokenizer(tok, tokenizer.roles, [*tokenizer.additional_special_tokens, *missing], template)
 
 
 def build_objective(cfg: Config, tokenizer: Tokenizer) -> Objective:
@@ -56,5 +64,5 @@ def build_objective(cfg: Config, tokenizer: Tokenizer) -> Objective:
 
 
 __all__ = ["IGNORE", "OBJECTIVES", "TASKS", "BartDenoising", "Batch", "CausalLM", "Classify", "Electra",
-           "FillInTheMiddle", "MaskedLM", "Objective", "PrefixLM", "Seq2Seq", "SpanCorruption", "UL2",
+           "FillInTheMiddle", "MaskedLM", "Objective", "PrefixLM", "SFT", "Seq2Seq", "SpanCorruption", "UL2",
            "build_objective", "check_objective", "objective_tokenizer"]

@@ -69,6 +69,7 @@ class Objective:
     sparse_head: bool = False  # the output head runs only at the scored positions (for MFU)
     special_tokens: tuple[str, ...] = ()  # tokens the objective adds to the tokenizer when it lacks them
     perplexity: bool = True  # the loss is a cross-entropy per predicted token, so exp(loss) is a perplexity
+    chat: bool = False  # renders conversations: a tokenizer without a chat template gets the default (ChatML)
 
     def attach(self, model: torch.nn.Module) -> None:
         """Meet the model before training (an objective with modules of its own builds them here, e.g. ELECTRA's

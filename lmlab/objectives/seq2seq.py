@@ -18,7 +18,7 @@ from torch import Tensor
 
 from lmlab.data.examples import Examples
 from lmlab.objectives.base import IGNORE, Batch, decoder_start_id, pad_batch, required_id
-from lmlab.objectives.task import TaskObjective
+from lmlab.objectives.task import TaskObjective, causal_rows
 
 if TYPE_CHECKING:
     from lmlab.config import Config
@@ -65,13 +65,9 @@ class Seq2Seq(TaskObjective):
             tgt, _ = pad_batch(targets, pad=IGNORE)  # (B, T), IGNORE at padding
             return Batch(input_ids=ids, targets=tgt, attention_mask=mask, decoder_input_ids=dec_ids,
                          decoder_attention_mask=dec_mask)
-        rows, _ = pad_batch([s + t for s, t in zip(sources, targets, strict=True)], pad=self.pad)  # (B, L + 1)
-        ids, mask = pad_batch([(s + t)[:-1] for s, t in zip(sources, targets, strict=True)], pad=self.pad)  # (B, L)
-        tgt = rows[:, 1:].clone()  # position j predicts token j + 1
-        j = torch.arange(tgt.shape[1])[None]  # (1, L)
-        first = torch.tensor([len(s) - 1 for s in sources])[:, None]  # (B, 1) the position predicting target[0]
-        tgt[(j < first) | (mask == 0)] = IGNORE
-        return Batch(input_ids=ids, targets=tgt, attention_mask=mask)
+        return causal_rows([s + t for s, t in zip(sources, targets, strict=True)],
+                           [[False] * len(s) + [True] * len(t) for s, t in zip(sources, targets, strict=True)],
+                           self.pad)
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         hidden = model.hidden(**batch.model_inputs())  # (B, T, D), the decoder's

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from lmlab.objectives.base import Objective
+from lmlab.objectives.base import IGNORE, Batch, Objective, pad_batch
 
 if TYPE_CHECKING:
     from lmlab.config import Config
@@ -31,6 +31,39 @@ def template(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
         if full[start:start + len(plain)] == plain:
             return full[:start], full[start + len(plain):]
     return [], []
+
+
+def causal_rows(rows: list[list[int]], scored: list[list[bool]], pad: int, packs: np.ndarray | None = None
+                ) -> Batch:
+    """A decoder's batch of next-token prediction on whole rows: each row's inputs are its ids but the last,
+    its targets the ids after them, IGNORE where ``scored`` (one flag per id) is false and at the padding. What is
+    scored goes by position, never by id, so a pad id equal to EOS never hides the EOS.
+
+    With ``packs`` ((B,) ints), the rows with the same number share one row of the batch, one after the other,
+    each its own segment (``segment_ids``: attention stays inside it and positions restart at 0); padding is a
+    segment of its own, never scored.
+    """
+    inputs = [r[:-1] for r in rows]
+    targets = [[t if s else IGNORE for t, s in zip(r[1:], flags[1:], strict=True)]
+               for r, flags in zip(rows, scored, strict=True)]
+    if packs is None:
+        ids, mask = pad_batch(inputs, pad=pad)  # (B, L)
+        tgt, _ = pad_batch(targets, pad=IGNORE)  # (B, L)
+        return Batch(input_ids=ids, targets=tgt, attention_mask=mask)
+    n = int(packs.max()) + 1
+    packed: list[list[int]] = [[] for _ in range(n)]
+    packed_targets: list[list[int]] = [[] for _ in range(n)]
+    segments: list[list[int]] = [[] for _ in range(n)]
+    count = [0] * n  # examples in each packed row so far
+    for row, x, t in zip(packs.tolist(), inputs, targets, strict=True):
+        segments[row] += [count[row]] * len(x)
+        count[row] += 1
+        packed[row] += x
+        packed_targets[row] += t
+    ids, _ = pad_batch(packed, pad=pad)  # (R, L)
+    tgt, _ = pad_batch(packed_targets, pad=IGNORE)  # (R, L)
+    seg, _ = pad_batch(segments, pad=len(rows))  # (R, L); padding: a segment no example has
+    return Batch(input_ids=ids, targets=tgt, segment_ids=seg)
 
 
 class TaskObjective(Objective):

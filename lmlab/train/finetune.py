@@ -1,9 +1,10 @@
-"""Fine-tuning: a task objective (``seq2seq``, ``classify``) on examples, run by the same loop as pretraining.
+"""Fine-tuning: a task objective (``seq2seq``, ``classify``, ``sft``) on examples, run by the same loop as pretraining.
 
 The weights start from ``finetune.init``: an lmlab checkpoint, a Hugging Face model directory, or ``"none"``
 (random weights of ``[model]``); ``finetune.scratch`` keeps init's configuration and tokenizer but not its
 weights, so the gain from pretraining is measured, not assumed. A classifier gets a new head for the labels of
-the data (pooler + classifier on encoders, a bias-free classifier on decoders) and loses the token head.
+the data (pooler + classifier on encoders, a bias-free classifier on decoders) and loses the token head. The
+tokenizer gets the special tokens (and chat template) the objective adds, and the embeddings a row for each.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from lmlab.config import Config
 from lmlab.data.examples import (
     ExampleDataset,
     ExampleSampler,
+    PackedDataset,
     RawExamples,
     build_shards,
     eval_batches,
@@ -29,7 +31,7 @@ from lmlab.data.examples import (
 )
 from lmlab.errors import CheckpointError, ConfigError, DataError
 from lmlab.model import build_model
-from lmlab.objectives import TASKS, build_objective
+from lmlab.objectives import TASKS, build_objective, check_objective, objective_tokenizer
 from lmlab.tokenizer import Tokenizer
 from lmlab.train import checkpoint as ckpt
 from lmlab.train.distributed import setup
@@ -61,8 +63,9 @@ def _load_init(path: str) -> tuple[torch.nn.Module, Tokenizer]:
 
 
 def initial_model(cfg: Config, labels: list[str] | None) -> tuple[torch.nn.Module, Tokenizer, dict[str, Any]]:
-    """The model fine-tuning starts from (random parts seeded by ``train.seed``), its tokenizer, and a report:
-    which tensors came from init and which start at random.
+    """The model fine-tuning starts from (random parts seeded by ``train.seed``), its tokenizer (with what the
+    objective adds: :func:`~lmlab.objectives.objective_tokenizer`), and a report: which tensors came from init,
+    which start at random and which grew (token rows for added tokens, the new rows at random).
 
     Raises:
         ConfigError: no ``finetune.init``; CheckpointError: an init that cannot be loaded.
@@ -75,12 +78,15 @@ def initial_model(cfg: Config, labels: list[str] | None) -> tuple[torch.nn.Modul
     if fc.init == "none":
         if not fc.tokenizer:
             raise ConfigError("finetune.init is none: set finetune.tokenizer to the tokenizer to use")
-        tokenizer = Tokenizer.load(fc.tokenizer)
+        tokenizer = objective_tokenizer(cfg, Tokenizer.load(fc.tokenizer))
         model_cfg = _task_config(prepare_config(cfg, tokenizer).model, task, n_labels)
         torch.manual_seed(cfg.train.seed)
         return build_model(model_cfg), tokenizer, {"init": "none", "from_init": 0, "random": "all"}
     source, tokenizer = _load_init(fc.init)
+    tokenizer = objective_tokenizer(dataclasses.replace(cfg, model=source.config), tokenizer)
     model_cfg = _task_config(source.config, task, n_labels)
+    if tokenizer.vocab_size > model_cfg.vocab_size:
+        model_cfg = dataclasses.replace(model_cfg, vocab_size=tokenizer.vocab_size)
     torch.manual_seed(cfg.train.seed)
     model = build_model(model_cfg)
     if isinstance(getattr(source, "hf_config", None), dict):
@@ -89,16 +95,21 @@ def initial_model(cfg: Config, labels: list[str] | None) -> tuple[torch.nn.Modul
         return model, tokenizer, {"init": fc.init, "from_init": 0, "random": "all (finetune.scratch)"}
     theirs = source.state_dict()
     mine = model.state_dict()
-    copied, fresh = [], []
+    copied, fresh, grown = [], [], []
     with torch.no_grad():
         for name, t in mine.items():
-            if name in theirs and theirs[name].shape == t.shape:
-                t.copy_(theirs[name])
+            old = theirs.get(name)
+            if old is not None and old.shape == t.shape:
+                t.copy_(old)
                 copied.append(name)
+            elif old is not None and old.shape[1:] == t.shape[1:] and old.shape[0] < t.shape[0]:
+                t[:old.shape[0]].copy_(old)  # token rows: init's, then the added tokens' at random
+                grown.append(name)
             else:
                 fresh.append(name)
     dropped = sorted(set(theirs) - set(mine))
-    return model, tokenizer, {"init": fc.init, "from_init": len(copied), "random": fresh, "dropped": dropped}
+    return model, tokenizer, {"init": fc.init, "from_init": len(copied) + len(grown), "random": fresh,
+                              "grown": grown, "dropped": dropped}
 
 
 def _tokenizer_origin(cfg: Config, resume_path: Path | None) -> str:
@@ -109,8 +120,8 @@ def _tokenizer_origin(cfg: Config, resume_path: Path | None) -> str:
     return f"finetune.tokenizer {fc.tokenizer}" if fc.init == "none" else f"finetune.init {fc.init}"
 
 
-def _shards(out_dir: Path, cfg: Config, tokenizer: Tokenizer, splits: dict[str, RawExamples], resume: bool,
-            is_main: bool) -> dict[str, Any]:
+def _shards(out_dir: Path, cfg: Config, tokenizer: Tokenizer, objective: Any, splits: dict[str, RawExamples],
+            resume: bool, is_main: bool) -> dict[str, Any]:
     """Tokenize the run's examples once into ``out_dir/examples`` (kept for resuming) and return the manifest."""
     directory = out_dir / EXAMPLES_DIR
     manifest = read_manifest(directory)
@@ -122,7 +133,7 @@ def _shards(out_dir: Path, cfg: Config, tokenizer: Tokenizer, splits: dict[str, 
     if is_main:
         tmp = out_dir / f".tmp-{EXAMPLES_DIR}"
         shutil.rmtree(tmp, ignore_errors=True)
-        manifest = build_shards(tmp, tokenizer, splits, kind)
+        manifest = build_shards(tmp, tokenizer, splits, kind, rows=objective.row if kind == "sft" else None)
         manifest["sources"] = {"train": cfg.data.train, "valid": cfg.data.valid or "held out of train"}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         shutil.rmtree(directory, ignore_errors=True)
@@ -134,6 +145,8 @@ def _shards(out_dir: Path, cfg: Config, tokenizer: Tokenizer, splits: dict[str, 
 
 def _lengths(objective: Any, ds: ExampleDataset) -> list[np.ndarray]:
     """Per-example row lengths of each side the model sees, after truncation (sources; targets)."""
+    if ds.kind == "sft":  # whole rows, EOS included
+        return [np.minimum(ds.source_lengths + 1, objective.max_len)]
     extra = len(objective.input_ids([]))  # special tokens, prefix and separator around a source
     src = np.minimum(ds.source_lengths, objective.source_room()) + extra
     if ds.target_lengths is None:
@@ -143,7 +156,10 @@ def _lengths(objective: Any, ds: ExampleDataset) -> list[np.ndarray]:
 
 
 def truncation(objective: Any, ds: ExampleDataset) -> dict[str, int]:
-    """How many examples of ``ds`` are cut: sources beyond ``data.seq_len``, targets beyond the target length."""
+    """How many examples of ``ds`` are cut: sources beyond ``data.seq_len``, targets beyond the target length
+    (sft: rows beyond ``data.seq_len``)."""
+    if ds.kind == "sft":
+        return {"rows_cut": int((ds.source_lengths + 1 > objective.max_len).sum())}
     out = {"sources_cut": int((ds.source_lengths > objective.source_room()).sum())}
     if ds.target_lengths is not None:
         out["targets_cut"] = int((ds.target_lengths > objective.max_target - 1).sum())
@@ -187,12 +203,13 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
             if labels is not None:
                 model.id2label = labels
         cfg = dataclasses.replace(cfg, model=model.config)
+        check_objective(cfg)  # the task on this architecture (sft: decoders)
         try:  # before anything is written: a tokenizer that lacks a token the task needs, named
             objective = build_objective(cfg, tokenizer)
         except ConfigError as e:
             raise ConfigError(f"the tokenizer of {_tokenizer_origin(cfg, resume_path)}: {e}") from None
         out_dir.mkdir(parents=True, exist_ok=True)
-        manifest = _shards(out_dir, cfg, tokenizer, splits, resume_path is not None, d.is_main)
+        manifest = _shards(out_dir, cfg, tokenizer, objective, splits, resume_path is not None, d.is_main)
         if task == "classify" and manifest["labels"] != list(getattr(model, "id2label", None) or []):
             raise CheckpointError(f"the labels of {out_dir / EXAMPLES_DIR} differ from the model's id2label")
         model = model.to(d.device).train()
@@ -209,27 +226,35 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
         train_set = ExampleDataset(out_dir / EXAMPLES_DIR, "train")
         val_set = ExampleDataset(out_dir / EXAMPLES_DIR, "valid")
         sides = _lengths(objective, train_set)
+        cut = truncation(objective, train_set)
+        if getattr(objective, "packing", False):  # the sampler draws rows of examples (validation stays unpacked)
+            train_set = PackedDataset(train_set, sides[0], objective.max_len)
+            sides = [train_set.lengths]
         sampler = ExampleSampler(train_set, sum(sides), tc.batch_size * d.world_size, tc.seed)
         val_lengths = sum(_lengths(objective, val_set))
         val = lambda: eval_batches(val_set, val_lengths, tc.batch_size, tc.eval_batches)
-        cut = truncation(objective, train_set)
-        info = {"task": task, "train_examples": len(train_set), "valid_examples": len(val_set),
+        info = {"task": task, "train_examples": len(splits["train"]), "valid_examples": len(val_set),
                 "padding_share": round(sampler.padding_share(sides), 4), **cut, "init": report}
+        if isinstance(train_set, PackedDataset):
+            info["packed_rows"] = len(train_set)
         if d.is_main:
-            print(f"fine-tuning {task} on {len(train_set)} examples ({len(val_set)} for validation); padding "
+            print(f"fine-tuning {task} on {info['train_examples']} examples ({len(val_set)} for validation); padding "
                   f"{info['padding_share']:.1%} of tokens; cut: " + ", ".join(
                       f"{v} {k.split('_')[0]}" for k, v in cut.items()))
             if "random" in report and isinstance(report["random"], list):
                 print(f"from {report['init']}: {report['from_init']} tensors; new at random: "
-                      f"{', '.join(report['random']) or 'none'}; left out: {', '.join(report['dropped']) or 'none'}")
-        metric = cfg.finetune.metric or ("bleu" if task == "seq2seq" else "accuracy")
+                      f"{', '.join(report['random']) or 'none'}; left out: {', '.join(report['dropped']) or 'none'}"
+                      + (f"; grown for added tokens: {', '.join(report['grown'])}" if report["grown"] else ""))
+            if "packed_rows" in info:
+                print(f"packed into {len(train_set)} rows of up to {objective.max_len} tokens")
+        metric = cfg.finetune.metric or {"seq2seq": "bleu", "classify": "accuracy"}.get(task, "loss")
         scores = None
         if metric != "loss" or task == "classify":  # (classification scores cost one forward pass)
             scores = task_scores(cfg, objective, splits["valid"])
             inputs, references = eval_subset(cfg, splits["valid"])
             info["baselines"] = baselines(task, inputs, references, splits["train"].outputs,
                                           cfg.data.target_lang or None)
-            if d.is_main:
+            if d.is_main and info["baselines"]:
                 print("baselines on the validation examples scored: " + "; ".join(
                     f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in values.items())
                     for name, values in info["baselines"].items()))

@@ -3,6 +3,7 @@ the CLI's finetune / evaluate / translate / classify work (bad input: tests/reli
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -20,9 +21,9 @@ from lmlab.train.finetune import finetune
 FAST = {"warmup_steps": "20", "log_every": "50", "progress": "false", "weight_decay": "0.0", "peak_flops": "1e11"}
 
 
-def _cfg(task_tokenizer, data, out, preset, name, steps, **sections):
+def _cfg(task_tokenizer, examples, out, preset, name, steps, **sections):
     values = {"preset": preset, "objective": {"name": name},
-              "data": {"train": str(data), "seq_len": "12", "decoder_seq_len": "8"},
+              "data": {"train": str(examples), "seq_len": "12", "decoder_seq_len": "8"},
               "finetune": {"init": "none", "tokenizer": str(task_tokenizer), "metric": "loss"},
               "train": {"out_dir": str(out), "max_steps": str(steps), "batch_size": "32", "lr": "5e-3",
                         "eval_every": str(steps), "eval_batches": "2", "save_every": str(steps), **FAST}}
@@ -61,12 +62,16 @@ def test_classifier_learns_three_classes(task_tokenizer, class_data, tmp_path, p
         best[-1]["step"]
 
 
-@pytest.mark.parametrize("preset, name", [("t5-tiny", "seq2seq"), ("gpt2-tiny", "seq2seq"), ("bert-tiny", "classify")])
-def test_finetune_resumes_bit_identically(task_tokenizer, reversal_data, class_data, tmp_path, preset, name):
-    data = reversal_data if name == "seq2seq" else class_data
+@pytest.mark.parametrize("preset, name", [("t5-tiny", "seq2seq"), ("gpt2-tiny", "seq2seq"), ("bert-tiny", "classify"),
+                                          ("gpt2-tiny", "sft")])
+def test_finetune_resumes_bit_identically(task_tokenizer, reversal_data, class_data, sft_data, tmp_path, preset,
+                                          name):
+    data = {"seq2seq": reversal_data, "classify": class_data, "sft": sft_data}[name]
     # dropout on, 2 micro-batches a step, an epoch boundary (62 batches of 32) crossed after the resume
     extra = {"model": {"dropout": "0.1"}, "train": {"grad_accum": "2", "batch_size": "16", "save_every": "20",
                                                     "keep_last": "5", "eval_every": "20"}}
+    if name == "sft":  # packed: rows of about 4 examples, so 5 epochs of 31 batches are crossed
+        extra.update(data={"seq_len": "32"}, objective={"packing": "true"})
     finetune(_cfg(task_tokenizer, data, tmp_path / "a", preset, name, 40, **extra))
     finetune(_cfg(task_tokenizer, data, tmp_path / "b", preset, name, 40, **extra), stop_after=20)
     finetune(_cfg(task_tokenizer, data, tmp_path / "b", preset, name, 40, **extra), resume=tmp_path / "b")
@@ -225,3 +230,64 @@ def test_patience_stops_early_and_baselines_are_logged(task_tokenizer, class_dat
     start = log[0]
     assert start["event"] == "start" and set(start["baselines"]["majority class"]) == {"accuracy", "macro_f1"}
     assert start["padding_share"] < 0.1 and start["train_examples"] == 600
+
+
+@pytest.mark.parametrize("packing", ["false", "true"])
+def test_sft_learns_to_reverse_digits(task_tokenizer, reversal_data, sft_data, tmp_path, packing):
+    """Prompt/completion instructions (the fields named by data.prompt_field and data.completion_field) learnt to
+    exact match by greedy generation, packed or not; the run's tokenizer keeps the (default) chat template, and
+    the prompt of a conversation is the template's text with the generation prompt."""
+    from lmlab import AutoTokenizer
+
+    fields = {"seq_len": "24", "prompt_field": "source", "completion_field": "target"}
+    log = finetune(_cfg(task_tokenizer, reversal_data, tmp_path / "run", "gpt2-tiny", "sft", 700, data=fields,
+                        objective={"packing": packing}))
+    assert log.step == 700
+    model, objective, _ = load_task(tmp_path / "run")
+    valid = _rows(reversal_data / "valid.jsonl")
+    predictions = predict(model, objective, [r["source"] for r in valid], max_new_tokens=8)
+    exact = sum(p == r["target"] for p, r in zip(predictions, valid, strict=True)) / len(valid)
+    assert exact >= 0.95, (exact, predictions[:5])
+    records = _rows(tmp_path / "run" / "metrics.jsonl")
+    steps = [r for r in records if "loss" in r]
+    assert steps and all({"accuracy", "tokens_per_s"} <= set(r) for r in steps)  # token accuracy on scored ones
+    assert records[0]["rows_cut"] == 0 and records[0]["train_examples"] == 2000
+    assert records[0].get("packed_rows", 2000) < 1000 if packing == "true" else "packed_rows" not in records[0]
+    tok = AutoTokenizer.from_pretrained(tmp_path / "run" / "best")
+    conversation = _rows(sft_data / "valid.jsonl")[0]["messages"]
+    assert tok.apply_chat_template(conversation[:1], add_generation_prompt=True, return_dict=False) == \
+        objective.encode(conversation)
+
+
+def test_sft_from_a_checkpoint_grows_the_embeddings(task_tokenizer, sft_data, tmp_path):
+    """A decoder whose tokenizer has no chat template: the ChatML tokens are added, the embedding gets two rows
+    (init's rows kept), and the grown checkpoint loads; an encoder is refused."""
+    from lmlab.errors import ConfigError
+    from lmlab.model import build_model
+    from lmlab.tokenizer import Tokenizer
+    from lmlab.train.checkpoint import load_model, save_model_dir
+
+    tok = Tokenizer.load(task_tokenizer)
+    for preset in ("gpt2-tiny", "bert-tiny"):
+        cfg = load_config(None, {"preset": preset})
+        torch.manual_seed(5)
+        pre = build_model(cfg.model.__class__(**{**cfg.model.__dict__, "vocab_size": tok.vocab_size}))
+        (tmp_path / preset).mkdir()
+        save_model_dir(tmp_path / preset, pre, tok)
+    run = load_config(None, {"objective": {"name": "sft"}, "data": {"train": str(sft_data), "seq_len": "32"},
+                             "finetune": {"init": str(tmp_path / "gpt2-tiny")},
+                             "train": {"out_dir": str(tmp_path / "sft"), "max_steps": "1", "lr": "1e-9", **FAST}})
+    finetune(run)
+    model, tokenizer = load_model(tmp_path / "sft" / "step-000001")
+    assert model.embed.weight.shape[0] == tok.vocab_size + 2 == tokenizer.vocab_size
+    assert torch.allclose(model.embed.weight[:tok.vocab_size], pre_weight(tmp_path / "gpt2-tiny"), atol=1e-6)
+    assert tokenizer.chat_template is not None
+    with pytest.raises(ConfigError, match="cannot train a model with arch 'encoder'"):
+        finetune(dataclasses.replace(run, finetune=dataclasses.replace(run.finetune, init=str(tmp_path / "bert-tiny")),
+                                     train=dataclasses.replace(run.train, out_dir=str(tmp_path / "enc"))))
+
+
+def pre_weight(path):
+    from lmlab.train.checkpoint import load_model
+
+    return load_model(path)[0].embed.weight
