@@ -44,7 +44,7 @@ OBJECTIVE = "objective.safetensors"
 STEP_DIR = re.compile(r"^step-(\d+)$")
 # What a write in progress is named by, each ending with the writing process's id: temporary directories of
 # checkpoints and best/, and temporary files of metrics.jsonl (rewritten on resume) and of the write probe
-TEMP_DIR = re.compile(r"^\.(?:tmp-step-\d+|tmp-best|old-best)-(\d+)$")
+TEMP_DIR = re.compile(r"^\.(?:tmp-step-\d+|tmp-best|old-best|old-step-\d+|gone-step-\d+)-(\d+)$")
 TEMP_FILE = re.compile(r"^\.(?:metrics\.jsonl\.|lmlab-write-test-)(\d+)$")
 
 
@@ -129,13 +129,23 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
             tensors["rng.torch_cuda"] = torch.cuda.get_rng_state()
         save_file(tensors, str(tmp / OPTIMIZER))
         (tmp / STATE).write_text(json.dumps({**state, "step": step}, indent=2))
+        old = run_dir / f".old-{final.name}-{os.getpid()}"
         if final.exists():  # re-saving the same step (e.g. an interrupt right after a periodic save)
-            shutil.rmtree(final)
+            os.replace(final, old)
         os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
     # Keep the newest keep_last; a run resumed from an older checkpoint has set the newer ones aside first.
-    for old in list_checkpoints(run_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    for stale in list_checkpoints(run_dir)[:-keep_last]:
+        _discard(stale)
     return final
+
+
+def _discard(path: Path) -> None:
+    """Delete a checkpoint directory so that a kill part-way never leaves a partial one that counts: it is
+    renamed out of the checkpoints' names first (``clean_stale`` removes what a kill left of it)."""
+    gone = path.with_name(f".gone-{path.name}-{os.getpid()}")
+    os.replace(path, gone)
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def _check_finite(weights: dict[str, torch.Tensor], final: Path) -> None:
@@ -173,18 +183,20 @@ def _alive(pid: int) -> bool:
 
 
 def clean_stale(run_dir: str | Path) -> list[Path]:
-    """Remove what killed writes left in ``run_dir``: ``.tmp-step-*``, ``.tmp-best-*`` and ``.old-best-*``
-    directories and ``.metrics.jsonl.*`` (and write-probe) files whose process (the id that ends the name) is no
-    longer running on this machine, or is this one. What a live process left is left alone (it may be writing).
-    A ``best/`` that a kill left missing is put back from its ``.old-best-*``. Returns what was removed."""
+    """Remove what killed writes left in ``run_dir``: ``.tmp-step-*``, ``.tmp-best-*``, ``.old-best-*``,
+    ``.old-step-*`` and ``.gone-step-*`` directories and ``.metrics.jsonl.*`` (and write-probe) files whose process
+    (the id that ends the name) is no longer running on this machine, or is this one. What a live process left is
+    left alone (it may be writing). A ``best/`` or ``step-N`` that a kill left missing is put back from its
+    ``.old-*``. Returns what was removed."""
     run_dir = Path(run_dir)
     removed = []
     for p in sorted(run_dir.iterdir()) if run_dir.is_dir() else ():
         m = TEMP_DIR.match(p.name) if p.is_dir() else TEMP_FILE.match(p.name) if p.is_file() else None
         if m is None or _alive(int(m.group(1))):
             continue
-        if p.name.startswith(".old-best-") and not (run_dir / BEST).exists():
-            os.replace(p, run_dir / BEST)  # killed between moving the old best aside and the new one in
+        kept = run_dir / p.name[len(".old-"):].rsplit("-", 1)[0]  # .old-best-PID -> best, .old-step-N-PID -> step-N
+        if p.name.startswith(".old-") and not kept.exists():
+            os.replace(p, kept)  # killed between moving the old one aside and the new one in
             continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

@@ -141,3 +141,30 @@ def test_leftovers_of_killed_writes_are_cleaned_at_the_next_save(tmp_path, train
     path = _save(tmp_path, 6, model, optimizer, tokenizer)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".tmp-step-000005-{live}", "best", path.name])
     assert json.loads((tmp_path / "best" / "config.json").read_text()) == {"kept": True}
+
+
+@pytest.mark.parametrize("when", ["pruning", "re-saving"])
+def test_a_kill_while_deleting_a_checkpoint_leaves_only_complete_ones(tmp_path, trained, tokenizer, monkeypatch,
+                                                                       when):
+    """A kill part-way through deleting a checkpoint (pruning by keep_last, or replacing one saved again at the
+    same step) never leaves a partial step-N that counts; what it left is cleaned at the next save, and a step-N
+    moved aside is put back."""
+    model, optimizer = trained
+    first = _save(tmp_path, 1, model, optimizer, tokenizer, keep_last=1 if when == "pruning" else 2)
+
+    def killed(path, ignore_errors=False):  # deletes one file, then the process dies
+        if (path / "tokenizer.json").exists():
+            (path / "tokenizer.json").unlink()
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _save(tmp_path, 2 if when == "pruning" else 1, model, optimizer, tokenizer, keep_last=1)
+    monkeypatch.undo()
+    held = ckpt.list_checkpoints(tmp_path)
+    assert held and all((p / "tokenizer.json").is_file() for p in held)
+    for p in held:
+        ckpt.load_model(p)
+    ckpt.clean_stale(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [p.name for p in held]
+    assert first.name in [p.name for p in held] or when == "pruning"
