@@ -759,6 +759,47 @@ def tokenizer_without_an_eos_token(w, tmp, mp):
         f"finetune.tokenizer {tmp / 'tok'}"
 
 
+def _instructions(n: int = 40) -> list[dict]:
+    return [{"prompt": r["source"], "completion": r["target"]} for r in _digits(n)]
+
+
+def _sft(w: World, tmp: Path, line: str, *more: str) -> tuple[list[str], str]:
+    """sft on prompt/completion rows with ``line`` as line 3."""
+    path = _examples(tmp, _instructions(), line)
+    return _finetune(w, tmp, path, *more, name="sft"), f"{path}:3"
+
+
+SFT_LINES = {  # a bad line 3 among instructions, by case name
+    "sft_row_without_prompt_or_messages": '{"question": "1 2", "completion": "2 1"}',
+    "sft_row_without_completion": '{"prompt": "1 2"}',
+    "sft_empty_completion": '{"prompt": "1 2", "completion": " "}',
+    "sft_messages_not_a_list": '{"messages": "1 2"}',
+    "sft_message_without_content": '{"messages": [{"role": "user", "content": "1 2"}, {"role": "assistant"}]}',
+    "sft_message_without_role": '{"messages": [{"content": "1 2"}, {"role": "assistant", "content": "2 1"}]}',
+    "sft_message_of_an_unknown_role": '{"messages": [{"role": "robot", "content": "1"}, '
+                                      '{"role": "assistant", "content": "2"}]}',
+    "sft_conversation_without_an_assistant_turn": '{"messages": [{"role": "user", "content": "1 2"}]}',
+}
+for _name, _line in SFT_LINES.items():
+    CASES[_name] = lambda w, tmp, mp, line=_line: _sft(w, tmp, line)
+
+
+@case
+def sft_chat_template_that_does_not_render(w, tmp, mp):
+    shutil.copytree(w.task_tok, tmp / "tok")
+    cfg = json.loads((tmp / "tok" / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = ("{% for m in messages %}{% if m['role'] == 'system' %}"
+                            "{{ raise_exception('no system turns') }}{% endif %}{{ m['content'] }}{% endfor %}")
+    (tmp / "tok" / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return _sft(w, tmp, '{"messages": [{"role": "system", "content": "1"}, {"role": "user", "content": "1 2"}, '
+                '{"role": "assistant", "content": "2 1"}]}', "--finetune.tokenizer", str(tmp / "tok"))
+
+
+@case
+def sft_on_an_encoder(w, tmp, mp):
+    return _finetune(w, tmp, _examples(tmp, _instructions()), name="sft", preset="bert-tiny"), "encoder"
+
+
 # ------------------------------------------------------------------------------------------------ the test
 
 

@@ -291,3 +291,21 @@ def pre_weight(path):
     from lmlab.train.checkpoint import load_model
 
     return load_model(path)[0].embed.weight
+
+
+def test_cli_sft_with_the_shipped_config(task_tokenizer, sft_data, tmp_path, capsys):
+    """configs/sft.toml (packing) on prompt/completion rows and conversations, then evaluate's BLEU/ROUGE."""
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "sft.toml"
+    run = tmp_path / "sft"
+    assert main(["finetune", "--config", str(config), "--init", "none", "--preset", "gpt2-tiny",
+                 "--finetune.tokenizer", str(task_tokenizer), "--data.train", str(sft_data), "--data.seq_len", "64",
+                 "--train.out_dir", str(run), "--train.max_steps", "2", "--train.eval_every", "2",
+                 "--train.progress", "false", "--train.peak_flops", "1e11", "--finetune.metric", "chrf",
+                 "--finetune.eval_examples", "8", "--finetune.max_new_tokens", "4"]) == 0
+    assert "packed into" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--data", str(sft_data), "--split", "valid", "--limit", "6",
+                 "--max-new-tokens", "4"]) == 0
+    scores = json.loads((run / "eval-valid" / "scores.json").read_text())
+    assert scores["num_examples"] == 6 and "chrf" in scores["scores"] and scores["baselines"] == {}
