@@ -233,6 +233,9 @@ class TrainConfig:
     batch_size: int = 8  # sequences per micro-batch, per process
     grad_accum: int = 1
     max_steps: int = 1000
+    # a compute budget: stop once the training FLOPs reach it (0: off); a new run sets max_steps, the schedule's
+    # length, to the steps it affords (estimated from its own batches), which resuming keeps
+    max_flops: float = 0.0
     lr: float = 3e-4
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 100
@@ -269,6 +272,8 @@ class TrainConfig:
         _check(math.isfinite(self.lr) and self.lr > 0, f"train.lr must be a positive number, got {self.lr}")
         _check(0.0 <= self.min_lr_ratio <= 1.0, "train.min_lr_ratio must be within [0, 1]")
         _check(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+        _check(math.isfinite(self.max_flops) and self.max_flops >= 0,
+               f"train.max_flops must be a FLOP count >= 0 (0: no budget), got {self.max_flops}")
         _check(self.parallel in ("ddp", "fsdp"), f"train.parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
         _check(self.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, "
                f"got {self.precision!r}")

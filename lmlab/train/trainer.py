@@ -297,6 +297,21 @@ def _set_aside_newer(out_dir: Path, resume_path: Path, step: int) -> Path | None
     return aside
 
 
+def flops_per_step(objective: Objective, model: torch.nn.Module, sampler: Any, generators: dict[str, torch.Generator],
+                   grad_accum: int, world_size: int, draws: int = 8) -> float:
+    """The mean training FLOPs of a global step, over ``draws`` batches drawn the way the run draws them; the
+    sampler's and every generator's state is put back afterwards, so the run itself is untouched."""
+    data_state, states = sampler.checkpoint_state(), {k: g.get_state() for k, g in generators.items()}
+    total = 0.0
+    for _ in range(draws):
+        batch = objective.make_batch(*sampler.sample(), generators["objective"])
+        total += objective.flops(model, batch)
+    sampler.restore(data_state)
+    for k, g in generators.items():
+        g.set_state(states[k])
+    return total / draws * grad_accum
+
+
 def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective, model: torch.nn.Module,
                sampler: Any, val_batches: Callable[[], Iterable[tuple]], generators: dict[str, torch.Generator],
                resume_path: Path | None, stop_after: int | None, task: TaskEval | None = None,
@@ -325,12 +340,12 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
     owned = objective if isinstance(objective, torch.nn.Module) else None
 
     scaler = grad_scaler(tc.precision, d.device)  # fp16 only; a pass-through otherwise
-    step, tokens_seen = 0, 0
+    step, tokens_seen, flops_seen = 0, 0, 0.0
     # fine-tuning: the best value of the task metric so far, its step, and evaluations since it improved
     best: dict[str, Any] = {"value": None, "step": 0, "stale": 0}
     if resume_path is not None:
         state = ckpt.load_training_state(resume_path, model, optimizer, generators, owned)
-        step, tokens_seen = state["step"], state.get("tokens_seen", 0)
+        step, tokens_seen, flops_seen = state["step"], state.get("tokens_seen", 0), state.get("flops_seen", 0.0)
         if "grad_scaler" in state:
             scaler.load_state_dict(state["grad_scaler"])
         sampler.restore(state.get("data_state", {}))
@@ -349,6 +364,18 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
     except OSError as e:
         raise CheckpointError(f"cannot write {out_dir / 'metrics.jsonl'}: {e.strerror or e}") from None
 
+    if tc.max_flops:  # the schedule spans the steps the budget affords: as estimated when the run began
+        saved = state["config"]["train"] if resume_path is not None else {}
+        if saved.get("max_flops") == tc.max_flops:
+            steps = saved["max_steps"]
+        else:
+            per_step = flops_per_step(objective, model, sampler, generators, tc.grad_accum, d.world_size)
+            steps = max(1, math.ceil(tc.max_flops / per_step))
+            if d.is_main:
+                print(f"train.max_flops {tc.max_flops:.3g}: about {per_step:.3g} FLOPs a step, so "
+                      f"train.max_steps {steps}", flush=True)
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(tc, max_steps=steps))
+        tc = cfg.train
     n_params = model.num_params()
     # FLOP/s for MFU in this precision; None where it means nothing (bf16 emulated on a CPU)
     peak = tc.peak_flops or measure_peak_flops(d.device, compute_dtype(tc.precision))
@@ -373,7 +400,7 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
     rows = slice(d.rank * tc.batch_size, (d.rank + 1) * tc.batch_size)
 
     def state() -> dict[str, Any]:
-        return {**state_common, "tokens_seen": tokens_seen, "last_eval": last_eval,
+        return {**state_common, "tokens_seen": tokens_seen, "flops_seen": flops_seen, "last_eval": last_eval,
                 "data_state": sampler.checkpoint_state(), **({"best": best} if task is not None else {}),
                 **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {})}
 
@@ -433,7 +460,8 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
             for _ in range(tc.grad_accum):
                 batches.append(objective.make_batch(*sampler.sample(), generators["objective"]).rows(rows))
             n_local = sum(int((b.targets != -100).sum()) for b in batches)
-            window_flops += sum(objective.flops(model, b) for b in batches) * d.world_size  # (on the CPU batches)
+            step_flops = sum(objective.flops(model, b) for b in batches) * d.world_size  # (on the CPU batches)
+            window_flops += step_flops
             n_global = all_reduce_sum(torch.tensor([float(n_local)]), d).item()
             loss_total = torch.zeros((), device=d.device)
             metric_sums: dict[str, torch.Tensor] = {}  # the objective's summed metrics of this step
@@ -477,6 +505,9 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
             bad_total = bad_total + bad
             step += 1
             tokens_seen += sum(b.num_tokens() for b in batches) * d.world_size
+            flops_seen += step_flops
+            if tc.max_flops and flops_seen >= tc.max_flops:  # the compute budget is spent: this step is the last
+                last_step = min(last_step, step)
             if tc.compile and step == first_step + 1:  # the first step compiles: report it, leave it out of tok/s
                 compile_s = time.perf_counter() - window_t
                 window_t, window_tokens, window_flops = time.perf_counter(), 0, 0.0
@@ -499,7 +530,8 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", mfu=mfu_text, refresh=False)
                 if log is not None:
                     log.write({"step": step, "loss": loss if math.isfinite(loss) else None, "lr": lr,
-                               "tokens": tokens_seen, "tokens_per_s": tps, "mfu": mfu, **reported,
+                               "tokens": tokens_seen, "flops": flops_seen, "tokens_per_s": tps, "mfu": mfu,
+                               **reported,
                                **({"skipped_steps": skipped} if skipped else {})})
                 if d.is_main and not tc.progress:  # no bar (CI, nohup): a plain line instead
                     print(f"step {step}/{last_step}: loss {loss:.4f}, lr {lr:.3g}, {tps:,.0f} tok/s, mfu {mfu_text}"

@@ -132,3 +132,42 @@ def test_torch_compile_trains_the_same(shards, tmp_path):
     assert losses[0] == pytest.approx(losses[1], abs=1e-4)
     assert compiled.last_eval["val_loss"] == pytest.approx(eager.last_eval["val_loss"], abs=1e-4)
     assert [r for r in read("compiled") if r.get("event") == "compiled"][0]["compile_s"] > 0
+
+
+def _flops(run):
+    return [r["flops"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "flops" in r]
+
+
+def test_a_flop_budget_stops_objectives_at_equal_compute(sentinel_shards, tmp_path):
+    """Objectives with different FLOPs per step (a decoder's causal LM, an encoder-decoder's span corruption, UL2
+    whose denoisers change the lengths) stop at the same training FLOPs, within one step; the schedule spans the
+    steps the budget affords, and the run's draws are untouched by the estimate."""
+    budget = 2e9
+    steps = {}
+    for objective in ("clm", "span", "ul2"):
+        run = tmp_path / objective
+        result = pretrain(_cfg(sentinel_shards, run, objective, max_steps=1000, max_flops=budget, eval_every=1000,
+                               save_every=1000))
+        flops = _flops(run)
+        per_step = flops[0]  # log_every is 1
+        assert flops[-1] >= budget - per_step and flops[-1] < budget + 1.5 * per_step, (objective, flops[-1])
+        saved = json.loads((result.checkpoint / "training_state.json").read_text())
+        assert saved["flops_seen"] == flops[-1] and result.step <= saved["config"]["train"]["max_steps"] + 1
+        steps[objective] = result.step
+    assert len(set(steps.values())) == 3  # different FLOPs a step, different step counts
+    # the same run without a budget but its derived max_steps draws the same batches: same first-step loss
+    cfg = config_from_checkpoint(tmp_path / "clm")
+    plain = pretrain(_cfg(sentinel_shards, tmp_path / "plain", "clm", max_steps=cfg.train.max_steps, eval_every=1000,
+                          save_every=1000))
+    a, b = _tensors(plain.checkpoint), _tensors(next((tmp_path / "clm").glob("step-*")))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_flop_budget_resumes_bit_identically(sentinel_shards, tmp_path):
+    kw = dict(max_steps=1000, max_flops=2e9, eval_every=1000, save_every=1000)
+    whole = pretrain(_cfg(sentinel_shards, tmp_path / "whole", "clm", **kw))
+    pretrain(_cfg(sentinel_shards, tmp_path / "split", "clm", **kw), stop_after=3)
+    rest = pretrain(_cfg(sentinel_shards, tmp_path / "split", "clm", **kw), resume=tmp_path / "split")
+    assert rest.step == whole.step and _flops(tmp_path / "split")[-1] == _flops(tmp_path / "whole")[-1]
+    a, b = _tensors(whole.checkpoint), _tensors(rest.checkpoint)
+    assert all(torch.equal(a[k], b[k]) for k in a)
