@@ -63,6 +63,21 @@ def test_hold_out_is_by_source_hash_not_order(tmp_path):
     assert not set(valid_a.inputs) & set(train_a.inputs)
 
 
+def test_reads_instructions_and_holds_out_by_prompt(tmp_path):
+    """sft rows: prompt/completion (fields settable) and conversations; a conversation's prompt is its turns
+    before the last answer, so two answers to one prompt are never on both sides of the split."""
+    chat = lambda i, answer: {"messages": [{"role": "user", "content": f"q{i}"},
+                                           {"role": "assistant", "content": answer}]}
+    rows = [{"q": f"p{i}", "a": f"c{i}"} for i in range(50)] + [chat(i, a) for i in range(50) for a in "xy"]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples = read_examples(tmp_path / "a.jsonl", "sft", Fields(prompt="q", completion="a"))
+    assert examples.inputs[0] == "p0" and examples.outputs[:1] == ["c0"]
+    assert examples.inputs[50] == rows[50]["messages"] and examples.outputs[50:52] == ["x", "y"]
+    train, valid = hold_out(examples, 0.2)
+    prompts = lambda e: {json.dumps(x[:-1]) for x in e.inputs if not isinstance(x, str)}
+    assert len(valid) == 30 and prompts(valid) and not prompts(valid) & prompts(train)
+
+
 def test_label_not_in_training_labels_is_an_error(tmp_path, task_tokenizer):
     tok = Tokenizer.load(task_tokenizer)
     (tmp_path / "train.jsonl").write_text('{"text": "apple", "label": "fruit"}\n')
