@@ -82,15 +82,17 @@ def test_finetune_resumes_bit_identically(task_tokenizer, reversal_data, class_d
             assert torch.equal(a[k], b[k]), (file, k)
 
 
-@pytest.mark.parametrize("preset", ["t5-tiny", "bert-tiny"])
-def test_two_processes_match_one(task_tokenizer, reversal_data, class_data, tmp_path, preset):
+@pytest.mark.parametrize("preset", ["t5-tiny", "bert-tiny", "gpt2-tiny"])
+def test_two_processes_match_one(task_tokenizer, reversal_data, class_data, sft_data, tmp_path, preset):
     """torchrun with DDP, and with FSDP (fully_shard), gives the single process's losses and task scores (decoded
-    or classified on every rank, the sharded weights gathered for it) and keeps the same best/."""
-    name, data, metric = ("seq2seq", reversal_data, "chrf") if preset == "t5-tiny" else \
-        ("classify", class_data, "accuracy")
+    or classified on every rank, the sharded weights gathered for it) and keeps the same best/; sft's packed rows
+    are shared out between the ranks as rows."""
+    name, data, metric = {"t5-tiny": ("seq2seq", reversal_data, "chrf"), "bert-tiny": ("classify", class_data,
+                          "accuracy"), "gpt2-tiny": ("sft", sft_data, "chrf")}[preset]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = ["finetune", "--preset", preset, "--init", "none", "--finetune.tokenizer", str(task_tokenizer),
-              "--objective.name", name, "--data.train", str(data), "--data.seq_len", "12",
+    sft = ["--objective.packing", "true"] if name == "sft" else []
+    common = ["finetune", "--preset", preset, "--init", "none", "--finetune.tokenizer", str(task_tokenizer), *sft,
+              "--objective.name", name, "--data.train", str(data), "--data.seq_len", "32" if sft else "12",
               "--data.decoder_seq_len", "8", "--finetune.metric", metric, "--finetune.eval_examples", "16",
               "--train.max_steps", "3", "--train.log_every", "1", "--train.eval_every", "3",
               "--train.eval_batches", "1", "--train.progress", "false", "--train.peak_flops", "1e11",
