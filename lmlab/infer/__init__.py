@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from lmlab.errors import LmlabError
-from lmlab.infer.generate import generate, generate_text
+from lmlab.infer.generate import cut_at_eos, generate, generate_text
 
 
 class InferenceError(LmlabError):
@@ -13,12 +13,6 @@ class InferenceError(LmlabError):
 
 
 __all__ = ["InferenceError", "cut_at_eos", "fill_mask", "generate", "generate_text", "sample"]
-
-
-def cut_at_eos(row: list[int], eos: int | list[int] | None) -> list[int]:
-    """A generated row up to its first stop token (``eos``: one id or several), without it."""
-    stops = {eos} if isinstance(eos, int) else set(eos or [])
-    return row[:next((j for j, t in enumerate(row) if t in stops), len(row))]
 
 
 @torch.no_grad()
@@ -97,6 +91,4 @@ def sample(model: torch.nn.Module, tokenizer, prompt: str, max_new_tokens: int =
     out = generate(model, torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                    temperature=temperature if temperature > 0 else 1.0, top_k=top_k or 0, seed=seed,
                    eos_token_id=tokenizer.eos_id)[0].tolist()
-    if tokenizer.eos_id in out[len(ids):]:
-        out = out[:len(ids) + out[len(ids):].index(tokenizer.eos_id)]
-    return tokenizer.decode(out)
+    return tokenizer.decode(ids + cut_at_eos(out[len(ids):], tokenizer.eos_id))

@@ -457,10 +457,12 @@ def generate_text(model: nn.Module, tokenizer, prompts: str | list[str], keep_sp
     ids, mask = pad_batch(encoded, left=not enc_dec, pad=tokenizer.pad_id if tokenizer.pad_id is not None else 0)
     T = ids.shape[1]
     out = generate(model, ids, mask, **kwargs)
-    eos = kwargs["eos_token_id"]
-    eos = set([eos] if isinstance(eos, int) else (eos or []))
-    texts = []
-    for row in out[:, 1 if enc_dec else T:].tolist():
-        end = next((j for j, t in enumerate(row) if t in eos), len(row))
-        texts.append(getattr(tokenizer, "lmlab_tokenizer", tokenizer).decode_generated(row[:end], keep_special_tokens))
-    return texts
+    tok = getattr(tokenizer, "lmlab_tokenizer", tokenizer)
+    return [tok.decode_generated(cut_at_eos(row, kwargs["eos_token_id"]), keep_special_tokens)
+            for row in out[:, 1 if enc_dec else T:].tolist()]
+
+
+def cut_at_eos(row: list[int], eos: int | list[int] | None) -> list[int]:
+    """A generated row up to its first stop token (``eos``: one id or several), without it."""
+    stops = {eos} if isinstance(eos, int) else set(eos or [])
+    return row[:next((j for j, t in enumerate(row) if t in stops), len(row))]
