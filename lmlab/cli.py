@@ -132,7 +132,7 @@ def _generate(args: argparse.Namespace) -> None:
     from lmlab.infer.generate import generate_text
     from lmlab.train import load_model
 
-    model, tok = load_model(args.checkpoint)
+    model, tok = load_model(args.checkpoint, for_inference=True)
     options = dict(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0 and args.num_beams == 1,
                    temperature=args.temperature if args.temperature > 0 else 1.0, top_k=args.top_k,
                    top_p=args.top_p, repetition_penalty=args.repetition_penalty, num_beams=args.num_beams,
@@ -182,7 +182,7 @@ def _score(args: argparse.Namespace) -> None:
     from lmlab.infer.score import file_perplexity, score_batch, scores_first_token
     from lmlab.train import load_model
 
-    model, tok = load_model(args.checkpoint)
+    model, tok = load_model(args.checkpoint, for_inference=True)
     if args.perplexity:
         if not args.file:
             raise InferenceError("--perplexity needs --file")
@@ -233,7 +233,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _task_texts(args: argparse.Namespace, kind: str) -> None:
     from lmlab.eval.task import classify, load_task, predict
 
-    model, objective, cfg = load_task(args.checkpoint)
+    model, objective, cfg = load_task(args.checkpoint, for_inference=True)
     texts = _texts(args)
     if kind == "classify":
         if objective.name != "classify":

@@ -156,7 +156,7 @@ def _split(values: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
             {k.removesuffix("_signature"): v for k, v in values.items() if isinstance(v, str)})
 
 
-def load_task(path: str | Path, device: str | torch.device = "cpu"):
+def load_task(path: str | Path, device: str | torch.device = "cpu", for_inference: bool = False):
     """``(model, objective, cfg)`` of a fine-tuned checkpoint or run (its ``best/`` model when it has one): the
     objective formats inputs as the run did."""
     from lmlab.config import config_from_dict
@@ -170,7 +170,7 @@ def load_task(path: str | Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{path} is not a fine-tuned model (its training_state.json names no task "
                               f"objective: {', '.join(TASKS)}); fine-tune it with `lmlab finetune`")
     cfg = config_from_dict(state["config"])
-    model, tokenizer = load_model(directory, device)
+    model, tokenizer = load_model(directory, device, for_inference=for_inference)
     objective = build_objective(cfg, tokenizer)
     objective.attach(model)
     return model, objective, cfg
@@ -188,7 +188,7 @@ def evaluate(path: str | Path, data: str | Path, split: str = "test", *, num_bea
     Raises:
         CheckpointError: not a fine-tuned checkpoint; DataError: no such split or unreadable examples.
     """
-    model, objective, cfg = load_task(path, device)
+    model, objective, cfg = load_task(path, device, for_inference=True)
     kind = objective.name
     file = split_file(data, split) if Path(data).is_dir() else Path(data)
     if file is None:

@@ -292,11 +292,11 @@ def pipeline(task: str, model: str | Path | tuple | torch.nn.Module, tokenizer: 
                                      "text2text-generation or text-classification pipeline")
             from lmlab.eval.task import load_task
 
-            m, objective, _ = load_task(model, device or "cpu")
+            m, objective, _ = load_task(model, device or "cpu", for_inference=True)
             return FineTunedPipeline(m, as_auto_tokenizer(objective.tokenizer), objective, name, **defaults)
     kind = _KIND[name]
     if isinstance(model, (str, Path)):
-        m, tok = load_for_task(model, kind, device or "cpu")
+        m, tok = load_for_task(model, kind, device or "cpu", for_inference=True)
         source = str(model)
         if name == "infill":
             from lmlab.infer.infill import trained_mode

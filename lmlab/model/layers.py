@@ -43,26 +43,52 @@ class Linear(nn.Linear):
 def decode_layout(*modules: nn.Module | None) -> Iterator[None]:
     """Give every :class:`Linear` in ``modules`` its decode layout for the duration (CPU float32 weights only:
     elsewhere the usual product is already fast; and whole weights only, not the shards of FSDP, which gathers
-    them at each call). The copies double those weights' memory until the exit."""
-    layers = [m for module in modules if module is not None for m in module.modules()
-              if isinstance(m, Linear) and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32
-              and not isinstance(m.weight, DTensor)]
-    threads = torch.get_num_threads()
+    them at each call). The copies double those weights' memory until the exit. Layers that already have the
+    layout for good (:func:`inference_layout`) keep it."""
+    layers = [m for m in _decodable(modules) if m.decode_weight is None]
     try:
         for layer in layers:
-            # a chunk per thread, of at least 64 rows that divide ``in`` (on 2 cores, chunks of 64 rows or more
-            # read as fast as 2 chunks; on one thread: the plain (in, out) transpose, which MKL's GEMV also reads
-            # faster than (out, in))
-            d_in = layer.in_features
-            chunks = max(c for c in range(1, threads + 1) if c == 1 or (d_in % c == 0 and d_in // c >= 64))
-            weight = layer.weight.detach()
-            layer.decode_weight = _transposed(weight).view(chunks, d_in // chunks, layer.out_features)
-            bias = layer.bias.detach() if layer.bias is not None else weight.new_zeros(layer.out_features)
-            layer.decode_bias = F.pad(bias[None, None], (0, 0, 0, 0, 0, chunks - 1))  # added once, by chunk 0
+            _pack(layer, _transposed(layer.weight.detach()))
         yield
     finally:
         for layer in layers:
             layer.decode_weight = layer.decode_bias = None
+
+
+def inference_layout(*modules: nn.Module | None) -> int:
+    """Give every :class:`Linear` in ``modules`` the decode layout for good, *in place of* ``nn.Linear``'s: the
+    weight parameter becomes a (out, in) view of the (in, out) decode weight, so the model holds each weight
+    once and :func:`decode_layout` has nothing to pack. Products of many rows use the view (the same GEMM,
+    transposed operand), so results are those of the plain layout up to the order of additions in decoding.
+    A weight tied to an embedding is changed for both (the lookup reads rows of the view). For inference only:
+    the layout is chosen for this process's thread count, and the model is not meant to be trained or saved.
+    Returns the number of layers laid out."""
+    layers = [m for m in _decodable(modules) if m.decode_weight is None]
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.data = _transposed(layer.weight.detach()).t()  # the tied embedding follows (same Parameter)
+            _pack(layer, layer.weight.data.t())
+    return len(layers)
+
+
+def _decodable(modules: tuple[nn.Module | None, ...]) -> list[Linear]:
+    """The :class:`Linear` layers of ``modules`` that the decode layout serves, each once."""
+    found = {id(m): m for module in modules if module is not None for m in module.modules()
+             if isinstance(m, Linear) and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32
+             and not isinstance(m.weight, DTensor)}
+    return list(found.values())
+
+
+def _pack(layer: Linear, transposed: Tensor) -> None:
+    """Set ``layer``'s decode weight from its weight ``transposed`` (in, out), and its decode bias."""
+    # a chunk per thread, of at least 64 rows that divide ``in`` (on 2 cores, chunks of 64 rows or more read as
+    # fast as 2 chunks; on one thread: the plain (in, out) transpose, which MKL's GEMV also reads faster than
+    # (out, in))
+    d_in = layer.in_features
+    chunks = max(c for c in range(1, torch.get_num_threads() + 1) if c == 1 or (d_in % c == 0 and d_in // c >= 64))
+    layer.decode_weight = transposed.view(chunks, d_in // chunks, layer.out_features)
+    bias = layer.bias.detach() if layer.bias is not None else transposed.new_zeros(layer.out_features)
+    layer.decode_bias = F.pad(bias[None, None], (0, 0, 0, 0, 0, chunks - 1))  # added once, by chunk 0
 
 
 def _transposed(weight: Tensor, block: int = 256) -> Tensor:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from lmlab.model.attention import Attention, build_mask
 from lmlab.model.cache import KVCache
-from lmlab.model.layers import MLP
+from lmlab.model.layers import MLP, inference_layout
 from lmlab.model.positions import RelativePositionBias, Rotary, positions_from_segments, positions_from_tokens
 
 
@@ -456,6 +456,15 @@ class Transformer(nn.Module):
         if self.head is None or self.head.proj.weight is not self.embed.weight:
             tables.append(self.embed)
         return tables
+
+    def for_inference(self) -> Transformer:
+        """Ready the model for inference only, in place: eval mode, no gradients, and the decoder's and head's
+        weights laid out for decoding once and for good (:func:`~lmlab.model.layers.inference_layout`: each weight
+        held once, nothing packed per ``generate`` call). Returns the model."""
+        self.eval().requires_grad_(False)
+        if self.decoder is not None:
+            inference_layout(self.decoder, self.head)
+        return self
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Number of parameters (tied tensors counted once).

@@ -315,8 +315,10 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
             own[name].copy_(_shard_like(t, own[name]))
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False):
-    """Load ``(model, tokenizer)`` from a checkpoint directory (or the newest checkpoint of a run).
+def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False,
+               for_inference: bool = False):
+    """Load ``(model, tokenizer)`` from a checkpoint directory (or the newest checkpoint of a run), in eval mode;
+    ``for_inference`` readies it to run only (:meth:`~lmlab.model.Transformer.for_inference`).
 
     A Hugging Face model directory (its config.json has a ``model_type`` other than "lmlab") is imported with
     :func:`lmlab.interop.load_hf`; ``allow_pickle`` lets that read ``pytorch_model.bin``. Its tokenizer is
@@ -341,7 +343,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
             raise InteropError(f"{path / CONFIG} has model_type {model_type!r}, so {path} is read as a Hugging "
                                f"Face model directory, and: {e}") from None
         check_model_vocab(tokenizer, model.config.vocab_size, path)
-        return model.to(device).eval(), tokenizer
+        return _ready(model, device, for_inference), tokenizer
     model = build_model(read_model_config(path))
     load_weights(model, path)
     if isinstance(hf_config := raw.get("hf_config"), dict):
@@ -356,7 +358,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     except LmlabError as e:
         raise CheckpointError(f"checkpoint {path}: {e}") from None
     check_model_vocab(tokenizer, model.config.vocab_size, path)
-    return model.to(device).eval(), tokenizer
+    return _ready(model, device, for_inference), tokenizer
+
+
+def _ready(model: torch.nn.Module, device: str | torch.device, for_inference: bool) -> torch.nn.Module:
+    model = model.to(device).eval()
+    return model.for_inference() if for_inference else model
 
 
 def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 
@@ -92,6 +93,51 @@ def test_short_generations_keep_the_plain_layout(monkeypatch):
     assert not packed
     long = generate(model, prompt, max_new_tokens=MIN_TOKENS_FOR_LAYOUT)
     assert packed and torch.equal(long[:, :short.shape[1]], short)  # the same greedy tokens either way
+
+
+def _bytes(model: torch.nn.Module) -> tuple[int, int]:
+    """(the weights' bytes, the bytes of every distinct storage the model holds: weights, buffers and the
+    decode layout's tensors)."""
+    weights = sum(p.numel() * p.element_size() for p in set(model.parameters()))
+    tensors = [*model.parameters(), *model.buffers(), *(t for m in model.modules()
+                                                         for t in (getattr(m, "decode_weight", None),
+                                                                   getattr(m, "decode_bias", None)) if t is not None)]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return weights, sum(storages.values())
+
+
+@pytest.mark.parametrize("name, overrides", [("gpt2-tiny", {}), ("t5-tiny", {}), ("llama-tiny", {}),
+                                             ("gpt2-tiny", {"d_model": 256, "d_ff": 512})])
+def test_the_inference_layout_is_made_once_and_generates_the_same(monkeypatch, name, overrides):
+    """Transformer.for_inference lays the decoder's weights out for decoding in place of nn.Linear's (a tied
+    embedding included): the same greedy tokens and nearly the same logits as the plain layout, every weight held
+    once (the per-call layout holds two copies while it runs), and nothing packed again by generate."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # 256-wide layers: two chunks
+    try:
+        plain, ready = tiny(name, **overrides), tiny(name, **overrides).for_inference()
+        weights, held = _bytes(ready)
+        assert held <= 1.1 * weights and not any(p.requires_grad for p in ready.parameters())
+        x = rand_ids(2, 6)
+        kw = dict(max_new_tokens=12, decoder_start_token_id=0)
+        module = sys.modules["lmlab.infer.generate"]
+        inside, real = {}, module.decode_layout
+
+        @contextlib.contextmanager
+        def spy(*modules):  # what each model holds while generate decodes
+            with real(*modules):
+                inside.update({id(m): _bytes(m) for m in (plain, ready) if m.decoder is modules[0]})
+                yield
+
+        monkeypatch.setattr(module, "decode_layout", spy)
+        assert torch.equal(generate(ready, x, **kw), generate(plain, x, **kw))
+        assert inside[id(ready)] == (weights, held)  # nothing copied: the layout was made once
+        assert inside[id(plain)][1] > 1.3 * weights  # the per-call layout: a second copy of the decoder's
+        extra = {"decoder_input_ids": x} if plain.config.arch == "encoder-decoder" else {}
+        with torch.no_grad():  # (a few rows take the chunked product: the order of additions differs)
+            torch.testing.assert_close(ready(x, **extra).logits, plain(x, **extra).logits, atol=3e-5, rtol=1e-5)
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny", "t5-tiny"])

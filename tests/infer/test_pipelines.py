@@ -135,7 +135,10 @@ def test_wrong_kind_of_model_is_refused(models, tokenizer, tmp_path):
         for name in models:
             for source in (paths[name], (models[name], tokenizer)):
                 if name in ok:
-                    assert lmlab.pipeline(task, model=source).task == task
+                    pipe = lmlab.pipeline(task, model=source)
+                    assert pipe.task == task
+                    if source == paths[name] and pipe.model.decoder is not None:  # loaded to run only
+                        assert pipe.model.decoder.layers[0].attn.o.decode_weight is not None
                 else:
                     with pytest.raises(ModelKindError):
                         lmlab.pipeline(task, model=source)
