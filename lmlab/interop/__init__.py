@@ -102,7 +102,7 @@ def _tokenizer(src: Path, hf: HFConfig, family: Family):
         i = hf.get(f"{role}_token_id")
         if role not in named and isinstance(i, int) and not isinstance(i, bool) and tok.id_to_token(i):
             roles[role] = tok.id_to_token(i)
-    tok = Tokenizer(tok.tok, roles, tok.additional_special_tokens)
+    tok = Tokenizer(tok.tok, roles, tok.additional_special_tokens, tok.chat_template)
     if tok.tok.post_processor is None and family.template is not None:
         family.template(tok)
     return tok

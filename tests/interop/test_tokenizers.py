@@ -54,6 +54,9 @@ def test_roles_from_config_json_and_templates(tmp_path):
     (tmp_path / "special_tokens_map.json").write_text(json.dumps({"pad_token": "[PAD]"}))
     assert load_hf(tmp_path)[1].pad_id == 0  # the tokenizer's own files win over config.json
     assert load_tokenizer(tmp_path).to_json() == load_hf(tmp_path)[1].to_json()
+    # a chat model's template comes along (what sft fine-tuning and apply_chat_template use)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages[0]['content'] }}"}))
+    assert load_hf(tmp_path)[1].chat_template == "{{ messages[0]['content'] }}"
 
 
 def test_roberta_vocab_files_get_the_roberta_template(tmp_path):
