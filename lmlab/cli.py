@@ -289,6 +289,17 @@ def _data_get(args: argparse.Namespace) -> None:
               f"rarer: " + (", ".join(m["dropped_labels"]) or "none"))
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from lmlab.compare import load_compare_config, plan, run_compare
+    from lmlab.compare.report import render_plan
+
+    cfg = load_compare_config(args.config)
+    if args.plan:
+        print(render_plan(cfg, plan(cfg, args.out)), end="")
+        return
+    run_compare(cfg, args.out)
+
+
 def _at_least(low: float):
     """An argparse type: a finite float >= ``low`` (argparse names the option in its error and exits 2)."""
     def parse(text: str) -> float:
@@ -497,6 +508,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "examples (default: 200)")
     dg.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     dg.set_defaults(func=_data_get)
+
+    cp = sub.add_parser("compare", help="compare pretraining objectives under equal compute, judged downstream",
+                        description="Pretrain each objective/architecture of --config to the same FLOP budget for "
+                        "each seed, fine-tune every row (and a no-pretraining row per architecture) on each task, "
+                        "evaluate on the test split and write OUT/report.md. Each cell is an ordinary run "
+                        "directory under OUT: a finished one is skipped on rerun, an interrupted one resumed.")
+    cp.add_argument("--config", required=True, help="a compare config (e.g. configs/compare-small.toml)")
+    cp.add_argument("--out", required=True, help="the directory of the cells and the report")
+    cp.add_argument("--plan", action="store_true", help="print every cell as the lmlab command that runs it (for "
+                    "a job array) and each row's parameters; run nothing")
+    cp.set_defaults(func=_compare)
 
     cv = sub.add_parser("convert", help="convert checkpoints between Hugging Face and lmlab layouts",
                         description="from-hf: a local Hugging Face model directory (BERT, RoBERTa, GPT-2, Llama, "

@@ -57,7 +57,13 @@ class MetricsLog:
             raise CheckpointError(f"cannot write {self.path}: {e.strerror or e}") from None
 
     def read(self) -> list[dict[str, Any]]:
-        return _records(self.path.read_text(encoding="utf-8", errors="replace"))[0]
+        return read_metrics(self.path)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a run's ``metrics.jsonl`` (none if it is missing), without lines a kill cut short."""
+    path = Path(path)
+    return _records(path.read_text(encoding="utf-8", errors="replace"))[0] if path.is_file() else []
 
 
 def plot_losses(records: list[dict[str, Any]], path: str | Path, title: str = "", metric: str | None = None) -> None:

@@ -11,7 +11,8 @@ from lmlab.objectives import TASKS, check_objective
 from lmlab.train import pretrain
 from lmlab.train.finetune import finetune
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.toml"))
+CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.toml")
+                 if not p.name.startswith("compare-"))  # a comparison's config: tests/test_compare.py
 QUICK = {"data": {"seq_len": 32}, "train": {"batch_size": 4, "eval_batches": 2, "progress": False,
                                             "peak_flops": 1e11, "log_every": 1, "warmup_steps": 5}}
 

@@ -1,0 +1,290 @@
+"""The comparison's report: downstream scores aggregated over seeds, what each pretraining run cost, and what
+was run where.
+
+:func:`aggregate` and :func:`mark_best` are pure (numbers in, numbers out); :func:`collect` reads the cells'
+files into a :class:`ReportData`; renderers turn that into a page (:func:`render_markdown`; plots and an HTML
+page are renderers of the same data still to come).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmlab.compare.cells import SCORES, TIMINGS, Cell, cell_status
+from lmlab.compare.config import CompareConfig
+from lmlab.train.log import read_metrics
+
+REPORT = "report.md"
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A metric over seeds: mean, sample standard deviation (0 for one seed) and the number of seeds."""
+
+    mean: float
+    std: float
+    n: int
+
+    def text(self) -> str:
+        return f"{self.mean:.2f} ± {self.std:.2f}" + (f" (n={self.n})" if self.n else "")
+
+
+def aggregate(values: list[float]) -> Stat | None:
+    """Mean ± standard deviation (``statistics.stdev``, n - 1) of one cell's scores over seeds; None for none."""
+    if not values:
+        return None
+    return Stat(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+
+
+def mark_best(column: dict[str, Stat | None]) -> tuple[str | None, set[str]]:
+    """The row with the highest mean of a column, and the rows tied with it: those whose mean is closer to the
+    best's than the seed spread (the larger standard deviation of the two). Every metric here is higher-better."""
+    scored = {row: s for row, s in column.items() if s is not None}
+    if not scored:
+        return None, set()
+    best = max(scored, key=lambda r: scored[r].mean)
+    top = scored[best]
+    ties = {r for r, s in scored.items() if r != best and top.mean - s.mean < max(top.std, s.std)}
+    return best, ties
+
+
+@dataclass
+class PretrainCost:
+    """What a row's pretraining runs cost, over the seeds run so far."""
+
+    runs: int
+    steps: float
+    tokens: float
+    flops: float
+    tokens_per_s: float
+    train_s: float
+    wall_s: float | None
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows; the renderers only format it."""
+
+    cfg: CompareConfig
+    rows: list[str]
+    columns: list[tuple[str, str]]  # (task, metric)
+    table: dict[str, dict[tuple[str, str], Stat | None]]  # row -> column -> scores over seeds
+    na: dict[tuple[str, str], str]  # (row, task) -> why it cannot run
+    costs: dict[str, PretrainCost | None]
+    params: dict[str, tuple[int, int] | None]  # row -> (all parameters, non-embedding)
+    missing: list[str]  # cells not done yet
+    provenance: dict[str, str] = field(default_factory=dict)
+    curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # pretrain cell id -> metrics.jsonl rows
+
+
+def _cost(rows: list[dict[str, Any]]) -> tuple[float, float, float, float]:
+    """(steps, tokens, FLOPs, training seconds) of a run from its metrics.jsonl; the training time sums each
+    logged window's tokens over its tokens/s, so evaluations and start-up are left out."""
+    logged = [r for r in rows if r.get("tokens_per_s")]
+    if not logged:
+        return 0.0, 0.0, 0.0, 0.0
+    seconds, before = 0.0, 0
+    for r in logged:
+        seconds += (r["tokens"] - before) / r["tokens_per_s"]
+        before = r["tokens"]
+    last = logged[-1]
+    return float(last["step"]), float(last["tokens"]), float(last.get("flops", 0.0)), seconds
+
+
+def param_counts(cells: list[Cell], shards: str) -> dict[str, tuple[int, int] | None]:
+    """Each row's parameters (all, and without the lookup-only embeddings) as its runs build the model: the
+    pretraining config of a pretrained row (its objective's tokens added), the architecture's model for a
+    ``none`` row; built on the meta device, so nothing is allocated. None when the shards' tokenizer is missing."""
+    import torch
+
+    from lmlab.model import build_model
+    from lmlab.objectives import objective_tokenizer
+    from lmlab.tokenizer import Tokenizer
+    from lmlab.train.trainer import prepare_config
+
+    path = Path(shards) / "tokenizer.json"
+    out: dict[str, tuple[int, int] | None] = {}
+    for cell in cells:
+        if cell.row.name in out or cell.kind == "evaluate" or cell.na:
+            continue
+        if not path.is_file():
+            out[cell.row.name] = None
+            continue
+        cfg = cell.config()
+        tokenizer = Tokenizer.load(path)
+        if cell.kind == "pretrain":
+            tokenizer = objective_tokenizer(cfg, tokenizer)
+        with torch.device("meta"):
+            model = build_model(prepare_config(cfg, tokenizer).model)
+        out[cell.row.name] = (model.num_params(non_embedding=False), model.num_params())
+    return out
+
+
+def provenance(cfg: CompareConfig) -> dict[str, str]:
+    """What was run and where: the config file, lmlab's commit, the machine, torch."""
+    import torch
+
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        commit += " (with uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown (not a git checkout)"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"config": cfg.source, "lmlab commit": commit, "CPU": f"{cpu}, {cores} cores usable",
+            "torch": torch.__version__, "threads": str(torch.get_num_threads()), "Python": platform.python_version(),
+            "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def collect(cfg: CompareConfig, out: str | Path, cells: list[Cell]) -> ReportData:
+    """Read every cell's results under ``out`` (what is not done yet is listed as missing)."""
+    out = Path(out)
+    rows = [r.name for r in cfg.all_rows]
+    columns = [(t.name, m) for t in cfg.tasks for m in t.metrics]
+    values: dict[str, dict[tuple[str, str], list[float]]] = {r: {c: [] for c in columns} for r in rows}
+    na: dict[tuple[str, str], str] = {}
+    missing: list[str] = []
+    timings = json.loads((out / TIMINGS).read_text(encoding="utf-8")) if (out / TIMINGS).is_file() else {}
+    per_row: dict[str, list[tuple[float, float, float, float, float | None]]] = {r.name: [] for r in cfg.rows}
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for cell in cells:
+        status = cell_status(cell)
+        if status == "n/a":
+            assert cell.task is not None
+            na[(cell.row.name, cell.task.name)] = cell.na
+            continue
+        if status != "done":
+            missing.append(cell.id)
+            continue
+        if cell.kind == "pretrain":
+            curves[cell.id] = read_metrics(cell.out_dir / "metrics.jsonl")
+            per_row[cell.row.name].append((*_cost(curves[cell.id]), timings.get(cell.id)))
+        elif cell.kind == "evaluate":
+            assert cell.task is not None
+            scores = json.loads((cell.out_dir / SCORES).read_text(encoding="utf-8"))["scores"]
+            for metric in cell.task.metrics:
+                if metric in scores:
+                    values[cell.row.name][(cell.task.name, metric)].append(float(scores[metric]))
+    costs: dict[str, PretrainCost | None] = {}
+    for row, runs in per_row.items():
+        if not runs:
+            costs[row] = None
+            continue
+        steps, tokens, flops, train_s, walls = zip(*runs, strict=True)
+        known = [w for w in walls if w is not None]
+        costs[row] = PretrainCost(len(runs), statistics.fmean(steps), statistics.fmean(tokens),
+                                  statistics.fmean(flops), sum(tokens) / max(sum(train_s), 1e-9),
+                                  statistics.fmean(train_s), statistics.fmean(known) if known else None)
+    table = {r: {c: aggregate(v) for c, v in cols.items()} for r, cols in values.items()}
+    return ReportData(cfg, rows, columns, table, na, costs, param_counts(cells, cfg.shards), missing,
+                      provenance(cfg), curves)
+
+
+def _count(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n:.0f}"
+
+
+def render_markdown(data: ReportData) -> str:
+    """The report as Markdown: the main table (best of each column in bold, ties with it marked ≈), the
+    pretraining costs, the parameters, what is missing, and what was run where."""
+    cfg = data.cfg
+    lines = ["# Pretraining objectives compared downstream", "",
+             f"Each pretraining run stops at the same compute, `train.max_flops` = {cfg.max_flops:.3g} FLOPs; every "
+             f"row is then fine-tuned on each task and scored on its test split; {len(cfg.seeds)} seed(s) "
+             f"({', '.join(map(str, cfg.seeds))}) for each. `none` rows are fine-tuned from random weights of the "
+             "same model with the same tokenizer (no pretraining).", "", "## Downstream scores", "",
+             "Mean ± standard deviation over seeds (n = seeds scored). **Bold**: the best of the column; ≈: a tie "
+             "with it (the difference is smaller than the larger of the two standard deviations).", ""]
+    marks = {c: mark_best({r: data.table[r][c] for r in data.rows}) for c in data.columns}
+    lines.append("| row | " + " | ".join(f"{task} {metric}" for task, metric in data.columns) + " |")
+    lines.append("|---|" + "---|" * len(data.columns))
+    for row in data.rows:
+        cells = []
+        for col in data.columns:
+            stat, (best, ties) = data.table[row][col], marks[col]
+            if (row, col[0]) in data.na:
+                cells.append("n/a")
+            elif stat is None:
+                cells.append("—")
+            else:
+                cells.append(f"**{stat.text()}**" if row == best else f"{stat.text()} ≈" if row in ties
+                             else stat.text())
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    if data.na:
+        lines += ["", "Not applicable:", ""] + [f"- {row} on {task}: {why}" for (row, task), why in
+                                                 sorted(data.na.items())]
+    lines += ["", "## Pretraining runs", "",
+              "Means over the seeds run. tokens/s and training time count training steps only (from "
+              "`metrics.jsonl`); wall time is the whole run as `lmlab compare` timed it. Each objective's own loss "
+              "is in its runs' `metrics.jsonl` and `loss.png`; losses of different objectives are not comparable.",
+              "", "| row | runs | steps | tokens | FLOPs | tokens/s | training time (s) | wall time (s) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for row, c in data.costs.items():
+        if c is None:
+            lines.append(f"| {row} | 0 | — | — | — | — | — | — |")
+            continue
+        wall = f"{c.wall_s:.1f}" if c.wall_s is not None else "—"
+        lines.append(f"| {row} | {c.runs} | {c.steps:.0f} | {_count(c.tokens)} | {c.flops:.3g} | "
+                     f"{c.tokens_per_s:,.0f} | {c.train_s:.1f} | {wall} |")
+    lines += ["", "## Parameters", "", "| row | parameters | non-embedding |", "|---|---|---|"]
+    for row, n in data.params.items():
+        lines.append(f"| {row} | {_count(n[0])} | {_count(n[1])} |" if n else f"| {row} | ? | ? |")
+    lines += ["", "## Missing cells", ""]
+    lines += [f"- {c}" for c in data.missing] or ["None: every cell has run."]
+    lines += ["", "## What was run", ""] + [f"- {k}: {v}" for k, v in data.provenance.items()]
+    lines += ["", "```toml", cfg.text.rstrip() or "# (given as a dict, not a file)", "```", ""]
+    return "\n".join(lines)
+
+
+def write_report(cfg: CompareConfig, out: str | Path, cells: list[Cell]) -> Path:
+    """Collect the results under ``out`` and write ``out/report.md``; returns its path."""
+    data = collect(cfg, out, cells)
+    path = Path(out) / REPORT
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(render_markdown(data), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+
+
+def render_plan(cfg: CompareConfig, cells: list[Cell]) -> str:
+    """``--plan``: each row's parameters, then every cell as the command that runs it from the start (in order:
+    a fine-tuning cell needs its pretraining cell done; a partial run continues with the same command and
+    ``--resume RUN_DIR``), its status, and the cells that cannot run, with why."""
+    lines = [f"# lmlab compare: {len(cfg.all_rows)} rows, {len(cfg.tasks)} task(s), {len(cfg.seeds)} seed(s), "
+             f"pretraining budget {cfg.max_flops:.3g} FLOPs a run", "# parameters (all / non-embedding):"]
+    for row, n in param_counts(cells, cfg.shards).items():
+        lines.append(f"#   {row}: " + (f"{_count(n[0])} / {_count(n[1])}" if n else
+                                       f"? (no tokenizer at {cfg.shards}: prepare the shards first)"))
+    for cell in cells:
+        status = cell_status(cell)
+        if status == "n/a":
+            if cell.kind == "finetune":
+                lines.append(f"# n/a {cell.id}: {cell.na}")
+            continue
+        lines.append(f"# {cell.id} [{status}]")
+        lines.append(cell.command())
+    return "\n".join(lines) + "\n"
