@@ -109,6 +109,12 @@ class _Steps:
         positions, and ``index`` never leaves an input's group of beams, so only the cache moves."""
         self.cache.reorder(index)
 
+    def keep(self, index: Tensor) -> None:
+        """Go on with rows ``index`` (N',) only: the rows that have not finished."""
+        self.cache.reorder(index)
+        if self.mask is not None:
+            self.mask, self.next_pos = self.mask[index], self.next_pos[index]
+
     def next(self, tokens: Tensor) -> Tensor:
         """Logits (N, V) after feeding ``tokens`` (N,), one per row."""
         x = tokens[:, None]  # (N, 1)
@@ -283,32 +289,44 @@ def generate(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None 
 def _decode(steps: _Steps, logits: Tensor, prefix: Tensor, seen: Tensor | None, eos: Tensor, fill: int, *,
             max_new_tokens: int, generator: torch.Generator | None, streamer: Callable | None,
             options: dict) -> Tensor:
-    """Greedy or sampled decoding of N rows from the first ``logits`` (N, V); returns (N, L0 + n)."""
+    """Greedy or sampled decoding of N rows from the first ``logits`` (N, V); returns (N, L0 + n).
+
+    Greedy decoding drops the rows that have finished from the batch (their cache rows too), so a batch of
+    outputs of mixed lengths costs what its unfinished rows need. Sampling keeps every row, so that each draws
+    from the generator as Hugging Face's does."""
     N, L0 = prefix.shape
     out = torch.full((N, L0 + max_new_tokens), fill, dtype=torch.long, device=prefix.device)
     out[:, :L0] = prefix
     running = torch.ones(N, dtype=torch.bool, device=prefix.device)  # rows that have not produced EOS
+    rows = torch.arange(N, device=prefix.device)  # the rows of ``out`` still in the batch
+    compact = not options["do_sample"] and len(eos) > 0
     n = max_new_tokens
     for i in range(max_new_tokens):
-        scores = _process(logits.float(), seen, min_keep=1, **options)  # (N, V)
+        scores = _process(logits.float(), seen, min_keep=1, **options)  # (N', V)
         if options["do_sample"]:
-            tokens = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)  # (N,)
+            tokens = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)  # (N',)
         else:
             tokens = scores.argmax(-1)
         if len(eos):
             tokens = tokens.masked_fill(~running, fill)
-        out[:, L0 + i] = tokens
+        out[rows, L0 + i] = tokens
         if streamer is not None:
-            streamer(tokens)
+            streamer(out[:, L0 + i])
         if len(eos):
             running &= ~torch.isin(tokens, eos)
-            if not bool(running.any()):  # the one sync per step
+            left = int(running.sum())  # the one sync per step
+            if not left:
                 n = i + 1
                 break
         if i + 1 == max_new_tokens:
             break
         if seen is not None:
             seen.scatter_(1, tokens[:, None], True)
+        if compact and left < len(rows):  # finished rows leave the batch
+            keep = running.nonzero().squeeze(1)
+            rows, running, tokens = rows[keep], running[keep], tokens[keep]
+            seen = seen[keep] if seen is not None else None
+            steps.keep(keep)
         logits = steps.next(tokens)
     return out[:, :L0 + n]
 

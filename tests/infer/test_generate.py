@@ -141,6 +141,29 @@ def test_the_inference_layout_is_made_once_and_generates_the_same(monkeypatch, n
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny", "t5-tiny"])
+def test_finished_rows_leave_a_greedy_batch(monkeypatch, name):
+    """Greedy decoding drops the rows that produced EOS (their cache rows too): each row's tokens are those it
+    gets alone, and the batch shrinks as they finish."""
+    model = tiny(name)
+    x = rand_ids(3, 6)
+    kw = dict(max_new_tokens=10, decoder_start_token_id=0, pad_token_id=V - 1)
+    free = generate(model, x, **kw)  # no EOS: every row runs to the end
+    eos = int(free[0, -8])  # row 0's third new token: it finishes early, the others (most likely) later
+    sizes, real = [], type(model).hidden
+
+    def hidden(self, input_ids, **k):  # the rows of each model call
+        sizes.append((k["decoder_input_ids"] if k.get("decoder_input_ids") is not None else input_ids).shape[0])
+        return real(self, input_ids, **k)
+
+    monkeypatch.setattr(type(model), "hidden", hidden)
+    batch = generate(model, x, eos_token_id=eos, **kw)
+    assert min(sizes) < 3  # rows left the batch
+    for i in range(3):
+        alone = generate(model, x[i:i + 1], eos_token_id=eos, **kw)
+        assert torch.equal(batch[i, :alone.shape[1]], alone[0]) and (batch[i, alone.shape[1]:] == V - 1).all()
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiny", "t5-tiny"])
 def test_one_beam_is_greedy(name):
     model = tiny(name)
     x = rand_ids(2, 6)
