@@ -527,14 +527,17 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
                 mfu = window_flops / max(elapsed, 1e-9) / (peak * d.world_size) if peak else None
                 window_t, window_tokens, window_flops = time.perf_counter(), 0, 0.0
                 mfu_text = f"{mfu:.1%}" if mfu is not None else "?"
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", mfu=mfu_text, refresh=False)
+                shown = {k: f"{v:.3f}" for k, v in reported.items()}  # the objective's own (accuracy, ...)
+                bar.set_postfix(loss=f"{loss:.3f}", **shown, tok_s=f"{tps:,.0f}", mfu=mfu_text, refresh=False)
                 if log is not None:
                     log.write({"step": step, "loss": loss if math.isfinite(loss) else None, "lr": lr,
                                "tokens": tokens_seen, "flops": flops_seen, "tokens_per_s": tps, "mfu": mfu,
                                **reported,
                                **({"skipped_steps": skipped} if skipped else {})})
                 if d.is_main and not tc.progress:  # no bar (CI, nohup): a plain line instead
-                    print(f"step {step}/{last_step}: loss {loss:.4f}, lr {lr:.3g}, {tps:,.0f} tok/s, mfu {mfu_text}"
+                    print(f"step {step}/{last_step}: loss {loss:.4f}, "
+                          + "".join(f"{k} {v}, " for k, v in shown.items())
+                          + f"lr {lr:.3g}, {tps:,.0f} tok/s, mfu {mfu_text}"
                           + (f", {skipped} skipped" if skipped else ""), flush=True)
             if step % tc.eval_every == 0 or step == last_step:
                 eval_t = time.perf_counter()

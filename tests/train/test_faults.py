@@ -201,3 +201,6 @@ def test_without_a_progress_bar_a_line_every_log_every_steps(shards, tmp_path, c
     assert [line.split(":")[0] for line in lines] == ["step 2/4", "step 4/4", "step 4"]  # (+ the evaluation)
     assert "loss" in lines[0] and "tok/s" in lines[0]
     assert "train.max_steps (4) is below train.warmup_steps (10)" in caplog.text
+    pretrain(_cfg(shards, tmp_path / "mlm", "mlm", max_steps=2, log_every=2, **FAST))  # the objective's own numbers
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("step 2/2"))
+    assert re.search(r"loss [\d.]+, accuracy 0\.\d{3}, lr", line), line
