@@ -278,3 +278,25 @@ def test_the_command_reports_a_bad_config_and_exits_2(tmp_path, capsys):
     (tmp_path / "compare.toml").write_text('shards = "s"\nobjectives = ["clm/decoder"]\nseeds = [0]\n')
     assert main(["compare", "--config", str(tmp_path / "compare.toml"), "--out", str(tmp_path / "out")]) == 2
     assert "max_flops: must be a positive FLOP count" in capsys.readouterr().err
+
+
+def test_an_interrupted_cell_stops_the_comparison_and_its_time_is_kept(sentinel_shards, class_data, tmp_path,
+                                                                       monkeypatch):
+    """Ctrl-C or SIGTERM: the run saves and returns interrupted; compare stops there (the CLI exits 130)."""
+    from lmlab.compare import cells as cells_module
+    from lmlab.train import TrainResult
+
+    calls = []
+
+    def interrupted(cfg, resume=None, overwrite=False, stop_after=None):
+        calls.append(cfg.train.out_dir)
+        return TrainResult(out_dir=Path(cfg.train.out_dir), step=1, checkpoint=None, interrupted=True)
+
+    monkeypatch.setattr("lmlab.train.pretrain", interrupted)
+    raw = _raw(sentinel_shards, tmp_path, class_data)
+    (tmp_path / "compare.toml").write_text(_toml(raw))
+    out = tmp_path / "out"
+    assert main(["compare", "--config", str(tmp_path / "compare.toml"), "--out", str(out)]) == 130
+    assert calls == [str(out / "pretrain" / "clm-decoder" / "seed-0")]  # the first cell, and no other
+    assert list(json.loads((out / cells_module.TIMINGS).read_text())) == ["pretrain/clm-decoder/seed-0"]
+    assert not (out / "report.md").exists()
