@@ -248,7 +248,9 @@ def render_markdown(data: ReportData) -> str:
         wall = f"{c.wall_s:.1f}" if c.wall_s is not None else "—"
         lines.append(f"| {row} | {c.runs} | {c.steps:.0f} | {_count(c.tokens)} | {c.flops:.3g} | "
                      f"{c.tokens_per_s:,.0f} | {c.train_s:.1f} | {wall} |")
-    lines += ["", "## Parameters", "", "| row | parameters | non-embedding |", "|---|---|---|"]
+    lines += ["", "## Parameters", "", "Non-embedding leaves out the lookup-only tables: positions, token types and, "
+              "where the head is untied, the input token embedding (a tied one is also the output head, so it "
+              "counts).", "", "| row | parameters | non-embedding |", "|---|---|---|"]
     for row, n in data.params.items():
         lines.append(f"| {row} | {_count(n[0])} | {_count(n[1])} |" if n else f"| {row} | ? | ? |")
     lines += ["", "## Missing cells", ""]
