@@ -300,3 +300,16 @@ def test_an_interrupted_cell_stops_the_comparison_and_its_time_is_kept(sentinel_
     assert calls == [str(out / "pretrain" / "clm-decoder" / "seed-0")]  # the first cell, and no other
     assert list(json.loads((out / cells_module.TIMINGS).read_text())) == ["pretrain/clm-decoder/seed-0"]
     assert not (out / "report.md").exists()
+
+
+def test_a_planned_command_stopped_part_way_continues_with_resume(sentinel_shards, class_data, tmp_path):
+    """The cluster path: a cell's printed line plus --resume RUN_DIR finishes the run, and compare then skips it."""
+    from lmlab.compare.cells import run_status
+    from lmlab.train import pretrain
+
+    cfg = _cfg(_raw(sentinel_shards, tmp_path, class_data))
+    cell = plan(cfg, tmp_path / "out")[0]
+    pretrain(cell.config(), stop_after=1)
+    assert run_status(cell.out_dir) == "partial"
+    assert main(shlex.split(cell.command())[1:] + ["--resume", str(cell.out_dir)]) == 0
+    assert run_status(cell.out_dir) == "done"
