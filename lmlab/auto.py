@@ -41,8 +41,8 @@ class ModelKindError(InferenceError):
     encoder, ...)."""
 
 
-def load(path: str | Path, device: str | torch.device = "cpu",
-         for_inference: bool = False) -> tuple[torch.nn.Module, AutoTokenizer | None]:
+def load(path: str | Path, device: str | torch.device = "cpu", for_inference: bool = False,
+         dtype: str = "fp32") -> tuple[torch.nn.Module, AutoTokenizer | None]:
     """Load ``(model, tokenizer)`` from a checkpoint directory, the newest checkpoint of a run directory, or a
     Hugging Face model directory.
 
@@ -52,28 +52,28 @@ def load(path: str | Path, device: str | torch.device = "cpu",
     padding=True)``), or None for a Hugging Face directory without tokenizer files. Every lmlab function takes
     it where it takes a tokenizer (``tokenizer.lmlab_tokenizer`` is the lmlab ``Tokenizer`` inside).
     ``for_inference=True`` readies the model to run only, for good (:meth:`lmlab.model.Transformer.for_inference`:
-    no gradients, the decoding weight layout made once, each weight held once); the CLI's commands and the
-    pipelines load models that way.
+    no gradients, the decoding weight layout made once, each weight held once), with ``dtype="bf16"`` in
+    bfloat16; the CLI's commands and the pipelines load models that way.
 
     Raises:
         CheckpointError: the directory is missing, incomplete or corrupt.
     """
     from lmlab.train.checkpoint import resolve_model_dir
 
-    model, tok = _load(path, device, for_inference)
+    model, tok = _load(path, device, for_inference, dtype)
     if tok is None:
         return model, None
     context = model.config.max_seq_len if model.config.position == "learned" else None
     return model, AutoTokenizer(tok, **_tokenizer_options(resolve_model_dir(path), context))
 
 
-def _load(path: str | Path, device: str | torch.device = "cpu", for_inference: bool = False):
+def _load(path: str | Path, device: str | torch.device = "cpu", for_inference: bool = False, dtype: str = "fp32"):
     """``(model, lmlab Tokenizer)``: :func:`lmlab.train.load_model`, for lmlab's own code; the model knows the
     tokenizer's ids that generation defaults to (:func:`lmlab.infer.generate.generation_ids`)."""
     from lmlab.infer.generate import set_generation_ids
     from lmlab.train.checkpoint import load_model
 
-    model, tok = load_model(path, device, for_inference=for_inference)
+    model, tok = load_model(path, device, for_inference=for_inference, dtype=dtype)
     if tok is not None:
         set_generation_ids(model, tok)
     return model, tok

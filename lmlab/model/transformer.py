@@ -457,11 +457,12 @@ class Transformer(nn.Module):
             tables.append(self.embed)
         return tables
 
-    def for_inference(self) -> Transformer:
-        """Ready the model for inference only, in place: eval mode, no gradients, and the decoder's and head's
-        weights laid out for decoding once and for good (:func:`~lmlab.model.layers.inference_layout`: each weight
-        held once, nothing packed per ``generate`` call). Returns the model."""
-        self.eval().requires_grad_(False)
+    def for_inference(self, dtype: torch.dtype = torch.float32) -> Transformer:
+        """Ready the model for inference only, in place: eval mode, no gradients, weights in ``dtype`` (float32,
+        or bfloat16: half the bytes a token reads), and float32 decoder and head weights laid out for decoding
+        once and for good (:func:`~lmlab.model.layers.inference_layout`: each weight held once, nothing packed
+        per ``generate`` call). Returns the model."""
+        self.eval().requires_grad_(False).to(dtype)
         if self.decoder is not None:
             inference_layout(self.decoder, self.head)
         return self

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -34,6 +35,9 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 
 from lmlab.config import ModelConfig, _build
 from lmlab.errors import CheckpointError, ConfigError, LmlabError
+from lmlab.train.precision import has_native_bf16
+
+logger = logging.getLogger(__name__)
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -316,9 +320,10 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False,
-               for_inference: bool = False):
+               for_inference: bool = False, dtype: str = "fp32"):
     """Load ``(model, tokenizer)`` from a checkpoint directory (or the newest checkpoint of a run), in eval mode;
-    ``for_inference`` readies it to run only (:meth:`~lmlab.model.Transformer.for_inference`).
+    ``for_inference`` readies it to run only (:meth:`~lmlab.model.Transformer.for_inference`), with weights in
+    ``dtype`` (``"fp32"`` or ``"bf16"``, of :data:`INFERENCE_DTYPES`).
 
     A Hugging Face model directory (its config.json has a ``model_type`` other than "lmlab") is imported with
     :func:`lmlab.interop.load_hf`; ``allow_pickle`` lets that read ``pytorch_model.bin``. Its tokenizer is
@@ -331,6 +336,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     from lmlab.model import build_model
     from lmlab.tokenizer import Tokenizer, check_model_vocab
 
+    if dtype not in INFERENCE_DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
+    if dtype != "fp32" and not for_inference:
+        raise ConfigError(f"dtype {dtype!r} is for a model loaded to run only (for_inference); training sets its "
+                          "precision with train.precision")
     path = resolve_model_dir(path)
     raw = read_json(path / CONFIG)
     model_type = raw.get("model_type")
@@ -343,7 +353,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
             raise InteropError(f"{path / CONFIG} has model_type {model_type!r}, so {path} is read as a Hugging "
                                f"Face model directory, and: {e}") from None
         check_model_vocab(tokenizer, model.config.vocab_size, path)
-        return _ready(model, device, for_inference), tokenizer
+        return _ready(model, device, for_inference, dtype), tokenizer
     model = build_model(read_model_config(path))
     load_weights(model, path)
     if isinstance(hf_config := raw.get("hf_config"), dict):
@@ -358,12 +368,20 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     except LmlabError as e:
         raise CheckpointError(f"checkpoint {path}: {e}") from None
     check_model_vocab(tokenizer, model.config.vocab_size, path)
-    return _ready(model, device, for_inference), tokenizer
+    return _ready(model, device, for_inference, dtype), tokenizer
 
 
-def _ready(model: torch.nn.Module, device: str | torch.device, for_inference: bool) -> torch.nn.Module:
+INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _ready(model: torch.nn.Module, device: str | torch.device, for_inference: bool, dtype: str) -> torch.nn.Module:
     model = model.to(device).eval()
-    return model.for_inference() if for_inference else model
+    if not for_inference:
+        return model
+    if dtype == "bf16" and torch.device(device).type == "cpu" and has_native_bf16() is False:
+        logger.warning("bf16 weights on a CPU without bf16 instructions (AVX-512 BF16 or AMX): bf16 is emulated "
+                       "here, slower than fp32")
+    return model.for_inference(INFERENCE_DTYPES[dtype])
 
 
 def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

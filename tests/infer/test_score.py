@@ -223,3 +223,30 @@ def test_which_models_score_the_first_token(models, tokenizer):
 def test_the_seq2seq_error_names_the_command_line_option(models, tokenizer):
     with pytest.raises(InferenceError, match="--target"):
         score(models["seq2seq"], tokenizer, "the fox")
+
+
+def test_bf16_weights_for_inference(models, tokenizer, tmp_path, capsys):
+    """A model loaded to run only in bf16 (lmlab.load / the CLI's --dtype bf16) holds bfloat16 weights, scores a
+    file within 1% of the float32 perplexity and generates; bf16 without for_inference is refused."""
+    import json
+
+    import lmlab
+    from lmlab.cli import main
+    from lmlab.errors import ConfigError
+    from lmlab.train.checkpoint import load_model, save_model_dir
+
+    path = tmp_path / "dec"
+    path.mkdir()
+    save_model_dir(path, models["decoder"], tokenizer)
+    (tmp_path / "held_out.txt").write_text("\n".join(TEXTS) + "\n")
+    half, tok = lmlab.load(path, for_inference=True, dtype="bf16")
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    full, _ = lmlab.load(path, for_inference=True)
+    ppl = {name: file_perplexity(m, tok.lmlab_tokenizer, tmp_path / "held_out.txt").perplexity
+           for name, m in (("bf16", half), ("fp32", full))}
+    assert ppl["bf16"] == pytest.approx(ppl["fp32"], rel=0.01)
+    assert main(["generate", str(path), "the quick", "--temperature", "0", "--max-new-tokens", "5", "--dtype",
+                 "bf16", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)
+    with pytest.raises(ConfigError, match="for_inference"):
+        load_model(path, dtype="bf16")
