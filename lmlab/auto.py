@@ -490,7 +490,7 @@ Task = Literal["any", "masked-lm", "causal-lm", "seq2seq-lm", "sequence-classifi
 
 
 def load_for_task(path: str | Path, task: Task, device: str | torch.device = "cpu",
-                  for_inference: bool = False):
+                  for_inference: bool = False, dtype: str = "fp32"):
     """Load ``(model, tokenizer)`` and check the model fits ``task``.
 
     A decoder trained with masked LM (its ``training_state.json`` says so) is returned with its stack set
@@ -505,7 +505,7 @@ def load_for_task(path: str | Path, task: Task, device: str | torch.device = "cp
         CheckpointError: the checkpoint is missing, incomplete or corrupt.
         ModelKindError: the model is of another kind, or has no token head or classifier where one is needed.
     """
-    model, tokenizer = _load(path, device, for_inference)
+    model, tokenizer = _load(path, device, for_inference, dtype)
     if model.arch == "decoder" and trained_objective(path) in _BIDIRECTIONAL_OBJECTIVES:
         model.decoder.causal = False
     check_model_kind(model, task, source=str(path))

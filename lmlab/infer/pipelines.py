@@ -252,7 +252,7 @@ _KIND = {"fill-mask": "masked-lm", "text-generation": "causal-lm", "text2text-ge
 
 
 def pipeline(task: str, model: str | Path | tuple | torch.nn.Module, tokenizer: Any = None,
-             device: str | torch.device | None = None, **defaults: Any) -> Pipeline:
+             device: str | torch.device | None = None, dtype: str = "fp32", **defaults: Any) -> Pipeline:
     """A pipeline for ``task`` on a checkpoint or on a model already loaded.
 
     Args:
@@ -262,6 +262,8 @@ def pipeline(task: str, model: str | Path | tuple | torch.nn.Module, tokenizer: 
             checkpoint's.
         device: where the model runs (a checkpoint loads on the CPU by default; a model given stays where it
             is unless a device is named).
+        dtype: a checkpoint's weights, ``"fp32"`` or ``"bf16"`` (it is loaded to run only; a model given keeps
+            its own).
         defaults: default options of every call (``top_k=10``, ``max_new_tokens=40``, ``num_beams=4``...; infill's
             ``mode`` defaults to the one a checkpoint was trained on most).
 
@@ -292,11 +294,11 @@ def pipeline(task: str, model: str | Path | tuple | torch.nn.Module, tokenizer: 
                                      "text2text-generation or text-classification pipeline")
             from lmlab.eval.task import load_task
 
-            m, objective, _ = load_task(model, device or "cpu", for_inference=True)
+            m, objective, _ = load_task(model, device or "cpu", for_inference=True, dtype=dtype)
             return FineTunedPipeline(m, as_auto_tokenizer(objective.tokenizer), objective, name, **defaults)
     kind = _KIND[name]
     if isinstance(model, (str, Path)):
-        m, tok = load_for_task(model, kind, device or "cpu", for_inference=True)
+        m, tok = load_for_task(model, kind, device or "cpu", for_inference=True, dtype=dtype)
         source = str(model)
         if name == "infill":
             from lmlab.infer.infill import trained_mode

@@ -248,5 +248,8 @@ def test_bf16_weights_for_inference(models, tokenizer, tmp_path, capsys):
     assert main(["generate", str(path), "the quick", "--temperature", "0", "--max-new-tokens", "5", "--dtype",
                  "bf16", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)
+    scorer = lmlab.pipeline("score", model=path, dtype="bf16")
+    assert scorer.model.embed.weight.dtype == torch.bfloat16
+    assert scorer(TEXTS[0])["log_prob"] == pytest.approx(score(full, tok.lmlab_tokenizer, TEXTS[0]).log_prob, rel=0.01)
     with pytest.raises(ConfigError, match="for_inference"):
         load_model(path, dtype="bf16")
