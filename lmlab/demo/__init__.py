@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import shutil
 import time
@@ -29,6 +28,7 @@ from lmlab.objectives import check_objective
 from lmlab.tokenizer import train_tokenizer
 from lmlab.train import load_model, pretrain
 from lmlab.train.finetune import finetune
+from lmlab.train.log import read_metrics
 
 CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs"
 FILL_MASK_TEXTS = ["Return the [MASK] of the list.", "If the file does not [MASK], an exception is raised."]
@@ -52,7 +52,7 @@ def _schedule(steps: int) -> list[str]:
 
 
 def _rows(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(run / "metrics.jsonl")
 
 
 class _Stages:
@@ -227,25 +227,31 @@ def _use(checkpoints: dict[str, Path], out: Path | None, data: dict[str, Path] |
         print(f"  {prompt!r} -> {text!r}")
     if out is None or data is None:
         return
+    from lmlab.data.examples import read_examples
     from lmlab.eval.task import classify, load_task, predict
 
-    example = json.loads((data["summarize"] / "test.jsonl").read_text(encoding="utf-8").splitlines()[0])
-    body = " ".join(example["source"].split())
-    print(f"\nsummary of an unseen docstring:\n  {body[:160]}{' ...' if len(body) > 160 else ''}")
+    summaries = read_examples(data["summarize"] / "test.jsonl", "seq2seq")
+    source, reference = summaries.inputs[0], summaries.outputs[0]
+    print(f"\nsummary of an unseen docstring:\n  {_clip(source)}")
     for run in ("pretrained", "scratch"):
-        model, objective, cfg = load_task(out / f"summarize-{run}")
-        summary = predict(model, objective, [example["source"]], max_new_tokens=cfg.finetune.max_new_tokens)[0]
+        model, objective, cfg = load_task(out / f"summarize-{run}", for_inference=True)
+        summary = predict(model, objective, [source], max_new_tokens=cfg.finetune.max_new_tokens)[0]
         print(f"    {run + ':':<12}{summary!r}")
-    print(f"    {'reference:':<12}{example['target']!r}")
-    rows = [json.loads(line) for line in (data["classify"] / "test.jsonl").read_text(encoding="utf-8").splitlines()]
-    example = rows[len(rows) // 2]
-    text = " ".join(example["text"].split())
-    print(f"\npackage of an unseen docstring:\n  {text[:160]}{' ...' if len(text) > 160 else ''}")
+    print(f"    {'reference:':<12}{reference!r}")
+    labelled = read_examples(data["classify"] / "test.jsonl", "classify")
+    text, truth = labelled.inputs[len(labelled) // 2], labelled.outputs[len(labelled) // 2]
+    print(f"\npackage of an unseen docstring:\n  {_clip(text)}")
     for run in ("pretrained", "scratch"):
-        model, objective, _ = load_task(out / f"classify-{run}")
-        (label,), (prob,) = classify(model, objective, [example["text"]])
+        model, objective, _ = load_task(out / f"classify-{run}", for_inference=True)
+        (label,), (prob,) = classify(model, objective, [text])
         print(f"    {run + ':':<12}{label} ({prob:.2f})")
-    print(f"    {'truth:':<12}{example['label']}")
+    print(f"    {'truth:':<12}{truth}")
+
+
+def _clip(text: str, width: int = 160) -> str:
+    """``text`` on one line, cut at ``width`` characters."""
+    text = " ".join(text.split())
+    return text[:width] + (" ..." if len(text) > width else "")
 
 
 def _plot(out: Path, results: dict) -> Path:

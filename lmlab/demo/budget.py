@@ -9,7 +9,6 @@ reproduce the run exactly, without probes.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from statistics import median
 
 from lmlab.errors import ConfigError
+from lmlab.train.log import read_metrics
 
 PROBE_STEPS = 4  # the first is a warm-up; the others are timed
 EVALS = 4  # evaluations in a stage's run, the last at its end
@@ -100,7 +100,7 @@ def probe(train: Callable[[list[str]], object], out_dir: Path, clock: Callable[[
                f"--train.eval_every={PROBE_STEPS}", f"--train.save_every={PROBE_STEPS}", "--train.warmup_steps=1",
                "--train.progress=false"])
         wall = clock() - t0
-        rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(out_dir / "metrics.jsonl")
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     return cost_of(rows, wall)
