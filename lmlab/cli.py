@@ -8,6 +8,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from lmlab.errors import LmlabError
 
@@ -133,10 +134,9 @@ def _generate(args: argparse.Namespace) -> None:
     from lmlab.train import load_model
 
     model, tok = load_model(args.checkpoint, for_inference=True, dtype=args.dtype)
-    options = dict(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0 and args.num_beams == 1,
-                   temperature=args.temperature if args.temperature > 0 else 1.0, top_k=args.top_k,
-                   top_p=args.top_p, repetition_penalty=args.repetition_penalty, num_beams=args.num_beams,
-                   seed=args.seed)
+    options = dict(max_new_tokens=args.max_new_tokens, **_sampling(args), repetition_penalty=args.repetition_penalty,
+                   num_beams=args.num_beams)
+    options["do_sample"] &= args.num_beams == 1  # beam search is deterministic
     prompts = _texts(args)
     stream = not args.json and args.num_beams == 1 and len(prompts) == 1
     seq2seq = model.config.arch == "encoder-decoder"
@@ -170,9 +170,7 @@ def _infill(args: argparse.Namespace) -> None:
     from lmlab.infer.pipelines import pipeline
 
     fill = pipeline("infill", model=args.checkpoint, **({"mode": args.mode} if args.mode else {}))
-    out = fill(args.prefix, args.suffix, max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
-               temperature=args.temperature if args.temperature > 0 else 1.0, top_k=args.top_k, top_p=args.top_p,
-               seed=args.seed)
+    out = fill(args.prefix, args.suffix, max_new_tokens=args.max_new_tokens, **_sampling(args))
     print(json.dumps({"prefix": args.prefix, "suffix": args.suffix, "mode": fill.defaults["mode"], **out},
                      ensure_ascii=False, indent=2) if args.json else out["middle"])
 
@@ -315,6 +313,19 @@ def _at_least(low: float):
     return parse
 
 
+def _sampling_options(parser: argparse.ArgumentParser, temperature: float, top_k: int) -> None:
+    parser.add_argument("--temperature", type=_at_least(0.0), default=temperature, help="0 for greedy decoding")
+    parser.add_argument("--top-k", type=int, default=top_k, help="0 to disable")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _sampling(args: argparse.Namespace) -> dict[str, Any]:
+    """generate's sampling options from --temperature (0: greedy), --top-k, --top-p and --seed."""
+    return dict(do_sample=args.temperature > 0, temperature=args.temperature if args.temperature > 0 else 1.0,
+                top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+
+
 def _dtype_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                         help="the weights' type: bf16 reads half the bytes a token (fast on CPUs with AVX-512 BF16 "
@@ -454,12 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     _dtype_option(gen)
     gen.add_argument("--file", help="read prompts from this file, one per line")
     gen.add_argument("--max-new-tokens", type=int, default=50)
-    gen.add_argument("--temperature", type=_at_least(0.0), default=0.8, help="0 for greedy decoding")
-    gen.add_argument("--top-k", type=int, default=40, help="0 to disable")
-    gen.add_argument("--top-p", type=float, default=1.0)
+    _sampling_options(gen, temperature=0.8, top_k=40)
     gen.add_argument("--repetition-penalty", type=float, default=1.0)
     gen.add_argument("--num-beams", type=int, default=1, help="beam search when > 1 (deterministic)")
-    gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--keep-special-tokens", action="store_true", help="print every special token generated "
                      "(the sentinels of a span-corruption model, <extra_id_0>..., are printed in any case)")
     gen.add_argument("--json", action="store_true", help="print JSON for scripts (no streaming)")
@@ -475,10 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("--mode", choices=["psm", "spm"], help="the prompt's arrangement (default: the one the checkpoint "
                     "was trained on most, by its objective.fim_spm_rate)")
     fi.add_argument("--max-new-tokens", type=int, default=64)
-    fi.add_argument("--temperature", type=_at_least(0.0), default=0.0, help="0 for greedy decoding (default: 0)")
-    fi.add_argument("--top-k", type=int, default=0, help="0 to disable")
-    fi.add_argument("--top-p", type=float, default=1.0)
-    fi.add_argument("--seed", type=int, default=0)
+    _sampling_options(fi, temperature=0.0, top_k=0)
     fi.add_argument("--json", action="store_true", help="print JSON for scripts")
     fi.set_defaults(func=_infill)
 
