@@ -133,15 +133,22 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
             tensors["rng.torch_cuda"] = torch.cuda.get_rng_state()
         save_file(tensors, str(tmp / OPTIMIZER))
         (tmp / STATE).write_text(json.dumps({**state, "step": step}, indent=2))
-        old = run_dir / f".old-{final.name}-{os.getpid()}"
-        if final.exists():  # re-saving the same step (e.g. an interrupt right after a periodic save)
-            os.replace(final, old)
-        os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+        _move_into_place(tmp, final)  # (a step saved again, e.g. an interrupt right after a periodic save)
     # Keep the newest keep_last; a run resumed from an older checkpoint has set the newer ones aside first.
     for stale in list_checkpoints(run_dir)[:-keep_last]:
         _discard(stale)
     return final
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    """Rename the written directory ``tmp`` to ``final``, replacing one there without a moment with neither: the
+    old one is moved aside (``.old-NAME-PID``, which :func:`clean_stale` puts back if a kill leaves ``final``
+    missing) and deleted once the new one is in place."""
+    old = final.with_name(f".old-{final.name}-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _discard(path: Path) -> None:
@@ -225,16 +232,13 @@ def save_best(run_dir: str | Path, model: torch.nn.Module, tokenizer, state: dic
         return final
     _check_finite(weights, final)
     clean_stale(run_dir)
-    tmp, old = run_dir / f".tmp-best-{os.getpid()}", run_dir / f".old-best-{os.getpid()}"
+    tmp = run_dir / f".tmp-best-{os.getpid()}"
     with _writing(final, tmp):
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         save_model_dir(tmp, model, tokenizer, weights)
         (tmp / STATE).write_text(json.dumps(state, indent=2))
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+        _move_into_place(tmp, final)
     return final
 
 
