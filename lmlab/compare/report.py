@@ -132,6 +132,8 @@ def provenance(cfg: CompareConfig) -> dict[str, str]:
     """What was run and where: the config file, lmlab's commit, the machine, torch."""
     import torch
 
+    from lmlab.train.flops import cpu_name
+
     repo = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -141,16 +143,8 @@ def provenance(cfg: CompareConfig) -> dict[str, str]:
         commit += " (with uncommitted changes)" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown (not a git checkout)"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"config": cfg.source, "lmlab commit": commit, "CPU": f"{cpu}, {cores} cores usable",
+    return {"config": cfg.source, "lmlab commit": commit, "CPU": f"{cpu_name()}, {cores} cores usable",
             "torch": torch.__version__, "threads": str(torch.get_num_threads()), "Python": platform.python_version(),
             "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 

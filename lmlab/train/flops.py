@@ -26,7 +26,8 @@ def _cache_file() -> Path:
 
 
 @cache
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -71,7 +72,7 @@ def measure_peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype = 
     if dtype == torch.bfloat16 and device.type == "cpu" and has_native_bf16() is False:
         return None
     n = n or (4096 if device.type == "cuda" else 1024)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     key = f"{device.type}:{name}:{dtype}:{torch.get_num_threads()}:{torch.__version__}:" \
           f"{torch.get_float32_matmul_precision()}"
     cache_file = _cache_file()
