@@ -6,7 +6,7 @@ does the rest the same way for all of them, so every ``lmlab data get`` output h
     train.jsonl  valid.jsonl  test.jsonl  manifest.json  README.md
 
 Splits are fixed by a hash, not by a random draw: an example's split is decided by the SHA-1 of its (normalised)
-split key, which is its source text (seq2seq) or text (classify) unless the source names a coarser group. Equal
+split key, which is its first field (source, text or prompt) unless the source names a coarser group. Equal
 sources therefore always land in the same split, so no test source is ever trained on, and the same input always
 gives the same files.
 """
@@ -26,8 +26,13 @@ from typing import Literal
 
 from lmlab.errors import DataError
 
-Kind = Literal["seq2seq", "classify"]
+Kind = Literal["seq2seq", "classify", "sft", "dpo"]
 SPLITS = ("train", "valid", "test")
+# the fields of a row of each kind (the first is the split key unless a source names a group), as the
+# objective of that name reads them
+FIELDS: dict[str, tuple[str, ...]] = {"seq2seq": ("source", "target"), "classify": ("text", "label"),
+                                      "sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected")}
+MUST_DIFFER = {"seq2seq": ("source", "target"), "dpo": ("chosen", "rejected")}  # equal: dropped
 BUCKETS = 10_000
 
 
@@ -51,9 +56,9 @@ def split_of(key: str, valid: float, test: float) -> str:
 
 @dataclass
 class Raw:
-    """What a source extracted. ``examples`` are dicts with "source"/"target" (seq2seq) or "text"/"label"
-    (classify), plus an optional "group": the split key when it should be coarser than the source text (e.g. the
-    first paragraph of a package description, shared by a family of packages). ``dropped`` counts what the
+    """What a source extracted. ``examples`` are dicts with the fields of their kind (:data:`FIELDS`), plus an
+    optional "group": the split key when it should be coarser than the first field (e.g. the first paragraph of
+    a package description, shared by a family of packages). ``dropped`` counts what the
     source already left out, by reason."""
 
     examples: list[dict[str, str]]
@@ -70,26 +75,29 @@ class Built:
 
 def build(raw: Raw, kind: Kind, *, valid: float, test: float, min_count: int = 0,
           identical_reason: str = "identical", drop_ambiguous: bool = False) -> Built:
-    """Normalise and clean ``raw.examples`` and assign splits. Drops, counted by reason: "empty" (a side empty
-    or whitespace only), ``identical_reason`` (seq2seq: both sides the same, e.g. untranslated), "duplicate"
-    (the same pair again), "ambiguous_source" (seq2seq with ``drop_ambiguous``: a source with several
-    targets: all its pairs), "conflicting_label" (classify: one text with several labels: all its examples),
-    "rare_label" (classify: a label with fewer than ``min_count`` examples)."""
-    a, b = ("source", "target") if kind == "seq2seq" else ("text", "label")
+    """Normalise and clean ``raw.examples`` and assign splits. Drops, counted by reason: "empty" (a field empty
+    or whitespace only), ``identical_reason`` (seq2seq: both sides the same, e.g. untranslated; dpo: chosen equal
+    to rejected), "duplicate" (the same row again), "ambiguous_source" (seq2seq with ``drop_ambiguous``: a
+    source with several targets: all its pairs), "conflicting_label" (classify: one text with several labels:
+    all its examples), "rare_label" (classify: a label with fewer than ``min_count`` examples)."""
+    names = FIELDS[kind]
+    a = names[0]
+    differ = MUST_DIFFER.get(kind)
     dropped = Counter(raw.dropped)
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, ...]] = set()
     kept: list[tuple[dict[str, str], str]] = []  # (example, split key)
     for ex in raw.examples:
-        x, y = normalize(ex[a]), normalize(ex[b])
-        if not x or not y:
+        row = {f: normalize(ex[f]) for f in names}
+        values = tuple(row.values())
+        if not all(values):
             dropped["empty"] += 1
-        elif kind == "seq2seq" and x == y:
+        elif differ and row[differ[0]] == row[differ[1]]:
             dropped[identical_reason] += 1
-        elif (x, y) in seen:
+        elif values in seen:
             dropped["duplicate"] += 1
         else:
-            seen.add((x, y))
-            kept.append(({a: x, b: y}, normalize(ex.get("group") or "") or x))
+            seen.add(values)
+            kept.append((row, normalize(ex.get("group") or "") or row[a]))
     if kind == "classify" or drop_ambiguous:
         per_x = Counter(ex[a] for ex, _ in kept)  # after dedup: one count per distinct (x, y)
         before = len(kept)
@@ -117,7 +125,7 @@ def manifest_for(built: Built, kind: Kind, **info) -> dict:
     m = {"name": info.pop("name"), "description": info.pop("description"), "kind": kind}
     if "languages" in info:
         m["languages"] = info.pop("languages")
-    m |= {"fields": ["source", "target"] if kind == "seq2seq" else ["text", "label"],
+    m |= {"fields": list(FIELDS[kind]),
           "counts": {**counts, "total": sum(counts.values())}, "dropped": dict(sorted(built.dropped.items()))}
     if kind == "classify":
         per = {s: Counter(ex["label"] for ex in built.splits[s]) for s in SPLITS}

@@ -8,6 +8,10 @@ unbalanced: classes with fewer than ``min_count`` examples are dropped (and list
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 from lmlab.data.sources.apt import Archive, Description, parse_stanzas, translations
 from lmlab.data.sources.dataset import Raw, Source
 from lmlab.data.sources.descriptions import LICENCE
@@ -19,19 +23,39 @@ def section(value: str) -> str:
     return value.strip().rsplit("/", 1)[-1]
 
 
-def examples(packages: str, descriptions: dict[str, Description]) -> Raw:
-    """(description -> section) examples from the text of a ``Packages`` index and the English descriptions by
-    ``Description-md5``; split-grouped by the description's first paragraph (shared by package families)."""
-    raw = Raw([])
+@dataclass(frozen=True)
+class Package:
+    """A binary package of the ``Packages`` index with its section and English description."""
+
+    name: str
+    source: str  # the source package it is built from (its own name where the index gives no Source)
+    section: str
+    description: Description
+
+
+def described(packages: str, descriptions: dict[str, Description], dropped: Counter) -> Iterator[Package]:
+    """The packages of the text of a ``Packages`` index that have a section and a long description (looked up by
+    ``Description-md5`` in ``descriptions``); the others are counted in ``dropped`` (no_section,
+    no_long_description)."""
     for st in parse_stanzas(packages):
         label = section(st.get("Section", ""))
         d = descriptions.get(st.get("Description-md5", ""))
         if not label:
-            raw.dropped["no_section"] += 1
+            dropped["no_section"] += 1
         elif d is None or not d.paragraphs:
-            raw.dropped["no_long_description"] += 1
+            dropped["no_long_description"] += 1
         else:
-            raw.examples.append({"text": d.synopsis + "\n" + d.long, "label": label, "group": d.paragraphs[0]})
+            name = st.get("Package", "")
+            yield Package(name, st.get("Source", name).split(" ")[0], label, d)
+
+
+def examples(packages: str, descriptions: dict[str, Description]) -> Raw:
+    """(description -> section) examples from the text of a ``Packages`` index and the English descriptions by
+    ``Description-md5``; split-grouped by the description's first paragraph (shared by package families)."""
+    raw = Raw([])
+    for p in described(packages, descriptions, raw.dropped):
+        d = p.description
+        raw.examples.append({"text": d.synopsis + "\n" + d.long, "label": p.section, "group": d.paragraphs[0]})
     return raw
 
 
