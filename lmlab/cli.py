@@ -276,7 +276,7 @@ def _data_get(args: argparse.Namespace) -> None:
     from lmlab.data.sources import get
 
     out = get(args.name, args.out, overwrite=args.overwrite, log=lambda message: print(message, file=sys.stderr),
-              pair=args.pair, unit=args.unit, min_count=args.min_count)
+              pair=args.pair, unit=args.unit, min_count=args.min_count, tasks=args.tasks, max_chars=args.max_chars)
     m = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     for f in m["origin"]["fetched"]:
         print(f"fetched: {f['kind']} {f['name']} {f['version']}")
@@ -513,15 +513,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "downloads cached under $LMLAB_CACHE or ~/.cache/lmlab/sources) and build a dataset: "
                          "train/valid/test.jsonl split by hash, manifest.json and README.md. Sources: "
                          "debian-handbook, debian-descriptions (translation), debian-summaries (summarization), "
-                         "debian-sections (classification).")
-    dg.add_argument("name", metavar="NAME", help="debian-handbook, debian-descriptions, debian-summaries or "
-                    "debian-sections")
+                         "debian-sections (classification), debian-instructions (instruction tuning, sft), "
+                         "debian-preferences (preference pairs, dpo).")
+    dg.add_argument("name", metavar="NAME", help="debian-handbook, debian-descriptions, debian-summaries, "
+                    "debian-sections, debian-instructions or debian-preferences")
     dg.add_argument("--out", required=True, help="output directory (must not exist, or be empty)")
     dg.add_argument("--pair", help="translation sources: SOURCE-TARGET languages, e.g. de-en, fr-en, en-de "
                     "(default: de-en)")
     dg.add_argument("--unit", help="debian-descriptions: line, paragraph or both (default: both)")
     dg.add_argument("--min-count", type=int, help="debian-sections: keep the sections with at least this many "
                     "examples (default: 200)")
+    dg.add_argument("--tasks", help="debian-instructions: the instructions, describe and/or section, comma-separated "
+                    "(default: describe,section)")
+    dg.add_argument("--max-chars", type=int, help="debian-instructions, debian-preferences: leave out long "
+                    "descriptions longer than this many characters, 0 for no limit (default: 1000)")
     dg.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     dg.set_defaults(func=_data_get)
 

@@ -4,6 +4,7 @@ No network: the one class that downloads (Archive) is replaced or has its subpro
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -16,6 +17,9 @@ from lmlab.data.sources.apt import Archive, Fetched, parse_description, parse_st
 from lmlab.data.sources.dataset import Raw, build, normalize, split_of
 from lmlab.data.sources.descriptions import pairs as description_pairs
 from lmlab.data.sources.handbook import align, page_units
+from lmlab.data.sources.instructions import describe_prompt, section_prompt
+from lmlab.data.sources.instructions import examples as instruction_examples
+from lmlab.data.sources.preferences import VALID, rows, summary_prompt
 from lmlab.data.sources.sections import examples as section_examples
 from lmlab.data.sources.summaries import pairs as summary_pairs
 from lmlab.errors import DataError
@@ -234,7 +238,8 @@ def test_handbook_pages_align_by_position(html_dirs):
 
 @pytest.mark.parametrize("name, options", [("debian-handbook", {"pair": "en-de"}),
                                            ("debian-descriptions", {"pair": "de-en", "unit": "both"}),
-                                           ("debian-summaries", {}), ("debian-sections", {"min_count": 1})])
+                                           ("debian-summaries", {}), ("debian-sections", {"min_count": 1}),
+                                           ("debian-instructions", {}), ("debian-preferences", {})])
 def test_get_writes_a_dataset(tmp_path, html_dirs, name, options):
     out = get(name, tmp_path / "out", archive=FakeArchive(tmp_path), **options)
     m = json.loads((out / "manifest.json").read_text())
@@ -286,3 +291,131 @@ def test_cli_refuses_unknown_name_and_non_empty_out(tmp_path, capsys):
     (tmp_path / "full" / "f").write_text("x")
     assert main(["data", "get", "debian-summaries", "--out", str(tmp_path / "full")]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+# --- instruction and preference data (sft, dpo) ------------------------------------------------------------------
+
+def test_instruction_rows():
+    en = translations(TRANSLATION_EN, "en")
+    raw = instruction_examples(PACKAGES, en)
+    assert raw.dropped == Counter(no_long_description=1)  # nolong
+    assert raw.examples[:2] == [
+        {"prompt": "Describe the Debian package foo: frobnicate files quickly",
+         "completion": "Foo frobnicates files. It is fast.\nIt also has a  --slow mode.",
+         "group": "Foo frobnicates files. It is fast."},
+        {"prompt": "Which section of the Debian archive does the package foo (frobnicate files quickly) belong to? "
+                   "Answer with the section's name.", "completion": "utils",
+         "group": "Foo frobnicates files. It is fast."}]
+    assert [ex["completion"] for ex in raw.examples[1::2]] == ["utils", "utils", "libs", "libdevel"]
+    assert raw.notes == ["describe rows before cleaning: 4", "section rows before cleaning: 4"]
+    raw = instruction_examples(PACKAGES, en, ("describe",), max_chars=20)  # only baz's 17 characters fit
+    assert [ex["prompt"] for ex in raw.examples] == [describe_prompt("baz", "baz library"),
+                                                     describe_prompt("baz-again", "baz library")]
+    assert raw.dropped == Counter(no_long_description=1, over_max_chars=2)
+    assert section_prompt("x", "y").startswith("Which section")
+
+
+def synthetic_archive(n: int = 600) -> tuple[str, str]:
+    """A Packages index and its Translation-en: families of three packages share a first paragraph, two families
+    share a source package, four sections; a few synopses are generic (used by several families)."""
+    packages, en = [], []
+    for i in range(n):
+        fam = i // 3
+        name, sec = f"pkg{fam}-{i % 3}", ("libs", "utils", "python", "doc")[fam % 4]
+        synopsis = "transitional package" if i % 50 == 7 else f"tool number {i} for task {fam}"
+        packages.append(f"Package: {name}\nSource: src{fam // 2} (1.0)\nSection: {sec}\nDescription-md5: m{i}\n")
+        en.append(f"Package: {name}\nDescription-md5: m{i}\nDescription-en: {synopsis}\n Family {fam} does things.\n"
+                  f" .\n Member {i}.\n")
+    packages.append("Package: lonely\nSection: zope\nDescription-md5: z\n")  # the only one of its section
+    en.append("Package: lonely\nDescription-md5: z\nDescription-en: alone in zope\n Lonely does zope things.\n")
+    return "\n".join(packages), "\n".join(en)
+
+
+class TextArchive(FakeArchive):
+    def __init__(self, root: Path, packages: str, en: str) -> None:
+        super().__init__(root)
+        self.texts = {"Packages": packages, "Translation-en": en}
+
+    def index(self, name: str) -> str:
+        self.fetched.append(Fetched("index", name, "fixture"))
+        return self.texts[name]
+
+
+def test_preference_rows_are_verifiable_hard_negatives_and_deterministic():
+    packages, en_text = synthetic_archive()
+    en = translations(en_text, "en")
+    raw = rows(packages, en, valid=0.1, test=0.1)
+    pkg = {st["Package"]: st for st in parse_stanzas(packages)}
+    by_synopsis = {en[st["Description-md5"]].synopsis: st for st in pkg.values()}
+    family = {name: en[st["Description-md5"]].paragraphs[0] for name, st in pkg.items()}
+    assert len(raw.examples) == 601 and not raw.dropped
+    across = 0
+    for ex in raw.examples:
+        name = ex["prompt"].split("\n")[0].removeprefix("Write a one-line summary of the Debian package ")[:-1]
+        st, other = pkg[name], by_synopsis[ex["rejected"]]
+        d = en[st["Description-md5"]]
+        assert ex["prompt"] == summary_prompt(name, d.long) and ex["chosen"] == d.synopsis
+        assert ex["rejected"] != ex["chosen"] and ex["rejected"] != "transitional package"  # generic: never rejected
+        assert family[other["Package"]] != ex["group"] and other["Source"] != st.get("Source")  # not its family
+        assert split_of(family[other["Package"]], 0.1, 0.1) == split_of(ex["group"], 0.1, 0.1)  # nor another split
+        across += other["Section"] != st["Section"]
+    assert across == 1  # only "lonely" (alone in zope) takes a negative from another section
+    assert "from another section (none acceptable in its own) in 1" in raw.notes[0]
+    # the choice depends on the package, not on the order of the index
+    shuffled = "\n\n".join(reversed(packages.split("\n\n")))
+    assert sorted(map(str, rows(shuffled, en, valid=0.1, test=0.1).examples)) == sorted(map(str, raw.examples))
+    assert len({ex["rejected"] for ex in raw.examples}) > 100  # spread over the candidates, not one for all
+
+
+def test_preference_rows_drop_what_has_no_negative():
+    en = translations(TRANSLATION_EN, "en")
+    raw = rows(PACKAGES, en, valid=0.0, test=0.0)
+    got = [(ex["chosen"], ex["rejected"]) for ex in raw.examples]
+    assert got[:2] == [("frobnicate files quickly", "bar tool"), ("bar tool", "frobnicate files quickly")]
+    assert [c for c, _ in got[2:]] == ["baz library"] * 2  # baz and baz-again: alone in their sections ...
+    assert {r for _, r in got[2:]} <= {"bar tool", "frobnicate files quickly"}  # ... and of one family
+    one = "Package: solo\nSection: utils\nDescription-md5: aaa\n"
+    assert rows(one, en).dropped == Counter(no_negative=1)
+
+
+@pytest.mark.parametrize("name", ["debian-instructions", "debian-preferences"])
+def test_instruction_and_preference_datasets(tmp_path, name):
+    packages, en = synthetic_archive()
+    out = get(name, tmp_path / "a", archive=TextArchive(tmp_path, packages, en))
+    m = json.loads((out / "manifest.json").read_text())
+    assert (m["kind"], m["fields"]) == {"debian-instructions": ("sft", ["prompt", "completion"]),
+                                        "debian-preferences": ("dpo", ["prompt", "chosen", "rejected"])}[name]
+    assert m["options"]["max_chars"] == 1000
+    assert m["counts"]["total"] == (1202 if name == "debian-instructions" else 601)
+    readme = (out / "README.md").read_text()
+    assert m["method"] in readme and "| test |" in readme and f"lmlab data get {name}" in readme
+    splits = {s: [json.loads(x) for x in (out / f"{s}.jsonl").read_text().splitlines()]
+              for s in ("train", "valid", "test")}
+    assert all(splits.values())  # 2% of 201 families: at least one in each held-out split
+    where: dict[str, set[str]] = {}  # family -> the splits its rows are in
+    for s, split_rows in splits.items():
+        for r in split_rows:
+            assert set(r) == set(m["fields"]) and all(isinstance(v, str) and v for v in r.values())
+            family = re.search(r"package pkg(\d+)-|package (lonely)", r["prompt"]).group(1, 2)
+            where.setdefault(str(family), set()).add(s)
+    assert all(len(v) == 1 for v in where.values()) and len(where) == 201  # no family straddles two splits
+    again = get(name, tmp_path / "b", archive=TextArchive(tmp_path, packages, en))
+    for f in ("train.jsonl", "valid.jsonl", "test.jsonl", "README.md"):
+        assert (again / f).read_bytes() == (out / f).read_bytes()
+    if name == "debian-instructions":
+        only = get(name, tmp_path / "c", archive=TextArchive(tmp_path, packages, en), tasks="describe", max_chars=0)
+        m = json.loads((only / "manifest.json").read_text())
+        assert m["counts"]["total"] == 601 and m["tasks"] == ["describe"] and not m["dropped"]
+        with pytest.raises(DataError, match="no examples survived cleaning .*over_max_chars"):
+            get(name, tmp_path / "d", archive=TextArchive(tmp_path, packages, en), tasks="describe", max_chars=10)
+
+
+def test_instruction_and_preference_options_are_checked(tmp_path, capsys):
+    assert VALID == SOURCES["debian-preferences"].valid  # negatives are drawn within the split the rows get
+    for argv, message in [(["debian-instructions", "--tasks", "describe,poem"], "--tasks takes"),
+                          (["debian-preferences", "--max-chars", "-1"], "--max-chars must be"),
+                          (["debian-preferences", "--tasks", "describe"], "does not take tasks"),
+                          (["debian-summaries", "--max-chars", "10"], "does not take max_chars")]:
+        assert main(["data", "get", *argv, "--out", str(tmp_path / "x")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

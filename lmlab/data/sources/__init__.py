@@ -15,15 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from lmlab.data.sources import descriptions, handbook, sections, summaries
+from lmlab.data.sources import descriptions, handbook, instructions, preferences, sections, summaries
 from lmlab.data.sources.apt import Archive
 from lmlab.data.sources.dataset import Source, build, check_out, manifest_for, readme_for, write
 from lmlab.errors import DataError
 
-SOURCES: dict[str, Source] = {m.SOURCE.name: m.SOURCE for m in (handbook, descriptions, summaries, sections)}
+SOURCES: dict[str, Source] = {m.SOURCE.name: m.SOURCE for m in (handbook, descriptions, summaries, sections,
+                                                                  instructions, preferences)}
 
-SPLIT_RULE = ("Splits are fixed by a hash: an example's split key (its normalised source text or text, or the "
-              "group named in the method) goes to bucket int(sha1(key)[:8], 16) % 10000; buckets below "
+SPLIT_RULE = ("Splits are fixed by a hash: an example's split key (its normalised first field: source text, text or "
+              "prompt; or the group named in the method) goes to bucket int(sha1(key)[:8], 16) % 10000; buckets below "
               "{test} are test, below {test_valid} valid, the rest train. Equal keys always share a split, so no "
               "test source is trained on, and every run gives the same files.")
 
@@ -32,8 +33,9 @@ def get(name: str, out: str | Path, *, overwrite: bool = False, archive: Archive
         log: Callable[[str], None] | None = None, **options) -> Path:
     """Build the dataset ``name`` (one of :data:`SOURCES`) into the directory ``out``: ``train.jsonl``,
     ``valid.jsonl``, ``test.jsonl``, ``manifest.json`` and ``README.md``. ``options`` are the source's own
-    (``pair``, ``unit``, ``min_count``; None means the default). Downloads go through ``archive`` (default: a
-    fresh :class:`Archive` on the cache directory) and what is being fetched is told to ``log``.
+    (``pair``, ``unit``, ``min_count``, ``tasks``, ``max_chars``; None means the default). Downloads go through
+    ``archive`` (default: a fresh :class:`Archive` on the cache directory) and what is being fetched is told to
+    ``log``.
 
     Raises :class:`DataError` for an unknown name or option, an existing non-empty ``out`` (unless
     ``overwrite``), or a failed download."""
