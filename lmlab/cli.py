@@ -129,10 +129,32 @@ def _fill_mask(args: argparse.Namespace) -> None:
             print(f"  mask {i}: " + "   ".join(f"{c['token_str']!r} {c['score']:.3f}" for c in candidates))
 
 
+class _Stream:
+    """A streamer for generate: prints the text each new token adds (``before`` ahead of the first one), so that
+    ``text`` stays None until something was generated."""
+
+    def __init__(self, decode, before: str = "") -> None:
+        self.decode, self.before = decode, before
+        self.ids: list[int] = []
+        self.text: str | None = None
+
+    def __call__(self, column) -> None:
+        if self.text is None:
+            print(self.before, end="")
+            self.text = ""
+        self.ids.append(int(column[0]))
+        now = self.decode(self.ids)
+        print(now[len(self.text):], end="", flush=True)
+        self.text = now
+
+
 def _generate(args: argparse.Namespace) -> None:
+    from lmlab.infer import InferenceError
     from lmlab.infer.generate import generate_text
     from lmlab.train import load_model
 
+    if args.system and not args.chat:
+        raise InferenceError("--system is a chat message: pass --chat as well")
     model, tok = load_model(args.checkpoint, for_inference=True, dtype=args.dtype)
     options = dict(max_new_tokens=args.max_new_tokens, **_sampling(args), repetition_penalty=args.repetition_penalty,
                    num_beams=args.num_beams)
@@ -140,30 +162,61 @@ def _generate(args: argparse.Namespace) -> None:
     prompts = _texts(args)
     stream = not args.json and args.num_beams == 1 and len(prompts) == 1
     seq2seq = model.config.arch == "encoder-decoder"
+    if args.chat:
+        from lmlab.infer.chat import Chat
+
+        chat = Chat(model, tok, system=args.system, **options)
     results = []
     for prompt in prompts:  # one at a time: a prompt samples the same whatever else is asked
-        shown: list[int] = []
-        printed: list[str | None] = [None]  # None until the first token: an error comes before any output
-
-        def show(column, shown=shown, printed=printed, prompt=prompt):  # print each new token as it comes
-            if printed[0] is None:
-                print("" if seq2seq else prompt, end="")
-                printed[0] = ""
-            shown.append(int(column[0]))
-            text = tok.decode_generated(shown, args.keep_special_tokens)
-            print(text[len(printed[0]):], end="", flush=True)
-            printed[0] = text
-
-        (text,) = generate_text(model, tok, prompt, streamer=show if stream else None,
-                                keep_special_tokens=args.keep_special_tokens, **options)
-        results.append({"prompt": prompt, "generated_text": text if seq2seq else prompt + text})
+        show = _Stream(lambda ids: tok.decode_generated(ids, args.keep_special_tokens),
+                       before="" if seq2seq or args.chat else prompt)
+        if args.chat:  # one turn, the prompt as the user's message
+            chat.reset()
+            text = chat.send(prompt, streamer=show if stream else None)
+        else:
+            (text,) = generate_text(model, tok, prompt, streamer=show if stream else None,
+                                    keep_special_tokens=args.keep_special_tokens, **options)
+        results.append({"prompt": prompt, "generated_text": text if seq2seq or args.chat else prompt + text})
         if stream:
-            print(results[-1]["generated_text"] if printed[0] is None else "")  # nothing was generated
+            print(results[-1]["generated_text"] if show.text is None else "")  # nothing was generated
     if args.json:
         print(json.dumps(results, ensure_ascii=False, indent=2))
     elif not stream:
         for r in results:
             print(r["generated_text"])
+
+
+def _chat(args: argparse.Namespace) -> None:
+    from lmlab.infer.chat import Chat
+    from lmlab.train import load_model
+
+    model, tok = load_model(args.checkpoint, for_inference=True, dtype=args.dtype)
+    chat = Chat(model, tok, system=args.system, max_new_tokens=args.max_new_tokens, **_sampling(args),
+                repetition_penalty=args.repetition_penalty)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"chatting with {args.checkpoint}: /reset forgets the conversation, /exit (or Ctrl-D) quits")
+    while True:
+        try:
+            text = input(">>> " if interactive else "").strip()
+        except (EOFError, KeyboardInterrupt):
+            if interactive:
+                print()
+            return
+        if text in ("/exit", "/quit"):
+            return
+        if text == "/reset":
+            chat.reset()
+            print("(conversation forgotten)")
+        elif text.startswith("/"):
+            print(f"unknown command {text.split()[0]}: /reset forgets the conversation, /exit quits")
+        elif text:
+            show = _Stream(tok.decode)  # the end-of-turn token is special: not shown
+            try:
+                chat.send(text, streamer=show)
+            except KeyboardInterrupt:  # stops this reply, which the conversation forgets
+                print(" [stopped]", end="")
+            print()
 
 
 def _infill(args: argparse.Namespace) -> None:
@@ -335,7 +388,7 @@ def _dtype_option(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lmlab", description="Train Transformer language models where the "
                                 "training objective is the thing you choose.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="pretrain, fine-tune and use small models on a built-in corpus, in about "
                           "8 minutes", description="On the Python standard library's docstrings: train a tokenizer, "
@@ -471,7 +524,24 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--keep-special-tokens", action="store_true", help="print every special token generated "
                      "(the sentinels of a span-corruption model, <extra_id_0>..., are printed in any case)")
     gen.add_argument("--json", action="store_true", help="print JSON for scripts (no streaming)")
+    gen.add_argument("--chat", action="store_true", help="each prompt is a user's message: laid out by the chat "
+                     "template, answered until the end of the assistant's turn (one turn; `lmlab chat` keeps a "
+                     "conversation)")
+    gen.add_argument("--system", help="with --chat: a system message before each prompt")
     gen.set_defaults(func=_generate)
+
+    ch = sub.add_parser("chat", help="talk to an instruction-tuned decoder (one fine-tuned with sft)",
+                        description="An interactive conversation through the model's chat template, the reply "
+                        "streamed as it is written and the history kept (the oldest turns leave when it outgrows "
+                        "the context). /reset forgets the conversation; /exit or Ctrl-D quits; Ctrl-C stops a "
+                        "reply. Reads standard input, so messages can be piped in, one per line.")
+    ch.add_argument("checkpoint", help="a checkpoint or run directory whose tokenizer has a chat template")
+    _dtype_option(ch)
+    ch.add_argument("--system", help="a system message that starts the conversation")
+    ch.add_argument("--max-new-tokens", type=int, default=256, help="the longest reply")
+    _sampling_options(ch, temperature=0.7, top_k=40)
+    ch.add_argument("--repetition-penalty", type=float, default=1.0)
+    ch.set_defaults(func=_chat)
 
     fi = sub.add_parser("infill", help="write the middle between a prefix and a suffix with a decoder trained with "
                         "the fim objective", description="Fill in the middle: build the prompt as the fim objective "
@@ -551,8 +621,27 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--allow-pickle", action="store_true",
                     help="from-hf: also read pytorch_model.bin (torch.load with weights_only=True)")
     cv.set_defaults(func=_convert)
+
     _show_defaults(p)
     return p
+
+
+class _Parser(argparse.ArgumentParser):
+    """A command's parser that takes its texts (a ``nargs="*"`` positional) wherever they stand among the options,
+    ``lmlab generate RUN --temperature 0 "Once upon"`` as ``lmlab generate RUN "Once upon" --temperature 0``;
+    argparse alone gives the texts to the first positionals' turn, which ends at the first option."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing or not any(a.nargs in ("*", "+") and not a.option_strings for a in self._actions) \
+                or any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):

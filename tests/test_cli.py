@@ -113,12 +113,24 @@ def test_help_shows_defaults_and_prepare_a_summary(cli_shards, corpus_file, tmp_
 def test_every_command_has_help(capsys):
     parser = build_parser()
     commands = [["demo"], ["tokenizer"], ["tokenizer", "train"], ["prepare"], ["pretrain"], ["fill-mask"],
-                ["generate"], ["score"], ["convert"]]
+                ["generate"], ["chat"], ["score"], ["convert"]]
     for argv in [[], *commands]:
         with pytest.raises(SystemExit) as e:
             parser.parse_args([*argv, "--help"])
         assert e.value.code == 0
         assert "usage: lmlab" in capsys.readouterr().out
+
+
+def test_texts_may_follow_the_options():
+    """A command's texts are taken wherever they stand among its options (argparse alone stops them at the first
+    option), and pretraining's --section.key overrides still pass through."""
+    parser = build_parser()
+    for argv in (["generate", "RUN", "--temperature", "0", "a b", "c"], ["generate", "RUN", "a b", "--temperature",
+                                                                          "0", "c"]):
+        args, extra = parser.parse_known_args(argv)
+        assert (args.checkpoint, args.text, args.temperature, extra) == ("RUN", ["a b", "c"], 0.0, [])
+    args, extra = parser.parse_known_args(["pretrain", "--preset", "gpt2-tiny", "--train.lr", "1e-3"])
+    assert args.preset == "gpt2-tiny" and extra == ["--train.lr", "1e-3"]
 
 
 def test_no_traceback_from_the_installed_command(tmp_path):

@@ -1,0 +1,119 @@
+"""Chat: a decoder tuned with sft on conversations (the digit-reversal task) answered through its chat template,
+stopping at ChatML's <|im_end|>; the conversation kept, trimmed to the context, and the `lmlab chat` REPL."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+
+from lmlab.cli import main
+from lmlab.config import load_config
+from lmlab.infer import InferenceError, generate
+from lmlab.infer.chat import Chat, stop_ids
+from lmlab.train import load_model
+from lmlab.train.finetune import finetune
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def chat_run(task_tokenizer, sft_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("chat") / "run"
+    finetune(load_config(None, {
+        "preset": "llama-tiny", "objective": {"name": "sft"},
+        "data": {"train": str(sft_data), "seq_len": "32"},
+        "finetune": {"init": "none", "tokenizer": str(task_tokenizer), "metric": "loss"},
+        "train": {"out_dir": str(out), "max_steps": "700", "batch_size": "32", "lr": "5e-3", "eval_every": "700",
+                  "eval_batches": "2", "save_every": "700", "warmup_steps": "20", "log_every": "100",
+                  "progress": "false", "weight_decay": "0.0"}}))
+    return out
+
+
+def _valid(sft_data):
+    rows = [json.loads(line) for line in (sft_data / "valid.jsonl").read_text().splitlines()]
+    return [r["messages"] for r in rows if "messages" in r]
+
+
+def test_a_reply_ends_at_the_end_of_turn_token(chat_run, sft_data):
+    """Greedy replies reverse the digits; each stops at <|im_end|> (not at the token limit) and equals generate()
+    on apply_chat_template's prompt, cut there."""
+    from lmlab import AutoTokenizer
+
+    model, tok = load_model(chat_run, for_inference=True)
+    end = tok.token_to_id("<|im_end|>")
+    assert stop_ids(tok) == [tok.eos_id, end]
+    hf_tok = AutoTokenizer.from_pretrained(chat_run)
+    right = 0
+    conversations = _valid(sft_data)
+    for messages in conversations:
+        chat = Chat(model, tok, max_new_tokens=20, do_sample=False)
+        made: list[int] = []
+        reply = chat.send(messages[0]["content"], streamer=lambda column, made=made: made.append(int(column[0])))
+        right += reply == messages[1]["content"]
+        assert made[-1] == end and len(made) < 20, made
+        prompt = hf_tok.apply_chat_template(messages[:1], add_generation_prompt=True, return_dict=False)
+        plain = generate(model, torch.tensor([prompt]), max_new_tokens=20, eos_token_id=[tok.eos_id, end])[0]
+        assert plain[len(prompt):].tolist() == made
+        assert chat.messages == [messages[0], {"role": "assistant", "content": reply}]
+    assert right / len(conversations) >= 0.9, right
+
+
+def test_the_conversation_is_kept_and_trimmed_to_the_context(chat_run):
+    """Each turn's prompt holds the earlier turns; when they outgrow the context the oldest exchanges leave (the
+    system message stays), so a long conversation goes on; /reset's method forgets it."""
+    model, tok = load_model(chat_run, for_inference=True)
+    chat = Chat(model, tok, system="digits", max_new_tokens=12, do_sample=False)
+    context = model.config.max_seq_len
+    for i in range(40):
+        chat.send(" ".join(str((i + j) % 10) for j in range(5)))
+        ids, room = chat.prompt_ids(chat.messages)
+        assert len(ids) + room <= context
+    assert len(chat.messages) == 81 and chat.messages[0] == {"role": "system", "content": "digits"}
+    kept, _ = chat.prompt_ids(chat.messages)
+    whole = tok.encode(tok.tok.decode(kept, skip_special_tokens=False))
+    assert len(whole) < sum(len(tok.encode(m["content"])) for m in chat.messages)  # turns were dropped
+    assert tok.decode(kept).startswith("digits") or "digits" in tok.decode(kept)
+    chat.reset()
+    assert chat.messages == [{"role": "system", "content": "digits"}]
+    with pytest.raises(InferenceError, match="context"):
+        chat.send(" ".join(["1"] * (context + 5)))
+
+
+def test_chat_repl_and_generate_chat(chat_run, sft_data, monkeypatch, capsys):
+    """`lmlab chat` reads messages from standard input (/reset, an unknown command, /exit) and streams each
+    reply; `lmlab generate --chat` answers one turn per prompt."""
+    messages = _valid(sft_data)[:2]
+    lines = [messages[0][0]["content"], "/reset", "/nope", messages[1][0]["content"], "/exit", "1 2 3"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    assert main(["chat", str(chat_run), "--temperature", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [messages[0][1]["content"], "(conversation forgotten)",
+                   "unknown command /nope: /reset forgets the conversation, /exit quits", messages[1][1]["content"]]
+    assert main(["generate", str(chat_run), messages[0][0]["content"], messages[1][0]["content"], "--chat",
+                 "--temperature", "0", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["generated_text"] for r in results] == [m[1]["content"] for m in messages]
+
+
+def test_chat_needs_a_template_and_a_decoder(chat_run, task_tokenizer, tmp_path, capsys):
+    from lmlab.model import build_model
+    from lmlab.tokenizer import Tokenizer
+    from lmlab.train.checkpoint import save_model_dir
+
+    tok = Tokenizer.load(task_tokenizer)
+    cfg = load_config(None, {"preset": "gpt2-tiny"})
+    model = build_model(cfg.model.__class__(**{**cfg.model.__dict__, "vocab_size": tok.vocab_size}))
+    (tmp_path / "plain").mkdir()
+    save_model_dir(tmp_path / "plain", model, tok)
+    assert main(["chat", str(tmp_path / "plain")]) == 2
+    assert "no chat template" in capsys.readouterr().err
+    _, chat_tok = load_model(chat_run)
+    cfg = load_config(None, {"preset": "bert-tiny"})
+    encoder = build_model(cfg.model.__class__(**{**cfg.model.__dict__, "vocab_size": chat_tok.vocab_size}))
+    with pytest.raises(InferenceError, match="chat needs a decoder"):
+        Chat(encoder, chat_tok)
+    assert main(["generate", str(chat_run), "--system", "be brief", "1 2 3"]) == 2
+    assert "pass --chat as well" in capsys.readouterr().err
