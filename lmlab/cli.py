@@ -275,9 +275,10 @@ def _evaluate(args: argparse.Namespace) -> None:
     width = max(len(n) for n in (*result.baselines, "model"))
     print(f"{result.split}: {result.num_examples} examples, {result.examples_per_s:.1f} examples/s; "
           f"predictions in {result.predictions_file}")
-    print(" " * (width + 2) + "".join(f"{n:>11}" for n in names))
+    column = max(11, *(len(n) + 2 for n in names))  # (dpo's rewards/accuracies...)
+    print(" " * (width + 2) + "".join(f"{n:>{column}}" for n in names))
     for row, scores in [("model", result.scores), *result.baselines.items()]:
-        print(f"  {row:<{width}}" + "".join(f"{scores[n]:>11.2f}" for n in names))
+        print(f"  {row:<{width}}" + "".join(f"{scores[n]:>{column}.2f}" for n in names))
     for name, signature in result.signatures.items():
         print(f"{name} signature: {signature}")
 

@@ -147,6 +147,8 @@ class DataConfig:
     prompt_field: str = "prompt"  # instruction tuning (sft): {"prompt", "completion"} or {"messages": [...]} rows
     completion_field: str = "completion"
     messages_field: str = "messages"
+    chosen_field: str = "chosen"  # preference pairs (dpo): {"prompt", "chosen", "rejected"} rows
+    rejected_field: str = "rejected"
     source_lang: str = ""  # Hugging Face's {"translation": {"de": ..., "en": ...}} rows: which side is which
     target_lang: str = ""
 
@@ -156,6 +158,9 @@ class DataConfig:
         _check(self.valid_size > 0, f"data.valid_size must be positive, got {self.valid_size}")
         _check(bool(self.source_lang) == bool(self.target_lang),
                "data.source_lang and data.target_lang go together (both set, or neither)")
+
+
+LOSS_TYPES = ("sigmoid", "ipo", "hinge")  # dpo's objective.loss_type
 
 
 @dataclass
@@ -200,6 +205,11 @@ class ObjectiveConfig:
     # turns' and EOS), and pack several examples into each row (attention and positions kept apart).
     train_on_prompt: bool = False
     packing: bool = False
+    # preference optimisation (dpo): the strength of the pull toward the reference model, and the loss of the
+    # reward margin z: "sigmoid" -log sigma(z) (DPO), "ipo" (IPO), "hinge" (SLiC); label_smoothing is cDPO's
+    # share of preferences taken to be flipped (sigmoid only, at most 0.5)
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "objective.name must not be empty")
@@ -217,6 +227,15 @@ class ObjectiveConfig:
                "objective.fim_rate and objective.fim_spm_rate must be within [0, 1]")
         _check(0.0 <= self.label_smoothing < 1.0,
                f"objective.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        _check(math.isfinite(self.beta) and self.beta > 0,
+               f"objective.beta must be a positive number, got {self.beta}")
+        _check(self.loss_type in LOSS_TYPES, f"objective.loss_type must be one of {', '.join(LOSS_TYPES)}, "
+               f"got {self.loss_type!r}")
+        if self.name == "dpo":  # label smoothing is cDPO's: a share of preferences taken to be flipped
+            _check(self.label_smoothing <= 0.5,
+                   f"objective.label_smoothing must be at most 0.5 for dpo (cDPO), got {self.label_smoothing}")
+            _check(self.label_smoothing == 0 or self.loss_type == "sigmoid",
+                   f"objective.label_smoothing (cDPO) applies to objective.loss_type sigmoid, not {self.loss_type!r}")
         weights = (self.ul2_r_weight, self.ul2_x_weight, self.ul2_s_weight)
         _check(min(weights) >= 0 and sum(weights) > 0,
                f"objective.ul2_r_weight, ul2_x_weight, ul2_s_weight must be >= 0 and not all 0, got {weights}")

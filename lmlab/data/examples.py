@@ -12,11 +12,16 @@ A directory written by :func:`build_shards` holds::
     train/target.bin, train/target_offsets.npy      the same for targets (seq2seq)
     train/labels.npy            int64 label index of each example (classify)
     train/scored.bin, train/scored_offsets.npy      sft: 1 for each token of source.bin the loss scores
+    train/rejected.bin, train/rejected_offsets.npy, train/rejected_scored.bin      dpo: the rejected rows (source.bin
+                                holds the chosen ones), and which of their tokens are scored
+    train/reference.npy         dpo: (N, 2) float64 log-probs of chosen and rejected under the reference model,
+                                NaN until the reference pass (lmlab.train.reference) has computed them
     valid/...                   the same for the validation split
 
 Shards hold the plain tokens of each text; the task objective adds special tokens, the source prefix and
-truncation when it builds a batch, so the same shards serve every such setting. Instruction tuning (``sft``) is
-the exception: its rows are laid out (chat template, separator) by the objective as the shards are written.
+truncation when it builds a batch, so the same shards serve every such setting. Instruction tuning (``sft``) and
+preference optimisation (``dpo``) are the exception: their rows are laid out (chat template, separator) by the
+objective as the shards are written.
 """
 
 from __future__ import annotations
@@ -39,10 +44,11 @@ from lmlab.chat_template import MESSAGE_ROLES, Message, prompt_messages
 from lmlab.data.shards import token_dtype
 from lmlab.errors import DataError, TokenizerError
 
-Kind = Literal["seq2seq", "classify", "sft"]
-Text = str | list[Message]  # an example's input: a text, or a conversation (sft)
+Kind = Literal["seq2seq", "classify", "sft", "dpo"]
+Text = str | list[Message]  # an example's input: a text, or a conversation (sft, dpo)
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+REFERENCE = "reference.npy"  # dpo: a split's reference log-probs (module docstring)
 SUFFIXES = (".jsonl", ".tsv", ".csv", ".parquet")
 SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "validation", "val", "dev"), "test": ("test",)}
 Split = Literal["train", "valid", "test"]
@@ -62,29 +68,35 @@ class Fields:
     prompt: str = "prompt"
     completion: str = "completion"
     messages: str = "messages"
+    chosen: str = "chosen"
+    rejected: str = "rejected"
 
     @classmethod
     def from_config(cls, data: Any) -> Fields:
         return cls(data.source_field, data.target_field, data.text_field, data.label_field, data.source_lang,
-                   data.target_lang, data.prompt_field, data.completion_field, data.messages_field)
+                   data.target_lang, data.prompt_field, data.completion_field, data.messages_field,
+                   data.chosen_field, data.rejected_field)
 
 
 @dataclass
 class RawExamples:
     """Examples as text: ``inputs`` (sources, texts, prompts or whole conversations) and ``outputs`` (targets,
-    labels, completions or a conversation's last assistant turn), with where they came from (``origin[i]`` is
-    ``"file:line"``, for error messages)."""
+    labels, completions, a conversation's last assistant turn, or the chosen completions of preference pairs),
+    with where they came from (``origin[i]`` is ``"file:line"``, for error messages); for preference pairs
+    (dpo) the ``rejected`` completions too (texts, or in the conversational form lists of messages)."""
 
     inputs: list[Text]
-    outputs: list[str]
+    outputs: list[Text]
     origin: list[str]
+    rejected: list[Text] | None = None
 
     def __len__(self) -> int:
         return len(self.inputs)
 
     def take(self, index: np.ndarray | list[int]) -> RawExamples:
         return RawExamples([self.inputs[i] for i in index], [self.outputs[i] for i in index],
-                           [self.origin[i] for i in index])
+                           [self.origin[i] for i in index],
+                           None if self.rejected is None else [self.rejected[i] for i in index])
 
 
 # --------------------------------------------------------------------------- reading
@@ -165,9 +177,9 @@ def _field(row: dict[str, Any], name: str, where: str, option: str) -> str:
     return text
 
 
-def _conversation(row: dict[str, Any], name: str, where: str) -> list[Message]:
-    """The messages of an sft row: a list of ``{"role", "content"}`` with a known role and at least one assistant
-    turn (of non-empty content)."""
+def _conversation(row: dict[str, Any], name: str, where: str, assistant: bool = True) -> list[Message]:
+    """The messages of field ``name``: a list of ``{"role", "content"}`` with a known role and, with
+    ``assistant``, at least one assistant turn (no assistant turn may be empty)."""
     messages = row[name]
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{where}: field {name!r} must be a non-empty list of {{\"role\", \"content\"}} messages")
@@ -180,8 +192,8 @@ def _conversation(row: dict[str, Any], name: str, where: str) -> list[Message]:
                             f"{', '.join(MESSAGE_ROLES)}")
         if m["role"] == "assistant" and not m["content"].strip():
             raise DataError(f"{where}: message {k}, an assistant turn, is empty")
-    if not any(m["role"] == "assistant" for m in messages):
-        raise DataError(f"{where}: the conversation has no assistant turn, so there is nothing to learn")
+    if assistant and not any(m["role"] == "assistant" for m in messages):
+        raise DataError(f"{where}: the conversation of {name!r} has no assistant turn, so there is nothing to learn")
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
@@ -197,14 +209,30 @@ def _sft_example(row: dict[str, Any], fields: Fields, where: str) -> tuple[Text,
             _field(row, fields.completion, where, "data.completion_field"))
 
 
+def _dpo_example(row: dict[str, Any], fields: Fields, where: str) -> tuple[Text, Text, Text]:
+    """A preference pair: ``prompt``, ``chosen`` and ``rejected`` texts, or TRL's conversational form (the prompt
+    a list of messages, chosen and rejected lists holding the assistant's turn)."""
+    names = (fields.prompt, fields.chosen, fields.rejected)
+    if any(name not in row for name in names):
+        raise DataError(f"{where}: a preference row gives {', '.join(map(repr, names))} (the row has "
+                        f"{sorted(row)}); name them with --data.prompt_field, --data.chosen_field and "
+                        "--data.rejected_field")
+    if isinstance(row[fields.prompt], list):
+        return (_conversation(row, fields.prompt, where, assistant=False), _conversation(row, fields.chosen, where),
+                _conversation(row, fields.rejected, where))
+    return (_field(row, fields.prompt, where, "data.prompt_field"), _field(row, fields.chosen, where,
+            "data.chosen_field"), _field(row, fields.rejected, where, "data.rejected_field"))
+
+
 def read_examples(path: str | Path, kind: Kind, fields: Fields | None = None) -> RawExamples:
     """Read the examples of one file.
 
     Seq2seq rows give ``fields.source`` and ``fields.target``, or, with ``source_lang``/``target_lang`` set,
     Hugging Face's ``{"translation": {"de": ..., "en": ...}}``; classification rows give ``fields.text`` and
     ``fields.label`` (a string or a number); instruction-tuning (sft) rows give ``fields.prompt`` and
-    ``fields.completion``, or ``fields.messages``, a conversation. TSV and CSV files have a header row naming the
-    fields.
+    ``fields.completion``, or ``fields.messages``, a conversation; preference (dpo) rows give ``fields.prompt``,
+    ``fields.chosen`` and ``fields.rejected``, as texts or (TRL's conversational form) lists of messages. TSV and
+    CSV files have a header row naming the fields.
 
     Raises:
         DataError: a missing or unreadable file, a row without a needed field, or an empty field, naming the
@@ -213,10 +241,15 @@ def read_examples(path: str | Path, kind: Kind, fields: Fields | None = None) ->
     path, fields = Path(path), fields or Fields()
     if not path.is_file():
         raise DataError(f"example file {path} does not exist")
-    inputs, outputs, origin = [], [], []
+    inputs, outputs, origin, rejected = [], [], [], []
     for n, row in read_rows(path):
         where = f"{path}:{n}"
-        if kind == "classify":
+        if kind == "dpo":
+            x, y, z = _dpo_example(row, fields, where)
+            inputs.append(x)
+            outputs.append(y)
+            rejected.append(z)
+        elif kind == "classify":
             inputs.append(_field(row, fields.text, where, "data.text_field"))
             outputs.append(_field(row, fields.label, where, "data.label_field"))
         elif kind == "sft":
@@ -236,7 +269,7 @@ def read_examples(path: str | Path, kind: Kind, fields: Fields | None = None) ->
         origin.append(where)
     if not inputs:
         raise DataError(f"{path} holds no examples")
-    return RawExamples(inputs, outputs, origin)
+    return RawExamples(inputs, outputs, origin, rejected if kind == "dpo" else None)
 
 
 def split_file(path: str | Path, split: Split) -> Path | None:
@@ -261,6 +294,15 @@ def source_hash(text: Text) -> int:
     if not isinstance(text, str):
         text = json.dumps(prompt_messages(text), sort_keys=True, ensure_ascii=False)
     return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big")
+
+
+def examples_digest(splits: dict[str, RawExamples]) -> str:
+    """A SHA-256 of the examples of every split (their text, not where they came from): whether shards written
+    earlier were built from these very examples."""
+    h = hashlib.sha256()
+    for split, ex in sorted(splits.items()):
+        h.update(json.dumps([split, ex.inputs, ex.outputs, ex.rejected], ensure_ascii=False).encode("utf-8"))
+    return h.hexdigest()
 
 
 def valid_count(n: int, size: float) -> int:
@@ -312,12 +354,14 @@ def _write_stream(directory: Path, name: str, rows: list[list[int]], dtype: np.d
     np.save(directory / f"{name}_offsets.npy", offsets)
 
 
-RowBuilder = Callable[[Text, str], tuple[list[int], list[int]]]  # sft: (input, output) -> (ids, scored)
+RowBuilder = Callable[[Text, Text], tuple[list[int], list[int]]]  # sft, dpo: (input, output) -> (ids, scored)
 
 
-def _sft_rows(examples: RawExamples, build: RowBuilder) -> tuple[list[list[int]], list[list[int]]]:
+def _sft_rows(examples: RawExamples, build: RowBuilder, outputs: list[Text] | None = None
+              ) -> tuple[list[list[int]], list[list[int]]]:
+    """The rows of the examples (with ``outputs`` for theirs: dpo's rejected completions) and their scored flags."""
     rows, scored = [], []
-    for x, y, where in zip(examples.inputs, examples.outputs, examples.origin, strict=True):
+    for x, y, where in zip(examples.inputs, outputs or examples.outputs, examples.origin, strict=True):
         try:
             ids, mask = build(x, y)
         except TokenizerError as e:
@@ -333,11 +377,11 @@ def build_shards(out_dir: str | Path, tokenizer: Any, splits: dict[str, RawExamp
 
     Args:
         labels: classification only: the label names, in index order; by default the sorted labels of train.
-        rows: sft only: the objective's row of an example, its ids and a 0/1 per id for the ones scored.
+        rows: sft and dpo only: the objective's row of an example, its ids and a 0/1 per id for the ones scored.
 
     Raises:
-        DataError: a label of another split that train does not have, or an sft example the chat template does
-            not render (naming its file and line).
+        DataError: a label of another split that train does not have, or an sft or dpo example the chat template
+            does not render (naming its file and line).
     """
     out_dir = Path(out_dir)
     dtype = token_dtype(tokenizer.vocab_size)
@@ -350,15 +394,21 @@ def build_shards(out_dir: str | Path, tokenizer: Any, splits: dict[str, RawExamp
     for split, examples in splits.items():
         d = out_dir / split
         d.mkdir(parents=True, exist_ok=True)
-        if kind == "sft":
+        if kind in ("sft", "dpo"):  # dpo: source.bin holds the chosen rows
             sources, scored = _sft_rows(examples, rows)
             _write_stream(d, "scored", scored, np.dtype(np.uint8))
         else:
             sources = tokenizer.encode_batch(examples.inputs)
         _write_stream(d, "source", sources, dtype)
         info = {"examples": len(examples), "source_tokens": sum(map(len, sources))}
-        if kind == "sft":
+        if kind in ("sft", "dpo"):
             info["scored_tokens"] = sum(map(sum, scored))
+        if kind == "dpo":
+            rejected, rejected_scored = _sft_rows(examples, rows, examples.rejected)
+            _write_stream(d, "rejected", rejected, dtype)
+            _write_stream(d, "rejected_scored", rejected_scored, np.dtype(np.uint8))
+            info.update(rejected_tokens=sum(map(len, rejected)),
+                        rejected_scored_tokens=sum(map(sum, rejected_scored)))
         elif kind == "classify":
             for label, where in zip(examples.outputs, examples.origin, strict=True):
                 if label not in index:
@@ -366,7 +416,7 @@ def build_shards(out_dir: str | Path, tokenizer: Any, splits: dict[str, RawExamp
                     raise DataError(f"{where}: label {label!r} is not one of the {len(index)} labels of the "
                                     f"training examples ({known})")
             np.save(d / "labels.npy", np.array([index[x] for x in examples.outputs], dtype=np.int64))
-        else:
+        elif kind == "seq2seq":
             targets = tokenizer.encode_batch(examples.outputs)
             _write_stream(d, "target", targets, dtype)
             info["target_tokens"] = sum(map(len, targets))
@@ -393,6 +443,9 @@ class ExampleDataset:
     Attributes:
         source_lengths, target_lengths: (N,) int64 token counts (``target_lengths`` is None for classify).
         labels: (N,) int64 label indices (classify) or None.
+        rejected_lengths: (N,) int64 token counts of the rejected rows (dpo; ``source_lengths`` are the chosen's).
+        reference: (N, 2) float64 reference log-probs of chosen and rejected (dpo, once the reference pass has
+            begun; NaN where it has not reached yet), or None.
     """
 
     def __init__(self, directory: str | Path, split: str) -> None:
@@ -412,14 +465,20 @@ class ExampleDataset:
 
         self._source, self._source_offsets = stream("source")
         self.source_lengths = np.diff(self._source_offsets)
-        self.target_lengths = self.labels = None
+        self.target_lengths = self.labels = self.rejected_lengths = self.reference = None
         if self.kind == "seq2seq":
             self._target, self._target_offsets = stream("target")
             self.target_lengths = np.diff(self._target_offsets)
-        elif self.kind == "sft":
+        elif self.kind in ("sft", "dpo"):
             self._scored, _ = stream("scored", np.dtype(np.uint8))
         else:
             self.labels = np.load(d / "labels.npy")
+        if self.kind == "dpo":
+            self._rejected, self._rejected_offsets = stream("rejected")
+            self._rejected_scored, _ = stream("rejected_scored", np.dtype(np.uint8))
+            self.rejected_lengths = np.diff(self._rejected_offsets)
+            if (d / REFERENCE).is_file():
+                self.reference = np.load(d / REFERENCE, mmap_mode="r")
 
     def __len__(self) -> int:
         return len(self.source_lengths)
@@ -429,25 +488,35 @@ class ExampleDataset:
         o = self._source_offsets
         sources = [np.asarray(self._source[o[i]:o[i + 1]], dtype=np.int64) for i in index]
         targets = labels = scored = None
-        if self.kind == "sft":
+        if self.kind in ("sft", "dpo"):
             scored = [np.asarray(self._scored[o[i]:o[i + 1]], dtype=bool) for i in index]
         elif self.kind == "seq2seq":
             o = self._target_offsets
             targets = [np.asarray(self._target[o[i]:o[i + 1]], dtype=np.int64) for i in index]
         else:
             labels = torch.from_numpy(self.labels[index])
-        return Examples(sources, targets, labels, scored)
+        examples = Examples(sources, targets, labels, scored)
+        if self.kind == "dpo":
+            o = self._rejected_offsets
+            examples.rejected = [np.asarray(self._rejected[o[i]:o[i + 1]], dtype=np.int64) for i in index]
+            examples.rejected_scored = [np.asarray(self._rejected_scored[o[i]:o[i + 1]], dtype=bool) for i in index]
+            if self.reference is not None:
+                examples.reference = torch.from_numpy(np.array(self.reference[index], dtype=np.float64))
+        return examples
 
 
 @dataclass
 class Examples:
     """A batch of tokenized examples, the input of a task objective's ``make_batch``."""
 
-    sources: list[np.ndarray]  # B arrays of token ids (sources, the texts to classify, or sft's whole rows)
+    sources: list[np.ndarray]  # B arrays of token ids (sources, texts to classify, sft's whole rows, dpo's chosen)
     targets: list[np.ndarray] | None = None  # B arrays (seq2seq)
     labels: Tensor | None = None  # (B,) long (classify)
-    scored: list[np.ndarray] | None = None  # B bool arrays, True where a source token is scored (sft)
+    scored: list[np.ndarray] | None = None  # B bool arrays, True where a source token is scored (sft, dpo)
     packs: np.ndarray | None = None  # (B,) the packed row each example goes to (sft with packing); None: its own
+    rejected: list[np.ndarray] | None = None  # B arrays: the rejected rows (dpo)
+    rejected_scored: list[np.ndarray] | None = None  # B bool arrays, True where a rejected token is scored (dpo)
+    reference: Tensor | None = None  # (B, 2) float64 reference log-probs of chosen and rejected (dpo)
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -573,7 +642,7 @@ def epochs(steps: int, batch_size: int, n_examples: int) -> float:
     return steps * batch_size / max(n_examples, 1)
 
 
-__all__ = ["ExampleDataset", "ExampleSampler", "Examples", "Fields", "PackedDataset", "RawExamples", "build_shards",
-           "epochs", "eval_batches", "hold_out", "load_splits", "pack", "read_examples", "read_manifest", "read_rows",
-           "source_hash", "split_file", "valid_count"]
+__all__ = ["REFERENCE", "ExampleDataset", "ExampleSampler", "Examples", "Fields", "PackedDataset", "RawExamples",
+           "build_shards", "epochs", "eval_batches", "examples_digest", "hold_out", "load_splits", "pack",
+           "read_examples", "read_manifest", "read_rows", "source_hash", "split_file", "valid_count"]
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from lmlab.data.examples import Fields, RawExamples, read_examples, split_file
-from lmlab.errors import DataError
+from lmlab.data.examples import Examples, Fields, RawExamples, read_examples, split_file
+from lmlab.errors import CheckpointError, DataError, TokenizerError
 from lmlab.eval.baselines import copy_baseline, lead_baseline, majority_baseline
 from lmlab.eval.metrics import compute
 from lmlab.objectives.base import pad_batch
@@ -89,6 +90,84 @@ def classify(model: torch.nn.Module, objective: Any, texts: list[str], batch_siz
         probs += best.values.tolist()
     model.train(was_training)
     return labels, probs
+
+
+def _pair_rows(objective: Any, examples: RawExamples) -> list[tuple[np.ndarray, ...]]:
+    """Each preference pair's rows as example shards hold them: chosen ids and scored flags, rejected ids and
+    flags (dpo)."""
+    rows = []
+    for x, y, z, where in zip(examples.inputs, examples.outputs, examples.rejected, examples.origin, strict=True):
+        try:
+            (c, c_flags), (r, r_flags) = objective.row(x, y), objective.row(x, z)
+        except TokenizerError as e:
+            raise DataError(f"{where}: {e}") from None
+        rows.append((np.array(c, dtype=np.int64), np.array(c_flags, dtype=bool), np.array(r, dtype=np.int64),
+                     np.array(r_flags, dtype=bool)))
+    return rows
+
+
+@torch.no_grad()
+def pair_logps(model: torch.nn.Module, objective: Any, rows: list[tuple[np.ndarray, ...]], batch_size: int = 32
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 2) float64 log-probs of each pair's chosen and rejected answers under ``model``, and (N, 2) their
+    token counts (dpo's :meth:`~lmlab.objectives.dpo.DPO.logps`), batched by length."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    logps = torch.zeros(len(rows), 2, dtype=torch.float64)
+    counts = torch.zeros(len(rows), 2, dtype=torch.long)
+    order = sorted(range(len(rows)), key=lambda i: -max(len(rows[i][0]), len(rows[i][2])))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        c, c_flags, r, r_flags = zip(*(rows[i] for i in chunk), strict=True)
+        examples = Examples(list(c), scored=list(c_flags), rejected=list(r), rejected_scored=list(r_flags))
+        lp, n = objective.logps(model, objective.make_batch(examples, None).to(device))
+        logps[chunk], counts[chunk] = lp.cpu(), n.cpu()
+    model.train(was_training)
+    return logps, counts
+
+
+def preference_scores(model: torch.nn.Module, objective: Any, examples: RawExamples, reference: torch.nn.Module,
+                      batch_size: int = 32) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """A dpo model's held-out preference scores on ``examples`` against ``reference`` (the model its run started
+    from): the loss and TRL's ``rewards/accuracies``, ``rewards/margins``... (means over pairs), and a record per
+    pair (prompt, chosen, rejected and their rewards)."""
+    rows = _pair_rows(objective, examples)
+    ref, _ = pair_logps(reference, objective, rows, batch_size)
+    policy, counts = pair_logps(model, objective, rows, batch_size)
+    losses, rewards, logps = objective.compare(policy, ref, counts)
+    sums = {k: float(v) for k, v in objective.pair_metrics(rewards, logps).items()}
+    scores = {"loss": losses.mean().item(), **objective.report(sums, len(losses))}
+    records = [{"prompt": x, "chosen": y, "rejected": z, "reward_chosen": rc, "reward_rejected": rr}
+               for x, y, z, (rc, rr) in zip(examples.inputs, examples.outputs, examples.rejected, rewards.tolist(),
+                                            strict=True)]
+    return scores, records
+
+
+def reference_model(path: str | Path, cfg: Any) -> torch.nn.Module:
+    """The model a dpo run started from, its reference: ``finetune.init`` built again as the run built it, and
+    checked against the weights its reference pass recorded (``examples/reference.json``).
+
+    Raises:
+        CheckpointError: the init cannot be loaded, or is no longer the model the run started from.
+    """
+    from lmlab.train.checkpoint import resolve_model_dir
+    from lmlab.train.finetune import initial_model
+    from lmlab.train.reference import INFO, weights_sha256
+    from lmlab.train.trainer import EXAMPLES_DIR
+
+    try:
+        with torch.random.fork_rng():
+            model, _, _ = initial_model(cfg, None)
+    except (CheckpointError, OSError) as e:
+        raise CheckpointError(f"the reference of the dpo run {path} is the model it started from, finetune.init "
+                              f"{cfg.finetune.init}, and that cannot be built again: {e}") from None
+    info = resolve_model_dir(path).parent / EXAMPLES_DIR / INFO
+    if info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("model") != weights_sha256(model):
+        raise CheckpointError(f"finetune.init {cfg.finetune.init} is no longer the model the dpo run {path} started "
+                              "from (its weights differ from those of the run's reference pass), so rewards against "
+                              "it would mean nothing")
+    return model
 
 
 def task_scores(cfg: Any, objective: Any, valid: RawExamples):
@@ -184,7 +263,8 @@ def evaluate(path: str | Path, data: str | Path, split: str = "test", *, num_bea
     ``predictions.jsonl`` (input, reference, prediction per line) and ``scores.json`` to ``out`` (default
     ``<run>/eval-<split>``), and score with sacrebleu / rouge-score (or accuracy and macro-F1), beside the
     baselines: copying the source and its lead sentence (text to text), the training set's majority label
-    (classification).
+    (classification). A dpo model is scored on preference pairs against the model its run started from
+    (:func:`preference_scores`: loss, reward accuracy and margin...), one line per pair with its rewards.
 
     Raises:
         CheckpointError: not a fine-tuned checkpoint; DataError: no such split or unreadable examples.
@@ -200,6 +280,10 @@ def evaluate(path: str | Path, data: str | Path, split: str = "test", *, num_bea
     if limit:
         examples = examples.take(list(range(min(limit, len(examples)))))
     t0 = time.perf_counter()
+    if kind == "dpo":
+        scores, records = preference_scores(model, objective, examples, reference_model(path, cfg), batch_size)
+        rate = len(examples) / max(time.perf_counter() - t0, 1e-9)
+        return _write_eval(path, split, out, records, EvalResult(split, len(examples), scores, {}, {}, rate))
     if kind == "classify":
         predictions, _ = classify(model, objective, examples.inputs, batch_size=batch_size)
     else:
@@ -217,6 +301,14 @@ def evaluate(path: str | Path, data: str | Path, split: str = "test", *, num_bea
     else:
         scores, signatures = _split(compute(SEQ2SEQ_METRICS, predictions, examples.outputs, lang=lang))
     guesses = baselines(kind, examples.inputs, examples.outputs, train_labels, lang)
+    records = [{"input": x, "reference": ref, "prediction": pred}
+               for x, ref, pred in zip(examples.inputs, examples.outputs, predictions, strict=True)]
+    return _write_eval(path, split, out, records, EvalResult(split, len(examples), scores, guesses, signatures, rate))
+
+
+def _write_eval(path: str | Path, split: str, out: str | Path | None, records: list[dict[str, Any]],
+                result: EvalResult) -> EvalResult:
+    """Write ``predictions.jsonl`` (``records``, one a line) and ``scores.json`` (``result``) to ``out``."""
     from lmlab.train.checkpoint import resolve_model_dir
 
     if out is None:  # a run: RUN/eval-SPLIT; a checkpoint directory given itself: beside it, named after it
@@ -225,8 +317,8 @@ def evaluate(path: str | Path, data: str | Path, split: str = "test", *, num_bea
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for x, ref, pred in zip(examples.inputs, examples.outputs, predictions, strict=True):
-            f.write(json.dumps({"input": x, "reference": ref, "prediction": pred}, ensure_ascii=False) + "\n")
-    result = EvalResult(split, len(examples), scores, guesses, signatures, rate, out_dir / "predictions.jsonl")
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    result.predictions_file = out_dir / "predictions.jsonl"
     (out_dir / "scores.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     return result

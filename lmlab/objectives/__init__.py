@@ -11,6 +11,7 @@ from lmlab.objectives.bart import BartDenoising
 from lmlab.objectives.base import IGNORE, Batch, Objective
 from lmlab.objectives.classify import Classify
 from lmlab.objectives.clm import CausalLM
+from lmlab.objectives.dpo import DPO
 from lmlab.objectives.electra import Electra
 from lmlab.objectives.fim import FillInTheMiddle
 from lmlab.objectives.mlm import MaskedLM
@@ -24,7 +25,7 @@ from lmlab.tokenizer import Tokenizer
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (CausalLM, MaskedLM, SpanCorruption, BartDenoising,
                                                                  FillInTheMiddle, PrefixLM, UL2, Electra)}
 # Fine-tuning tasks: objectives over examples (lmlab.data.examples) rather than windows of a token stream.
-TASKS: dict[str, type[Objective]] = {cls.name: cls for cls in (Seq2Seq, Classify, SFT)}
+TASKS: dict[str, type[Objective]] = {cls.name: cls for cls in (Seq2Seq, Classify, SFT, DPO)}
 OBJECTIVES.update(TASKS)
 
 
@@ -41,7 +42,7 @@ def check_objective(cfg: Config) -> None:
 
 def objective_tokenizer(cfg: Config, tokenizer: Tokenizer) -> Tokenizer:
     """The tokenizer a run trains with: the shards' own, plus the special tokens its objective adds
-    (fill-in-the-middle's sentinels, for example), and for an objective that renders conversations (sft) on a
+    (fill-in-the-middle's sentinels, for example), and for an objective that renders conversations (sft, dpo) on a
     tokenizer without a chat template, the default (ChatML) template and its two tokens. New tokens get the next
     ids, so the shards stay valid."""
     check_objective(cfg)
@@ -63,6 +64,6 @@ def build_objective(cfg: Config, tokenizer: Tokenizer) -> Objective:
     return OBJECTIVES[cfg.objective.name].from_config(cfg, tokenizer)
 
 
-__all__ = ["IGNORE", "OBJECTIVES", "TASKS", "BartDenoising", "Batch", "CausalLM", "Classify", "Electra",
+__all__ = ["DPO", "IGNORE", "OBJECTIVES", "TASKS", "BartDenoising", "Batch", "CausalLM", "Classify", "Electra",
            "FillInTheMiddle", "MaskedLM", "Objective", "PrefixLM", "SFT", "Seq2Seq", "SpanCorruption", "UL2",
            "build_objective", "check_objective", "objective_tokenizer"]

@@ -39,6 +39,7 @@ class Batch:
     decoder_segment_ids: Tensor | None = None  # (B, T_dec) the document of each decoder position
     prefix_lengths: Tensor | None = None  # (B,) prefix LM: positions seen bidirectionally at the start of each row
     noise: Tensor | None = None  # uniform draws an objective makes in make_batch for use in loss (not a model input)
+    reference: Tensor | None = None  # (B, 2) dpo: the reference model's log-probs of chosen and rejected (not an input)
 
     def to(self, device: torch.device | str) -> Batch:
         return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=True)
@@ -52,7 +53,7 @@ class Batch:
     def model_inputs(self) -> dict[str, Tensor]:
         """Everything but the targets, as keyword arguments for the model's forward."""
         return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name not in ("targets", "noise") and getattr(self, f.name) is not None}
+                if f.name not in ("targets", "noise", "reference") and getattr(self, f.name) is not None}
 
     def num_tokens(self) -> int:
         """Tokens the model processes (both sides for encoder-decoders): the unit of tokens/s."""
@@ -98,6 +99,11 @@ class Objective:
         """Return ``(summed_loss, num_targets, metrics)``; metrics are sums too (e.g. correct predictions)."""
         raise NotImplementedError
 
+    def num_targets(self, batch: Batch) -> int:
+        """What the summed loss of ``batch`` is divided by, known before the forward pass: its scored targets (a
+        preference objective: its pairs). The trainer divides by their sum over micro-batches and ranks."""
+        return int((batch.targets != IGNORE).sum())
+
     def report(self, sums: dict[str, float], num_targets: float) -> dict[str, float]:
         """The values worth logging, from the ``metrics`` of :meth:`loss` summed over batches (and ranks) and the
         summed number of targets: by default the accuracy when ``loss`` counts ``correct`` predictions. The
@@ -109,9 +115,9 @@ class Objective:
         :meth:`~lmlab.model.Transformer.flops_per_token` at the batch's own encoder and decoder lengths (which
         vary from batch to batch for UL2), with the output head at every position, or with ``sparse_head`` at
         the scored ones only. The trainer's MFU is their sum over time, against the peak."""
-        decoder_len = batch.decoder_input_ids.shape[1] if batch.decoder_input_ids is not None else None
-        head = scored_share(batch) if self.sparse_head else 1.0
-        return batch.num_tokens() * model.flops_per_token(batch.input_ids.shape[1], decoder_len, head_fraction=head)
+        decoder_len = batch.decoder_input_ids.shape[-1] if batch.decoder_input_ids is not None else None
+        head = scored_share(batch) if self.sparse_head else 1.0  # (rows of T tokens: a pair is (2, T) for dpo)
+        return batch.num_tokens() * model.flops_per_token(batch.input_ids.shape[-1], decoder_len, head_fraction=head)
 
 
 def pad_batch(rows: list[list[int]], left: bool = False, pad: int = 0) -> tuple[Tensor, Tensor]:

@@ -1,10 +1,13 @@
-"""Fine-tuning: a task objective (``seq2seq``, ``classify``, ``sft``) on examples, run by the same loop as pretraining.
+"""Fine-tuning: a task objective (``seq2seq``, ``classify``, ``sft``, ``dpo``) on examples, run by the same loop as
+pretraining.
 
 The weights start from ``finetune.init``: an lmlab checkpoint, a Hugging Face model directory, or ``"none"``
 (random weights of ``[model]``); ``finetune.scratch`` keeps init's configuration and tokenizer but not its
 weights, so the gain from pretraining is measured, not assumed. A classifier gets a new head for the labels of
 the data (pooler + classifier on encoders, a bias-free classifier on decoders) and loses the token head. The
 tokenizer gets the special tokens (and chat template) the objective adds, and the embeddings a row for each.
+Preference optimisation (``dpo``) first computes the initial model's log-probs of every answer once (the
+reference pass, :mod:`lmlab.train.reference`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from lmlab.data.examples import (
     RawExamples,
     build_shards,
     eval_batches,
+    examples_digest,
     load_splits,
     read_manifest,
 )
@@ -36,6 +40,7 @@ from lmlab.tokenizer import Tokenizer
 from lmlab.train import checkpoint as ckpt
 from lmlab.train.distributed import setup
 from lmlab.train.precision import check_precision, run_precision
+from lmlab.train.reference import check_reference, reference_pass
 from lmlab.train.trainer import EXAMPLES_DIR, TaskEval, TrainResult, check_fresh_out_dir, prepare_config, train_loop
 
 
@@ -122,7 +127,8 @@ def _tokenizer_origin(cfg: Config, resume_path: Path | None) -> str:
 
 def _shards(out_dir: Path, cfg: Config, tokenizer: Tokenizer, objective: Any, splits: dict[str, RawExamples],
             resume: bool, is_main: bool) -> dict[str, Any]:
-    """Tokenize the run's examples once into ``out_dir/examples`` (kept for resuming) and return the manifest."""
+    """Tokenize the run's examples once into ``out_dir/examples`` (kept for resuming, and for a new run that a
+    kill stopped before its first checkpoint: same examples, tokenizer and row settings) and return the manifest."""
     directory = out_dir / EXAMPLES_DIR
     manifest = read_manifest(directory)
     if resume and manifest is not None:
@@ -130,11 +136,17 @@ def _shards(out_dir: Path, cfg: Config, tokenizer: Tokenizer, objective: Any, sp
             raise DataError(f"{directory} was tokenized with another tokenizer than the checkpoint's")
         return manifest
     kind = cfg.objective.name
+    digest = examples_digest(splits)
+    settings = {"seq_len": cfg.data.seq_len, "source_prefix": cfg.objective.source_prefix}
+    if manifest is not None and (manifest.get("digest"), manifest.get("settings"), manifest["kind"],
+                                 manifest["tokenizer_fingerprint"]) == (digest, settings, kind, tokenizer.sha256()):
+        return manifest  # (dpo: with the reference log-probs computed so far)
     if is_main:
         tmp = out_dir / f".tmp-{EXAMPLES_DIR}"
         shutil.rmtree(tmp, ignore_errors=True)
-        manifest = build_shards(tmp, tokenizer, splits, kind, rows=objective.row if kind == "sft" else None)
+        manifest = build_shards(tmp, tokenizer, splits, kind, rows=objective.row if kind in ("sft", "dpo") else None)
         manifest["sources"] = {"train": cfg.data.train, "valid": cfg.data.valid or "held out of train"}
+        manifest.update(digest=digest, settings=settings)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         shutil.rmtree(directory, ignore_errors=True)
         tmp.rename(directory)
@@ -147,6 +159,8 @@ def _lengths(objective: Any, ds: ExampleDataset) -> list[np.ndarray]:
     """Per-example row lengths of each side the model sees, after truncation (sources; targets)."""
     if ds.kind == "sft":  # whole rows, EOS included
         return [np.minimum(ds.source_lengths + 1, objective.max_len)]
+    if ds.kind == "dpo":  # a pair's two rows are padded to the longer
+        return [np.minimum(np.maximum(ds.source_lengths, ds.rejected_lengths) + 1, objective.max_len)]
     extra = len(objective.input_ids([]))  # special tokens, prefix and separator around a source
     src = np.minimum(ds.source_lengths, objective.source_room()) + extra
     if ds.target_lengths is None:
@@ -160,6 +174,8 @@ def truncation(objective: Any, ds: ExampleDataset) -> dict[str, int]:
     (sft: rows beyond ``data.seq_len``)."""
     if ds.kind == "sft":
         return {"rows_cut": int((ds.source_lengths + 1 > objective.max_len).sum())}
+    if ds.kind == "dpo":  # pairs with an answer cut
+        return {"pairs_cut": int((np.maximum(ds.source_lengths, ds.rejected_lengths) + 1 > objective.max_len).sum())}
     out = {"sources_cut": int((ds.source_lengths > objective.source_room()).sum())}
     if ds.target_lengths is not None:
         out["targets_cut"] = int((ds.target_lengths > objective.max_target - 1).sum())
@@ -181,6 +197,9 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
     if task not in TASKS:
         raise ConfigError(f"objective.name {task!r} is a pretraining objective (run it with `lmlab pretrain`); "
                           f"fine-tuning tasks: {', '.join(TASKS)}")
+    if task == "dpo" and cfg.finetune.metric not in ("", "loss"):
+        raise ConfigError(f"finetune.metric {cfg.finetune.metric!r}: dpo keeps the checkpoint of the lowest validation "
+                          "loss (its reward accuracy and margin are logged beside it); leave finetune.metric empty")
     d = setup(cfg.train.device)
     resume_path = ckpt.resolve_checkpoint(resume) if resume is not None else None
     out_dir = Path(cfg.train.out_dir)
@@ -222,6 +241,12 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
         for stack in (model.encoder, model.decoder):
             if stack is not None:
                 stack.checkpoint_blocks = tc.activation_checkpointing
+        reference = None
+        if task == "dpo" and resume_path is None:  # the initial model's log-probs of every answer, stored once
+            reference = reference_pass(model, objective, out_dir / EXAMPLES_DIR, tc.batch_size, d, tc.precision,
+                                       tc.progress)
+        elif task == "dpo":
+            check_reference(out_dir / EXAMPLES_DIR)
 
         train_set = ExampleDataset(out_dir / EXAMPLES_DIR, "train")
         val_set = ExampleDataset(out_dir / EXAMPLES_DIR, "valid")
@@ -237,6 +262,8 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
                 "padding_share": round(sampler.padding_share(sides), 4), **cut, "init": report}
         if isinstance(train_set, PackedDataset):
             info["packed_rows"] = len(train_set)
+        if reference is not None:
+            info["reference_pass"] = reference
         if d.is_main:
             print(f"fine-tuning {task} on {info['train_examples']} examples ({len(val_set)} for validation); padding "
                   f"{info['padding_share']:.1%} of tokens; cut: " + ", ".join(

@@ -459,7 +459,7 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
             batches = []
             for _ in range(tc.grad_accum):
                 batches.append(objective.make_batch(*sampler.sample(), generators["objective"]).rows(rows))
-            n_local = sum(int((b.targets != -100).sum()) for b in batches)
+            n_local = sum(objective.num_targets(b) for b in batches)
             step_flops = sum(objective.flops(model, b) for b in batches) * d.world_size  # (on the CPU batches)
             window_flops += step_flops
             n_global = all_reduce_sum(torch.tensor([float(n_local)]), d).item()

@@ -800,6 +800,30 @@ def sft_on_an_encoder(w, tmp, mp):
     return _finetune(w, tmp, _examples(tmp, _instructions()), name="sft", preset="bert-tiny"), "encoder"
 
 
+def _preferences(n: int = 40) -> list[dict]:
+    return [{"prompt": r["source"], "chosen": r["target"], "rejected": r["source"]} for r in _digits(n)]
+
+
+DPO_LINES = {  # a bad line 3 among preference pairs, by case name
+    "dpo_row_without_prompt": '{"chosen": "2 1", "rejected": "1 2"}',
+    "dpo_row_without_chosen": '{"prompt": "1 2", "rejected": "1 2"}',
+    "dpo_row_without_rejected": '{"prompt": "1 2", "chosen": "2 1"}',
+    "dpo_empty_chosen": '{"prompt": "1 2", "chosen": "", "rejected": "1 2"}',
+    "dpo_empty_rejected": '{"prompt": "1 2", "chosen": "2 1", "rejected": "  "}',
+    "dpo_conversation_without_an_assistant_turn": '{"prompt": [{"role": "user", "content": "1 2"}], '
+                                                  '"chosen": [{"role": "user", "content": "2 1"}], '
+                                                  '"rejected": [{"role": "assistant", "content": "1 2"}]}',
+    "dpo_empty_assistant_turn": '{"prompt": [{"role": "user", "content": "1 2"}], '
+                                '"chosen": [{"role": "assistant", "content": "2 1"}], '
+                                '"rejected": [{"role": "assistant", "content": ""}]}',
+    "dpo_conversational_prompt_with_text_answers": '{"prompt": [{"role": "user", "content": "1 2"}], '
+                                                   '"chosen": "2 1", "rejected": "1 2"}',
+}
+for _name, _line in DPO_LINES.items():
+    CASES[_name] = lambda w, tmp, mp, line=_line: (
+        _finetune(w, tmp, _examples(tmp, _preferences(), line), name="dpo"), f"{tmp / 'train.jsonl'}:3")
+
+
 # ------------------------------------------------------------------------------------------------ the test
 
 
