@@ -326,6 +326,12 @@ def _convert(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _lora_merge(args: argparse.Namespace) -> None:
+    from lmlab.train.lora import merge
+
+    print(f"wrote {merge(args.run, args.out, overwrite=args.overwrite)}")
+
+
 def _data_get(args: argparse.Namespace) -> None:
     from lmlab.data.sources import get
 
@@ -623,6 +629,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="from-hf: also read pytorch_model.bin (torch.load with weights_only=True)")
     cv.set_defaults(func=_convert)
 
+    lora = sub.add_parser("lora", help="LoRA adapters").add_subparsers(dest="lora_command", required=True,
+                                                                      metavar="SUBCOMMAND")
+    lm = lora.add_parser("merge", help="fold a LoRA run's adapters into the weights: an ordinary checkpoint",
+                         description="Load the base model of a run fine-tuned with finetune.lora (its best/ model, "
+                         "else its newest checkpoint; or a checkpoint), fold the adapters into its weights "
+                         "(W + alpha/r B A) and write OUT, an lmlab checkpoint that gives the same logits.")
+    lm.add_argument("run", help="a LoRA run or checkpoint directory")
+    lm.add_argument("out", help="the checkpoint directory to write (must not exist, or be empty)")
+    lm.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    lm.set_defaults(func=_lora_merge)
     _show_defaults(p)
     return p
 

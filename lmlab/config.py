@@ -304,6 +304,32 @@ class TrainConfig:
 METRICS = ("loss", "bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "accuracy", "macro_f1")
 
 
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")  # a block's projections ("all": every one)
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (``[finetune.lora]``): the base weights stay frozen and each targeted projection ``W`` of every
+    block (self- and cross-attention ``q``, ``k``, ``v``, ``o``; the MLP's ``gate``, ``up``, ``down``) learns
+    ``W + (alpha / r) B A``, ``A`` (r, in), ``B`` (out, r), as PEFT does. ``r = 0``: no adapters."""
+
+    r: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0  # on the adapters' input
+    targets: tuple[str, ...] = ("q", "k", "v", "o")
+
+    def __post_init__(self) -> None:
+        _check(self.r >= 0, f"finetune.lora.r must be >= 0 (0: no adapters), got {self.r}")
+        _check(math.isfinite(self.alpha) and self.alpha > 0, f"finetune.lora.alpha must be positive, got {self.alpha}")
+        _check(0.0 <= self.dropout < 1.0, f"finetune.lora.dropout must be in [0, 1), got {self.dropout}")
+        if self.targets == ("all",):
+            self.targets = LORA_TARGETS
+        bad = [t for t in self.targets if t not in LORA_TARGETS]
+        _check(bool(self.targets) and not bad and len(set(self.targets)) == len(self.targets),
+               f"finetune.lora.targets must be distinct names among {', '.join(LORA_TARGETS)} (or \"all\"), got "
+               f"{list(self.targets)}")
+
+
 @dataclass
 class FinetuneConfig:
     """Fine-tuning (``lmlab finetune``): where the weights start, and how the task is scored while training."""
@@ -320,6 +346,7 @@ class FinetuneConfig:
     eval_examples: int = 500  # validation examples decoded at each evaluation (0: all of them)
     num_beams: int = 1  # decoding at evaluation: greedy (1) or beam search
     max_new_tokens: int = 0  # the longest generated output; 0 means data.decoder_seq_len (or data.seq_len)
+    lora: LoraConfig = field(default_factory=LoraConfig)  # [finetune.lora]: adapters instead of every weight
 
     def __post_init__(self) -> None:
         _check(self.metric in ("", *METRICS), f"finetune.metric must be one of {', '.join(METRICS)}, "
@@ -415,6 +442,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{key} has the wrong type: {value!r}")
+    if origin is tuple:  # tuple[float, ...]: a list, or from the command line "1e12,2e12" ("" for none)
+        (item, _), text = typing.get_args(tp), isinstance(value, str)
+        if not isinstance(value, (list, tuple)) and not text:
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        items = [v for v in value.split(",") if v.strip()] if text else value
+        return tuple(_coerce(v.strip() if text else v, item, key) for v in items)
+    if dataclasses.is_dataclass(tp):  # a nested table, e.g. [finetune.lora]
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{key}] must be a table of keys, got {value!r}")
+        return _build(tp, value, key)
     if tp is bool:
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
             return value.lower() in ("true", "1", "yes")
@@ -453,6 +492,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def _build(cls: type, values: dict[str, Any], section: str) -> Any:
     hints = typing.get_type_hints(cls, globalns=globals())
     valid = [f.name for f in fields(cls)]
+    values = dict(values)
+    for key in [k for k in values if "." in k]:  # an override of a nested table: "lora.r" in [finetune]
+        head, _, rest = key.partition(".")
+        if head in valid and dataclasses.is_dataclass(hints[head]):
+            values[head] = {**values.get(head, {}), rest: values.pop(key)}
     unknown = sorted(set(values) - set(valid))
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; "

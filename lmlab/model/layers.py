@@ -30,7 +30,15 @@ class Linear(nn.Linear):
     decode_weight: Tensor | None = None  # (chunks, in / chunks, out) while decoding
     decode_bias: Tensor | None = None  # (chunks, 1, out): the bias in chunk 0 (zeros without one), then zeros
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lora = None  # LoRA adapters (lmlab.model.lora), whose output is added to the layer's
+
     def forward(self, x: Tensor) -> Tensor:
+        y = self._product(x)
+        return y if self.lora is None else y + self.lora(x)
+
+    def _product(self, x: Tensor) -> Tensor:
         w = self.decode_weight
         if w is None or x.numel() > DECODE_ROWS * self.in_features or torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)

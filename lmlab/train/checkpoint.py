@@ -63,11 +63,15 @@ def _shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict, whole tensors, without tied duplicates (a tied parameter is stored once, first name)."""
+    """The state dict, whole tensors, without tied duplicates (a tied parameter is stored once, first name); of a
+    model with LoRA adapters only what its checkpoint holds: the adapters and the tensors trained beside them."""
+    from lmlab.train.lora import saved_tensor
+
     seen: set[int] = set()
     out = {}
+    lora = getattr(model, "lora_config", None)
     for name, t in model.state_dict(keep_vars=True).items():
-        if id(t) in seen:
+        if id(t) in seen or (lora is not None and not saved_tensor(name, lora)):
             continue
         seen.add(id(t))
         out[name] = _full(t.detach()).contiguous()
@@ -96,9 +100,15 @@ def save_model_dir(path: Path, model: torch.nn.Module, tokenizer=None,
                       label2id={n: i for i, n in enumerate(names)})
     if isinstance(getattr(model, "hf_config", None), dict):
         config["hf_config"] = model.hf_config
+    weights = weights if weights is not None else _unique_state_dict(model)
+    if (lora := getattr(model, "lora_config", None)) is not None:  # adapters only: lmlab.train.lora
+        from lmlab.train.lora import save_adapters
+
+        config["lora"] = lora
+        save_adapters(path, model, weights)
+    else:
+        save_file(weights, str(path / WEIGHTS), metadata={"format": "pt"})
     (path / CONFIG).write_text(json.dumps(config, indent=2))
-    save_file(weights if weights is not None else _unique_state_dict(model), str(path / WEIGHTS),
-              metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save(path)
 
@@ -302,7 +312,13 @@ def read_model_config(path: Path) -> ModelConfig:
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load ``model.safetensors`` strictly: a missing, unexpected or mis-shaped tensor is an error naming it."""
+    """Load ``model.safetensors`` strictly: a missing, unexpected or mis-shaped tensor is an error naming it. A
+    model with LoRA adapters loads its adapters and the tensors trained with them (its base is in place)."""
+    if getattr(model, "lora_config", None) is not None:
+        from lmlab.train.lora import load_adapters
+
+        load_adapters(model, path)
+        return
     tensors = _read_tensors(path / WEIGHTS)
     own = model.state_dict(keep_vars=True)
     first_name: dict[int, str] = {}
@@ -324,7 +340,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False,
-               for_inference: bool = False, dtype: str = "fp32"):
+               for_inference: bool = False, dtype: str = "fp32", keep_adapters: bool = False):
     """Load ``(model, tokenizer)`` from a checkpoint directory (or the newest checkpoint of a run), in eval mode;
     ``for_inference`` readies it to run only (:meth:`~lmlab.model.Transformer.for_inference`), with weights in
     ``dtype`` (``"fp32"`` or ``"bf16"``, of :data:`INFERENCE_DTYPES`).
@@ -332,6 +348,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     A Hugging Face model directory (its config.json has a ``model_type`` other than "lmlab") is imported with
     :func:`lmlab.interop.load_hf`; ``allow_pickle`` lets that read ``pytorch_model.bin``. Its tokenizer is
     None when the directory has no tokenizer files.
+
+    A LoRA checkpoint (:mod:`lmlab.train.lora`) is its base model (read from the path it records, checked against
+    its fingerprint) with the adapters folded into the weights, or kept apart with ``keep_adapters`` (to train on).
 
     Raises:
         CheckpointError: the directory is missing, incomplete or corrupt.
@@ -359,7 +378,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
         check_model_vocab(tokenizer, model.config.vocab_size, path)
         return _ready(model, device, for_inference, dtype), tokenizer
     model = build_model(read_model_config(path))
-    load_weights(model, path)
+    if isinstance(lora := raw.get("lora"), dict):
+        from lmlab.train.lora import load_lora, merged
+
+        load_lora(model, path, lora)
+        if not keep_adapters:
+            merged(model)
+    else:
+        load_weights(model, path)
     if isinstance(hf_config := raw.get("hf_config"), dict):
         model.hf_config = hf_config  # imported from Hugging Face: see save_model_dir
     if "id2label" in raw:  # a classifier's label names

@@ -39,6 +39,7 @@ from lmlab.objectives import TASKS, build_objective, check_objective, objective_
 from lmlab.tokenizer import Tokenizer
 from lmlab.train import checkpoint as ckpt
 from lmlab.train.distributed import setup
+from lmlab.train.lora import apply_lora
 from lmlab.train.precision import check_precision, run_precision
 from lmlab.train.reference import check_reference, reference_pass
 from lmlab.train.trainer import EXAMPLES_DIR, TaskEval, TrainResult, check_fresh_out_dir, prepare_config, train_loop
@@ -214,7 +215,7 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
     with torch.random.fork_rng(devices=rng_devices), run_precision(tc.precision):
         splits = load_splits(cfg.data, task)  # the examples as text: read once
         if resume_path is not None:  # the run's own model: its configuration, tokenizer, labels and weights
-            model, tokenizer = ckpt.load_model(resume_path)
+            model, tokenizer = ckpt.load_model(resume_path, keep_adapters=True)  # a LoRA run's base + adapters
             report: dict[str, Any] = {"resumed": str(resume_path)}
         else:
             labels = sorted(set(splits["train"].outputs)) if task == "classify" else None
@@ -247,6 +248,10 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
                                        tc.progress)
         elif task == "dpo":
             check_reference(out_dir / EXAMPLES_DIR)
+        # LoRA: the base frozen, adapters (and new tensors: a classifier) train; added after dpo's reference pass,
+        # whose reference is then the model without adapters (with B = 0 it computes the same)
+        if cfg.finetune.lora.r > 0 and resume_path is None:
+            apply_lora(model, cfg, report)
 
         train_set = ExampleDataset(out_dir / EXAMPLES_DIR, "train")
         val_set = ExampleDataset(out_dir / EXAMPLES_DIR, "valid")
@@ -262,6 +267,7 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
                 "padding_share": round(sampler.padding_share(sides), 4), **cut, "init": report}
         if isinstance(train_set, PackedDataset):
             info["packed_rows"] = len(train_set)
+        info["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         if reference is not None:
             info["reference_pass"] = reference
         if d.is_main:
@@ -272,6 +278,11 @@ def finetune(cfg: Config, resume: str | Path | None = None, stop_after: int | No
                 print(f"from {report['init']}: {report['from_init']} tensors; new at random: "
                       f"{', '.join(report['random']) or 'none'}; left out: {', '.join(report['dropped']) or 'none'}"
                       + (f"; grown for added tokens: {', '.join(report['grown'])}" if report["grown"] else ""))
+            if (lora := getattr(model, "lora_config", None)) is not None:
+                total = sum(p.numel() for p in model.parameters())
+                print(f"LoRA r={lora['r']}, alpha={lora['alpha']:g} on {', '.join(lora['targets'])}: "
+                      f"{info['trainable_params']:,} trainable parameters of {total:,} "
+                      f"({info['trainable_params'] / total:.2%}); base {lora['base']} frozen")
             if "packed_rows" in info:
                 print(f"packed into {len(train_set)} rows of up to {objective.max_len} tokens")
         metric = cfg.finetune.metric or {"seq2seq": "bleu", "classify": "accuracy"}.get(task, "loss")

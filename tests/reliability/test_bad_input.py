@@ -759,6 +759,54 @@ def tokenizer_without_an_eos_token(w, tmp, mp):
         f"finetune.tokenizer {tmp / 'tok'}"
 
 
+# ------------------------------------------------------------------------------------------------- LoRA
+
+
+def _lora_run(w: World, tmp: Path) -> tuple[Path, Path]:
+    """A copy of the shared pretrained run as a base, and a LoRA run fine-tuned (1 step) from it."""
+    base = shutil.copytree(w.run, tmp / "base")
+    assert main(_finetune(w, tmp, w.reversal, "--init", str(base), "--finetune.lora.r", "2", "--train.out_dir",
+                          str(tmp / "lora"), "--train.batch_size", "4", "--finetune.eval_examples", "2")) == 0
+    return base, tmp / "lora"
+
+
+@case
+def lora_rank_below_zero(w, tmp, mp):
+    return _finetune(w, tmp, _examples(tmp, _digits()), "--init", str(w.run), "--finetune.lora.r", "-1"), \
+        "finetune.lora.r"
+
+
+@case
+def lora_unknown_target(w, tmp, mp):
+    return _finetune(w, tmp, _examples(tmp, _digits()), "--init", str(w.run), "--finetune.lora.r", "2",
+                     "--finetune.lora.targets", "q,v,w"), "finetune.lora.targets"
+
+
+@case
+def lora_adapters_on_another_base(w, tmp, mp):
+    from safetensors.torch import load_file, save_file
+
+    base, lora = _lora_run(w, tmp)
+    weights = base / "step-000002" / "model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["decoder.final_norm.weight"] += 0.01  # the base moved on since the adapters were trained
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    return ["generate", str(lora), "1 2", "--max-new-tokens", "2"], str(base)
+
+
+@case
+def lora_merge_without_adapters(w, tmp, mp):
+    return ["lora", "merge", str(w.mt), str(tmp / "merged")], str(w.mt)
+
+
+@case
+def lora_merge_onto_an_existing_directory(w, tmp, mp):
+    _, lora = _lora_run(w, tmp)
+    (tmp / "merged").mkdir()
+    (tmp / "merged" / "notes.txt").write_text("mine")
+    return ["lora", "merge", str(lora), str(tmp / "merged")], str(tmp / "merged")
+
+
 def _instructions(n: int = 40) -> list[dict]:
     return [{"prompt": r["source"], "completion": r["target"]} for r in _digits(n)]
 
