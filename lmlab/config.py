@@ -269,6 +269,9 @@ class TrainConfig:
     eval_batches: int = 20
     save_every: int = 500
     keep_last: int = 2
+    # also keep the model at the first step whose training FLOPs reach each of these counts, as
+    # out_dir/flops-<count> (see lmlab.train.checkpoint.flops_dir), apart from the step-N checkpoints
+    save_at_flops: tuple[float, ...] = ()
     log_every: int = 10
     seed: int = 1337
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
@@ -293,6 +296,8 @@ class TrainConfig:
         _check(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
         _check(math.isfinite(self.max_flops) and self.max_flops >= 0,
                f"train.max_flops must be a FLOP count >= 0 (0: no budget), got {self.max_flops}")
+        _check(all(math.isfinite(f) and f > 0 for f in self.save_at_flops),
+               f"train.save_at_flops must be positive FLOP counts, got {list(self.save_at_flops)}")
         _check(self.parallel in ("ddp", "fsdp"), f"train.parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
         _check(self.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, "
                f"got {self.precision!r}")

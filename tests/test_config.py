@@ -45,6 +45,22 @@ def test_ill_typed_values(tmp_path):
         load_config(tmp_path / "missing.toml")
 
 
+def test_a_list_of_numbers_from_a_file_or_the_command_line(tmp_path):
+    """train.save_at_flops: a TOML list, or comma-separated on the command line; a JSON round trip keeps it."""
+    import json
+
+    from lmlab.config import config_from_dict
+
+    assert load_config(None, ["--train.save_at_flops=2.5e+12,5e12"]).train.save_at_flops == (2.5e12, 5e12)
+    assert load_config(None, ["--train.save_at_flops="]).train.save_at_flops == ()
+    (tmp_path / "run.toml").write_text("[train]\nsave_at_flops = [1e9, 2]\n")
+    cfg = load_config(tmp_path / "run.toml")
+    assert cfg.train.save_at_flops == (1e9, 2.0) and config_from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    for value, message in (("1e9,x", "a number"), (3, "a list"), ("0", "positive FLOP counts")):
+        with pytest.raises(ConfigError, match=f"train.save_at_flops must be {message}"):
+            load_config(None, {"train": {"save_at_flops": value}})
+
+
 def test_validation_at_construction():
     with pytest.raises(ConfigError, match="divisible"):
         ModelConfig(d_model=100, n_heads=3)

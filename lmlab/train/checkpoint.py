@@ -46,9 +46,10 @@ STATE = "training_state.json"
 OPTIMIZER = "optimizer.safetensors"
 OBJECTIVE = "objective.safetensors"
 STEP_DIR = re.compile(r"^step-(\d+)$")
+FLOPS_DIR = re.compile(r"^flops-[0-9.e+-]+$")  # the model where training FLOPs reached a count (train.save_at_flops)
 # What a write in progress is named by, each ending with the writing process's id: temporary directories of
-# checkpoints and best/, and temporary files of metrics.jsonl (rewritten on resume) and of the write probe
-TEMP_DIR = re.compile(r"^\.(?:tmp-step-\d+|tmp-best|old-best|old-step-\d+|gone-step-\d+)-(\d+)$")
+# checkpoints, best/ and flops-*/, and temporary files of metrics.jsonl (rewritten on resume) and of the write probe
+TEMP_DIR = re.compile(r"^\.(?:tmp-step-\d+|(?:tmp|old)-(?:best|flops-[0-9.e+-]+)|old-step-\d+|gone-step-\d+)-(\d+)$")
 TEMP_FILE = re.compile(r"^\.(?:metrics\.jsonl\.|lmlab-write-test-)(\d+)$")
 
 
@@ -204,11 +205,11 @@ def _alive(pid: int) -> bool:
 
 
 def clean_stale(run_dir: str | Path) -> list[Path]:
-    """Remove what killed writes left in ``run_dir``: ``.tmp-step-*``, ``.tmp-best-*``, ``.old-best-*``,
-    ``.old-step-*`` and ``.gone-step-*`` directories and ``.metrics.jsonl.*`` (and write-probe) files whose process
-    (the id that ends the name) is no longer running on this machine, or is this one. What a live process left is
-    left alone (it may be writing). A ``best/`` or ``step-N`` that a kill left missing is put back from its
-    ``.old-*``. Returns what was removed."""
+    """Remove what killed writes left in ``run_dir``: ``.tmp-step-*``, ``.tmp-best-*``, ``.old-best-*`` (the same
+    of ``flops-*``), ``.old-step-*`` and ``.gone-step-*`` directories and ``.metrics.jsonl.*`` (and write-probe)
+    files whose process (the id that ends the name) is no longer running on this machine, or is this one. What a
+    live process left is left alone (it may be writing). A ``best/``, ``flops-*`` or ``step-N`` that a kill left
+    missing is put back from its ``.old-*``. Returns what was removed."""
     run_dir = Path(run_dir)
     removed = []
     for p in sorted(run_dir.iterdir()) if run_dir.is_dir() else ():
@@ -230,19 +231,27 @@ def clean_stale(run_dir: str | Path) -> list[Path]:
 BEST = "best"
 
 
+def flops_dir(flops: float) -> str:
+    """The name of the model kept where training FLOPs reached ``flops`` (``train.save_at_flops``): ``flops-`` and
+    the count, short where that is exact (``flops-2.5e+12``), else every digit (``flops-3333333333333.3335``)."""
+    short = f"{flops:g}"
+    return f"flops-{short if float(short) == flops else repr(float(flops))}"
+
+
 def save_best(run_dir: str | Path, model: torch.nn.Module, tokenizer, state: dict[str, Any],
-              write: bool = True) -> Path:
-    """Write the model as ``run_dir/best`` (config, weights, tokenizer and ``training_state.json``, no optimizer
-    state), replacing the one there without ever leaving no best model: the new one is written beside it
-    and renamed into place. With FSDP every rank must call this; only ``write=True`` writes."""
+              write: bool = True, name: str = BEST) -> Path:
+    """Write the model as ``run_dir/best`` (or ``run_dir/<name>``: config, weights, tokenizer and
+    ``training_state.json``, no optimizer state), replacing the one there without ever leaving none: the new one
+    is written beside it and renamed into place. With FSDP every rank must call this; only ``write=True``
+    writes."""
     run_dir = Path(run_dir)
     weights = _unique_state_dict(model)
-    final = run_dir / BEST
+    final = run_dir / name
     if not write:
         return final
     _check_finite(weights, final)
     clean_stale(run_dir)
-    tmp = run_dir / f".tmp-best-{os.getpid()}"
+    tmp = run_dir / f".tmp-{name}-{os.getpid()}"
     with _writing(final, tmp):
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

@@ -251,12 +251,13 @@ def check_fresh_out_dir(out_dir: Path, resume_path: Path | None, overwrite: bool
 
 
 def remove_run(out_dir: Path) -> list[str]:
-    """Remove what lmlab wrote in the run directory ``out_dir``: its checkpoints, ``best/``,
+    """Remove what lmlab wrote in the run directory ``out_dir``: its checkpoints, ``best/``, ``flops-*/``,
     ``superseded-step-*/``, ``metrics.jsonl``, ``loss.png``, fine-tuning's ``examples/``, ``eval-*/`` and the
     leftovers of killed writes; any other file there is left. Returns the names removed."""
     removed = []
     for p in sorted(out_dir.iterdir()) if out_dir.is_dir() else ():
-        patterns = (ckpt.STEP_DIR, ckpt.TEMP_DIR, RUN_DIRS) if p.is_dir() else (ckpt.TEMP_FILE, RUN_FILES)
+        patterns = (ckpt.STEP_DIR, ckpt.FLOPS_DIR, ckpt.TEMP_DIR, RUN_DIRS) if p.is_dir() \
+            else (ckpt.TEMP_FILE, RUN_FILES)
         if not any(r.match(p.name) for r in patterns):
             continue
         try:
@@ -271,17 +272,17 @@ def remove_run(out_dir: Path) -> list[str]:
 
 
 def _set_aside_newer(out_dir: Path, resume_path: Path, step: int) -> Path | None:
-    """Resuming from an older checkpoint of this run: move its newer checkpoints (and a newer ``best/``), with a
-    copy of metrics.jsonl, into ``out_dir/superseded-step-NNNNNN[-k]``. They are kept, but neither pruned in favour
-    of the new branch's checkpoints nor taken for its newest by a later ``--resume``."""
+    """Resuming from an older checkpoint of this run: move its newer checkpoints (and a newer ``best/`` or
+    ``flops-*/``), with a copy of metrics.jsonl, into ``out_dir/superseded-step-NNNNNN[-k]``. They are kept, but
+    neither pruned in favour of the new branch's checkpoints nor taken for its newest by a later ``--resume``."""
     newer = [p for p in ckpt.list_checkpoints(out_dir) if int(p.name.split("-")[1]) > step]
-    best = out_dir / ckpt.BEST
-    if best.is_dir():
-        try:
-            if ckpt.read_json(best / ckpt.STATE).get("step", 0) > step:
-                newer.append(best)
-        except CheckpointError:
-            pass
+    for kept in [out_dir / ckpt.BEST, *sorted(p for p in out_dir.iterdir() if ckpt.FLOPS_DIR.match(p.name))]:
+        if kept.is_dir():
+            try:
+                if ckpt.read_json(kept / ckpt.STATE).get("step", 0) > step:
+                    newer.append(kept)
+            except CheckpointError:
+                pass
     if not newer or resume_path.resolve().parent != out_dir.resolve():
         return None
     aside = out_dir / f"superseded-step-{step:06d}"
@@ -505,7 +506,12 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
             bad_total = bad_total + bad
             step += 1
             tokens_seen += sum(b.num_tokens() for b in batches) * d.world_size
-            flops_seen += step_flops
+            flops_before, flops_seen = flops_seen, flops_seen + step_flops
+            # the first step whose FLOPs reach a train.save_at_flops count keeps the model as it is then
+            for count in tc.save_at_flops:  # (a resumed run passes each count where it did: the same step)
+                if flops_before < count <= flops_seen:
+                    ckpt.save_best(out_dir, model, tokenizer, {**state(), "step": step}, write=d.is_main,
+                                   name=ckpt.flops_dir(count))
             if tc.max_flops and flops_seen >= tc.max_flops:  # the compute budget is spent: this step is the last
                 last_step = min(last_step, step)
             if tc.compile and step == first_step + 1:  # the first step compiles: report it, leave it out of tok/s

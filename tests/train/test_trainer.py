@@ -163,6 +163,33 @@ def test_a_flop_budget_stops_objectives_at_equal_compute(sentinel_shards, tmp_pa
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_save_at_flops_keeps_the_model_of_the_step_that_reaches_each_count(sentinel_shards, tmp_path):
+    """train.save_at_flops: flops-<count>/ holds the weights of the first step whose FLOPs reach the count (those
+    of a run stopped at that step), apart from the pruned step checkpoints; a run stopped between the counts and
+    resumed keeps the same ones."""
+    from lmlab.train.checkpoint import flops_dir
+
+    counts = (4e8, 9e8)
+    kw = dict(max_steps=1000, max_flops=1.2e9, eval_every=1000, save_every=2, keep_last=1, save_at_flops=counts)
+    whole = pretrain(_cfg(sentinel_shards, tmp_path / "whole", "clm", **kw))
+    flops = _flops(tmp_path / "whole")  # after each step (log_every is 1)
+    for count in counts:
+        step = next(i for i, f in enumerate(flops, 1) if f >= count)
+        kept = tmp_path / "whole" / flops_dir(count)
+        state = json.loads((kept / "training_state.json").read_text())
+        assert (state["step"], state["flops_seen"]) == (step, flops[step - 1]) and step < whole.step
+        stopped = pretrain(_cfg(sentinel_shards, tmp_path / f"stop-{count:g}", "clm", **kw), stop_after=step)
+        a, b = load_file(str(kept / "model.safetensors")), load_file(str(stopped.checkpoint / "model.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in b)
+    split = tmp_path / f"stop-{counts[0]:g}"  # stopped where the first count was reached: resumed to the end
+    pretrain(_cfg(sentinel_shards, split, "clm", **kw), resume=split)
+    for count in counts:
+        a, b = (load_file(str(run / flops_dir(count) / "model.safetensors")) for run in (tmp_path / "whole", split))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in (tmp_path / "whole").iterdir() if p.is_dir()) == sorted([
+        flops_dir(counts[0]), flops_dir(counts[1]), f"step-{whole.step:06d}"])
+
+
 def test_a_flop_budget_resumes_bit_identically(sentinel_shards, tmp_path):
     kw = dict(max_steps=1000, max_flops=2e9, eval_every=1000, save_every=1000)
     whole = pretrain(_cfg(sentinel_shards, tmp_path / "whole", "clm", **kw))
