@@ -82,6 +82,10 @@ def _cfg(raw: dict):
     (lambda r: r["pretrain"]["train"].update(out_dir="x"), "train.out_dir is set by compare"),
     (lambda r: r["pretrain"]["train"].update(lrr=1.0), r"pretrain/clm-decoder/seed-0: unknown key\(s\) train\.lrr"),
     (lambda r: r.update(objective_overrides={"electra/encoder": {}}), "objective_overrides.electra/encoder: names no"),
+    (lambda r: r.update(eval_at=[0.5, 1.0]), "eval_at: must be a list of distinct fractions of max_flops"),
+    (lambda r: r.update(eval_at=[0.5, 0.5]), "eval_at: must be a list of distinct fractions"),
+    (lambda r: r.update(eval_at=0.5), "eval_at: must be a list"),
+    (lambda r: r["pretrain"]["train"].update(save_at_flops="1e8"), "train.save_at_flops is set by compare"),
 ])
 def test_a_bad_config_is_refused_naming_the_key(sentinel_shards, class_data, tmp_path, change, message):
     raw = _raw(sentinel_shards, tmp_path, class_data)
@@ -176,6 +180,29 @@ def test_the_plan_lists_every_cell_and_skips_what_cannot_run(sentinel_shards, cl
         assert f"#   {row}: " in printed and f"#   {row}: ?" not in printed
 
 
+def test_eval_at_plans_fine_tuning_from_part_of_the_budget_and_changes_no_other_cell(sentinel_shards, class_data,
+                                                                                      tmp_path):
+    from lmlab.train.checkpoint import flops_dir
+
+    raw = _raw(sentinel_shards, tmp_path, class_data)
+    out = tmp_path / "out"
+    before = plan(_cfg(raw), out)
+    cells = plan(_cfg({**raw, "eval_at": [0.5, 0.25]}), out)
+    assert [c.id for c in cells[:len(before)]] == [c.id for c in before]  # the same cells first, in the same order
+    for old, new in zip(before, cells, strict=False):
+        assert (new.out_dir, new.na, new.command() == old.command()) == (old.out_dir, old.na, new.kind != "pretrain")
+        if new.kind == "pretrain":
+            assert (new.config().train.save_at_flops, old.config().train.save_at_flops) == ((7.5e7, 1.5e8), ())
+            assert new.config() == _run_config(new.command())
+    extra = cells[len(before):]
+    assert [c.id for c in extra] == [f"{k}/classes/{r}@{f}/seed-{s}" for r in ("clm-decoder", "mlm-encoder")
+                                     for f in ("0.25", "0.5") for s in (0, 1) for k in ("finetune", "evaluate")]
+    ft = {c.id: c for c in extra}["finetune/classes/mlm-encoder@0.25/seed-1"]
+    assert ft.out_dir == out / "finetune" / "classes" / "mlm-encoder@0.25" / "seed-1"
+    assert ft.config().finetune.init == str(out / "pretrain" / "mlm-encoder" / "seed-1" / flops_dir(7.5e7))
+    assert all(c.config() == _run_config(c.command()) for c in extra if c.kind == "finetune")
+
+
 def _toml(raw: dict) -> str:
     """A small TOML writer for the test's configs (tables of scalars, nested tables)."""
     def value(v):
@@ -224,6 +251,28 @@ def _files(root: Path) -> dict[str, float]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
 
+def _runs(files: dict[str, float]) -> dict[str, float]:
+    """The files of the cells (and timings.json): all but the report and its figures, which each run rewrites."""
+    from lmlab.compare.plots import FIGURES
+
+    return {k: v for k, v in files.items() if k not in ("report.md", "report.html", *FIGURES.values())}
+
+
+def _check_html(out: Path, figures: list[str]) -> str:
+    """report.html: every heading and table row of report.md, the figures inside it as data, nothing from outside."""
+    page, report = (out / "report.html").read_text(), (out / "report.md").read_text()
+    for line in report.splitlines():
+        if line.startswith("## "):
+            assert f"<h2>{line[3:]}</h2>" in page
+        if line.startswith("| ") and "**" not in line and "`" not in line:
+            assert ">" + line.strip("| ").split(" | ")[0] + "</t" in page  # (a <th> or a <td>)
+    for name in figures:
+        assert f"]({name})" in report and (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page.count('<img alt="') == page.count('src="data:image/png;base64,') == len(figures)
+    assert not any(s in page for s in ("http:", "https:", "<link", "<script", "src=\"file", "href="))
+    return page
+
+
 def test_a_tiny_comparison_runs_skips_what_is_done_and_resumes(sentinel_shards, class_data, tmp_path):
     from lmlab.compare.cells import TIMINGS, run_status
     from lmlab.train import pretrain
@@ -261,6 +310,9 @@ def test_a_tiny_comparison_runs_skips_what_is_done_and_resumes(sentinel_shards, 
         line = next(t for t in table if t.startswith(f"| {row} |"))
         assert line.count("±") == 2 and "(n=2)" in line
     assert sum(t.count("**") for t in table[:6]) == 2 * 2  # the best of each of the two columns is marked
+    page = _check_html(out, ["scores.png", "pretraining-curves.png", "pretraining-cost.png"])
+    assert "NOT comparable across objectives" not in report and "Not comparable across objectives" in page
+    assert not (out / "scores-vs-flops.png").exists() and "against pretraining FLOPs" not in report
     timings = json.loads((out / TIMINGS).read_text())
     assert len(timings) == 4 * 2 * 2 + 4
 
@@ -270,8 +322,41 @@ def test_a_tiny_comparison_runs_skips_what_is_done_and_resumes(sentinel_shards, 
     (tmp_path / "compare.toml").write_text(_toml(raw))
     assert main(["compare", "--config", str(tmp_path / "compare.toml"), "--out", str(out)]) == 0  # the command too
     after = _files(out)
-    assert {k: v for k, v in after.items() if k != "report.md"} == {k: v for k, v in before.items()
-                                                                    if k != "report.md"}
+    assert _runs(after) == _runs(before)
+
+
+def test_eval_at_fine_tunes_from_part_of_the_budget_end_to_end(sentinel_shards, class_data, tmp_path):
+    """Pretraining keeps its model at each eval_at fraction of the budget, each task is fine-tuned from it too, and
+    the report shows the scores against pretraining FLOPs. A fraction added after pretraining finished cannot run:
+    its cells say why, and nothing is retrained."""
+    from lmlab.train.checkpoint import flops_dir
+
+    raw = {**_raw(sentinel_shards, tmp_path, class_data, ("clm/decoder",)), "eval_at": [0.5]}
+    out = tmp_path / "out"
+    actions = run_compare(_cfg(raw), out, log=lambda _: None)
+    assert set(actions.values()) == {"ran"} and len(actions) == 2 + 3 * 2 * 2  # clm, none, clm@0.5 x 2 seeds
+    for seed in (0, 1):
+        kept = json.loads((out / "pretrain" / "clm-decoder" / f"seed-{seed}" / flops_dir(1.5e8) /
+                           "training_state.json").read_text())
+        assert 1.5e8 <= kept["flops_seen"] < 3e8
+        run = out / "finetune" / "classes" / "clm-decoder@0.5" / f"seed-{seed}"
+        assert json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["init"]["init"].endswith(
+            f"seed-{seed}/{flops_dir(1.5e8)}")
+        assert (run / "eval-test" / "scores.json").is_file()
+    report = (out / "report.md").read_text()
+    assert "## Downstream scores against pretraining FLOPs" in report and "None: every cell has run." in report
+    assert "| row | 0 (none row) | 0.5 × budget (1.5e+08) | 1 × budget (3e+08) |" in report
+    sweep = [line for line in report.splitlines() if line.startswith("| clm/decoder | ") and line.count("±") == 3]
+    assert len(sweep) == 1 and sweep[0].count("(n=2)") == 3  # none at 0, 0.5 and the whole budget
+    _check_html(out, ["scores.png", "scores-vs-flops.png", "pretraining-curves.png", "pretraining-cost.png"])
+
+    before, logged = _files(out), []
+    again = run_compare(_cfg({**raw, "eval_at": [0.25, 0.5]}), out, log=logged.append)
+    assert {k: v for k, v in again.items() if v != "skipped"} == {
+        f"{k}/classes/clm-decoder@0.25/seed-{s}": "blocked" for k in ("finetune", "evaluate") for s in (0, 1)}
+    assert any("did not keep flops-7.5e+07" in line and "delete that run" in line for line in logged)
+    assert _runs(_files(out)) == _runs(before)
+    assert "- finetune/classes/clm-decoder@0.25/seed-0" in (out / "report.md").read_text()
 
 
 def test_the_command_reports_a_bad_config_and_exits_2(tmp_path, capsys):

@@ -5,7 +5,9 @@ Pretraining: ``OUT/pretrain/<objective>-<arch>/seed-<s>``, stopped by ``train.ma
 ``OUT/finetune/<task>/<row>/seed-<s>`` from the pretraining run of the same row and seed (or, for the ``none``
 row, from random weights of the architecture's model with the shards' tokenizer), then evaluated on the test
 split (``eval-test/scores.json`` in the run). A combination the task cannot train (a summary from an encoder) is a
-cell marked not applicable, with the reason.
+cell marked not applicable, with the reason. With ``eval_at``, pretraining also keeps its model at those fractions
+of the budget (``train.save_at_flops``), and each is fine-tuned and evaluated in
+``OUT/finetune/<task>/<row>@<fraction>/seed-<s>``, after every other cell.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ Kind = Literal["pretrain", "finetune", "evaluate"]
 Status = Literal["new", "partial", "done", "n/a"]
 TIMINGS = "timings.json"  # OUT/timings.json: each cell's wall seconds, summed over the calls that ran it
 SCORES = Path("eval-test") / "scores.json"  # a fine-tuning run's test scores, as `lmlab evaluate` writes them
-_SET_BY_COMPARE = {"train": ("out_dir", "seed", "max_flops"), "data": ("path", "train"), "objective": ("name",),
+_SET_BY_COMPARE = {"train": ("out_dir", "seed", "max_flops", "save_at_flops"), "data": ("path", "train"),
+                   "objective": ("name",),
                    "finetune": ("init", "scratch", "tokenizer")}
 
 
@@ -34,7 +37,8 @@ _SET_BY_COMPARE = {"train": ("out_dir", "seed", "max_flops"), "data": ("path", "
 class Cell:
     """One run of the comparison. ``sections`` are the run config's overrides (``{"train": {...}, "preset":
     ...}``) on top of ``config_file`` (a task's fine-tuning config) or the defaults; ``na`` says why a cell cannot
-    run (then it never does)."""
+    run (then it never does); ``at``, the fraction of the pretraining budget a fine-tuning cell starts from (None:
+    the whole budget, or no pretraining)."""
 
     kind: Kind
     row: Row
@@ -44,12 +48,24 @@ class Cell:
     config_file: str | None = None
     sections: dict[str, Any] = field(default_factory=dict)
     na: str = ""
+    at: float | None = None
+
+    @property
+    def slug(self) -> str:
+        """The row's directory name, with ``@<fraction>`` for a cell from part of the budget: ``clm-decoder@0.25``."""
+        return _slug(self.row, self.at)
 
     @property
     def id(self) -> str:
-        """``pretrain/clm-decoder/seed-0``, ``finetune/sections/none-encoder/seed-1``, ``evaluate/...``."""
+        """``pretrain/clm-decoder/seed-0``, ``finetune/sections/none-encoder/seed-1``, ``evaluate/...``,
+        ``finetune/sections/clm-decoder@0.25/seed-0``."""
         task = f"{self.task.name}/" if self.task is not None else ""
-        return f"{self.kind}/{task}{self.row.slug}/seed-{self.seed}"
+        return f"{self.kind}/{task}{self.slug}/seed-{self.seed}"
+
+    @property
+    def init(self) -> str:
+        """A fine-tuning cell's ``finetune.init`` ('' for the others)."""
+        return self.sections.get("finetune", {}).get("init", "") if self.kind == "finetune" else ""
 
     def config(self) -> Config:
         """The run's configuration, checked (raises ConfigError naming the key)."""
@@ -72,11 +88,17 @@ class Cell:
         return shlex.join(args)
 
 
+def _slug(row: Row, at: float | None) -> str:
+    return row.slug + (f"@{at:g}" if at is not None else "")
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):  # short where exact: 1e+13, 0.002
         return f"{value:g}" if float(f"{value:g}") == value else repr(value)
+    if isinstance(value, tuple):  # train.save_at_flops: 2.5e+12,5e+12
+        return ",".join(_text(v) for v in value)
     return str(value)
 
 
@@ -93,8 +115,9 @@ def _own(layer: Overrides, where: str) -> Overrides:
     for section, keys in _SET_BY_COMPARE.items():
         for key in keys:
             if key in layer.get(section, {}):
-                raise ConfigError(f"{where}: {section}.{key} is set by compare (out_dir, seed and budget per cell, "
-                                  "the shards, the row's objective and init); leave it out")
+                raise ConfigError(f"{where}: {section}.{key} is set by compare (out_dir, seed, budget and "
+                                  "eval_at's save_at_flops per cell, the shards, the row's objective and init); "
+                                  "leave it out")
     return layer
 
 
@@ -116,7 +139,8 @@ def _na(kind: str, row: Row, cfg: CompareConfig) -> str:
 
 
 def plan(cfg: CompareConfig, out: str | Path) -> list[Cell]:
-    """Every cell of the comparison, in the order they run: pretraining, then per task fine-tuning and evaluation.
+    """Every cell of the comparison, in the order they run: pretraining, then per task fine-tuning and evaluation,
+    then (with ``eval_at``) fine-tuning and evaluation from part of the budget.
     Each run configuration is built and checked here, so a bad key fails before anything runs.
 
     Raises:
@@ -125,6 +149,7 @@ def plan(cfg: CompareConfig, out: str | Path) -> list[Cell]:
     out = Path(out)
     shared = _own(cfg.pretrain, f"{cfg.source}: [pretrain]")
     cells: list[Cell] = []
+    keep = {"save_at_flops": tuple(f * cfg.max_flops for f in cfg.eval_at)} if cfg.eval_at else {}
     for row in cfg.rows:
         extra = _own(cfg.objective_overrides.get(row.name, {}), f"{cfg.source}: objective_overrides.{row.name}")
         for seed in cfg.seeds:
@@ -133,25 +158,40 @@ def plan(cfg: CompareConfig, out: str | Path) -> list[Cell]:
                 {k: v for k, v in shared.items() if k != "model"},
                 {k: v for k, v in extra.items() if k != "model"},
                 {"objective": {"name": row.objective}, "data": {"path": cfg.shards},
-                 "train": {"max_flops": cfg.max_flops, "seed": seed, "out_dir": str(run)}})}
+                 "train": {"max_flops": cfg.max_flops, **keep, "seed": seed, "out_dir": str(run)}})}
             sections["model"] = {**shared.get("model", {}), **sections["model"]}
             cells.append(Cell("pretrain", row, seed, run, sections=sections))
     tokenizer = str(Path(cfg.shards) / "tokenizer.json")
-    for task in cfg.tasks:
-        own = _own(task.overrides, f"{cfg.source}: task.{task.name}.overrides")
-        kind = load_config(task.config, own).objective.name
+    tasks = [(task, _own(task.overrides, f"{cfg.source}: task.{task.name}.overrides")) for task in cfg.tasks]
+    kinds = {task.name: load_config(task.config, own).objective.name for task, own in tasks}
+
+    def finetune(task: TaskSpec, own: Overrides, row: Row, seed: int, at: float | None = None) -> list[Cell]:
+        """A fine-tuning cell and its evaluation: from the row's pretraining run (its model at ``at`` of the
+        budget), or for a ``none`` row from the architecture's model at random with the shards' tokenizer."""
+        run = out / "finetune" / task.name / _slug(row, at) / f"seed-{seed}"
+        pretrained = out / "pretrain" / row.slug / f"seed-{seed}"
+        if row.objective == "none":
+            start = {**_model(cfg, row.arch), "finetune": {"init": "none", "tokenizer": tokenizer}}
+        else:
+            from lmlab.train.checkpoint import flops_dir
+
+            init = pretrained / flops_dir(at * cfg.max_flops) if at is not None else pretrained
+            start = {"finetune": {"init": str(init)}}
+        sections = {**start, **_merge({k: v for k, v in start.items() if k != "preset"}, own, {
+            "data": {"train": task.data}, "train": {"seed": seed, "out_dir": str(run)}})}
+        na = _na(kinds[task.name], row, cfg)
+        return [Cell("finetune", row, seed, run, task, task.config, sections, na, at),
+                Cell("evaluate", row, seed, run, task, na=na, at=at)]
+
+    for task, own in tasks:
         for row in cfg.all_rows:
-            na = _na(kind, row, cfg)
             for seed in cfg.seeds:
-                run = out / "finetune" / task.name / row.slug / f"seed-{seed}"
-                if row.objective == "none":  # the architecture's model at random, the shards' tokenizer
-                    start = {**_model(cfg, row.arch), "finetune": {"init": "none", "tokenizer": tokenizer}}
-                else:
-                    start = {"finetune": {"init": str(out / "pretrain" / row.slug / f"seed-{seed}")}}
-                sections = {**start, **_merge({k: v for k, v in start.items() if k != "preset"}, own, {
-                    "data": {"train": task.data}, "train": {"seed": seed, "out_dir": str(run)}})}
-                cells.append(Cell("finetune", row, seed, run, task, task.config, sections, na))
-                cells.append(Cell("evaluate", row, seed, run, task, na=na))
+                cells += finetune(task, own, row, seed)
+    for task, own in tasks:
+        for row in cfg.rows:
+            for at in cfg.eval_at:
+                for seed in cfg.seeds:
+                    cells += finetune(task, own, row, seed, at)
     for cell in cells:
         if not cell.na and cell.kind != "evaluate":
             try:
@@ -181,6 +221,18 @@ def run_status(run_dir: str | Path) -> Status:
     if patience and state.get("best", {}).get("stale", 0) >= patience:
         return "done"
     return "partial"
+
+
+def missing_init(cell: Cell) -> str:
+    """Why a fine-tuning cell from part of the budget (``eval_at``) cannot start yet, or '': its pretraining run
+    has not kept the model it starts from (``flops-<count>/``)."""
+    if cell.at is None or cell.kind != "finetune" or cell.na or Path(cell.init).is_dir():
+        return ""
+    pretrained = Path(cell.init).parent
+    if run_status(pretrained) != "done":
+        return f"its pretraining run {pretrained} is not done"
+    return (f"its pretraining run {pretrained} is done but did not keep {Path(cell.init).name} (it ran before "
+            f"eval_at was set, or ended short of those FLOPs): delete that run to pretrain it again")
 
 
 def cell_status(cell: Cell) -> Status:
@@ -224,17 +276,26 @@ def run_cell(cell: Cell, status: Status) -> None:
 
 def run_compare(cfg: CompareConfig, out: str | Path, log: Callable[[str], None] = print) -> dict[str, str]:
     """Run every cell of the comparison that is not done (resuming the partial ones), then write the report.
-    Returns what happened to each cell by id: ``ran``, ``resumed``, ``skipped`` (done before) or ``n/a``."""
+    Returns what happened to each cell by id: ``ran``, ``resumed``, ``skipped`` (done before), ``n/a``, or
+    ``blocked``: a cell from part of the budget whose pretraining run did not keep that model (logged with why;
+    the report lists it as missing), and its evaluation."""
     from lmlab.compare.report import write_report
 
     out = Path(out)
     cells = plan(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
     actions: dict[str, str] = {}
+    blocked: set[Path] = set()
     for i, cell in enumerate(cells, 1):
         status = cell_status(cell)
         if status in ("done", "n/a"):
             actions[cell.id] = "skipped" if status == "done" else "n/a"
+            continue
+        if cell.out_dir in blocked or (status == "new" and (why := missing_init(cell))):
+            actions[cell.id] = "blocked"
+            if cell.out_dir not in blocked:
+                log(f"[{i}/{len(cells)}] cannot run {cell.id}: {why}")
+            blocked.add(cell.out_dir)
             continue
         actions[cell.id] = "resumed" if status == "partial" else "ran"
         log(f"[{i}/{len(cells)}] {'resume' if status == 'partial' else 'run'} {cell.id}")
@@ -244,5 +305,5 @@ def run_compare(cfg: CompareConfig, out: str | Path, log: Callable[[str], None] 
         finally:
             _add_time(out, cell, time.perf_counter() - t0)
     report = write_report(cfg, out, cells)
-    log(f"wrote {report}")
+    log(f"wrote {report}, {report.with_suffix('.html').name} and its figures")
     return actions

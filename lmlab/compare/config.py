@@ -12,6 +12,7 @@ each section (``train.*``, ``model.*``...) are checked by :mod:`lmlab.config` as
     seeds = [0, 1, 2]
     max_flops = 2e13                        # train.max_flops of each pretraining run
     none_row = true                         # fine-tune each architecture from random weights too
+    eval_at = [0.25, 0.5]                   # optional: also fine-tune from these fractions of max_flops
 
     [pretrain]                              # every pretraining run: [section] tables of a run config
     train = { batch_size = 16, lr = 1e-3 }
@@ -29,6 +30,12 @@ each section (``train.*``, ``model.*``...) are checked by :mod:`lmlab.config` as
     data = "data/debian-sections"
     metrics = ["accuracy", "macro_f1"]      # the main metric, then the secondary one
     overrides = { train = { max_steps = 300 } }
+
+``eval_at`` (absent or empty by default: nothing more runs) lists fractions of ``max_flops``, each in (0, 1). Each
+pretraining run then also keeps its model at the first step whose FLOPs reach each fraction of the budget
+(``train.save_at_flops``: ``flops-<count>/`` in the run), and every task is also fine-tuned from those models, in
+cells of their own (``OUT/finetune/<task>/<row>@<fraction>/seed-<s>``), for the report's downstream metric
+against pretraining FLOPs: the ``none`` row at 0, these fractions, and the full budget.
 """
 
 from __future__ import annotations
@@ -99,6 +106,7 @@ class CompareConfig:
     pretrain: Overrides = field(default_factory=dict)
     objective_overrides: dict[str, Overrides] = field(default_factory=dict)
     none_row: bool = True
+    eval_at: tuple[float, ...] = ()  # fractions of max_flops whose models are fine-tuned too, ascending
     source: str = ""
     text: str = ""  # the file as written
 
@@ -109,7 +117,8 @@ class CompareConfig:
         return self.rows + nones
 
 
-_TOP = ("shards", "objectives", "seeds", "max_flops", "none_row", "pretrain", "arch", "objective_overrides", "task")
+_TOP = ("shards", "objectives", "seeds", "max_flops", "none_row", "eval_at", "pretrain", "arch", "objective_overrides",
+        "task")
 _TASK_KEYS = ("config", "data", "metrics", "overrides", "num_beams")
 
 
@@ -221,6 +230,12 @@ def parse_compare_config(raw: dict[str, Any], source: str = "<dict>", root: Path
     none_row = raw.get("none_row", True)
     if not isinstance(none_row, bool):
         raise _fail(f"{source}: none_row", f"must be true or false, got {none_row!r}")
+    eval_at = raw.get("eval_at", [])
+    if (not isinstance(eval_at, list) or any(not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f < 1
+                                              for f in eval_at)
+            or len({f"{f:g}" for f in eval_at}) != len(eval_at)):
+        raise _fail(f"{source}: eval_at", f"must be a list of distinct fractions of max_flops, each above 0 and "
+                    f"below 1 (the full budget is always scored), got {eval_at!r}")
     archs: dict[str, ArchSpec] = {}
     arch_tables = _table(raw.get("arch", {}), f"{source}: arch")
     for arch, value in arch_tables.items():
@@ -246,7 +261,7 @@ def parse_compare_config(raw: dict[str, Any], source: str = "<dict>", root: Path
         tasks=tuple(_task(n, v, root) for n, v in tasks.items()),
         pretrain=_overrides(raw.get("pretrain", {}), f"{source}: pretrain"),
         objective_overrides={k: _overrides(v, f"{source}: objective_overrides.{k}") for k, v in extra.items()},
-        none_row=none_row, source=source)
+        none_row=none_row, eval_at=tuple(sorted(float(f) for f in eval_at)), source=source)
 
 
 def load_compare_config(path: str | Path) -> CompareConfig:

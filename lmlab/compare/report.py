@@ -2,8 +2,9 @@
 was run where.
 
 :func:`aggregate` and :func:`mark_best` are pure (numbers in, numbers out); :func:`collect` reads the cells'
-files into a :class:`ReportData`; renderers turn that into a page (:func:`render_markdown`; plots and an HTML
-page are renderers of the same data still to come).
+files into a :class:`ReportData`; renderers turn that into pages: the figures (:mod:`lmlab.compare.plots`, PNGs
+beside the report), :func:`render_markdown` (``report.md``, which shows the figures), and ``report.html``, the
+same page made self-contained (:mod:`lmlab.compare.html`: the figures inside it as data).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from lmlab.compare.config import CompareConfig
 from lmlab.train.log import read_metrics
 
 REPORT = "report.md"
+HTML = "report.html"
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,10 @@ class ReportData:
     params: dict[str, tuple[int, int] | None]  # row -> (all parameters, non-embedding)
     missing: list[str]  # cells not done yet
     provenance: dict[str, str] = field(default_factory=dict)
-    curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # pretrain cell id -> metrics.jsonl rows
+    curves: dict[str, dict[int, list[dict[str, Any]]]] = field(default_factory=dict)  # row -> seed -> metrics.jsonl
+    scores: dict[str, dict[tuple[str, str], list[float]]] = field(default_factory=dict)  # the table's seeds' values
+    # eval_at: row -> fraction of the budget -> column -> scores over seeds of the fine-tuning from there
+    sweep: dict[str, dict[float, dict[tuple[str, str], Stat | None]]] = field(default_factory=dict)
 
 
 def _cost(rows: list[dict[str, Any]]) -> tuple[float, float, float, float]:
@@ -155,11 +160,13 @@ def collect(cfg: CompareConfig, out: str | Path, cells: list[Cell]) -> ReportDat
     rows = [r.name for r in cfg.all_rows]
     columns = [(t.name, m) for t in cfg.tasks for m in t.metrics]
     values: dict[str, dict[tuple[str, str], list[float]]] = {r: {c: [] for c in columns} for r in rows}
+    at_values: dict[str, dict[float, dict[tuple[str, str], list[float]]]] = {
+        r.name: {f: {c: [] for c in columns} for f in cfg.eval_at} for r in cfg.rows} if cfg.eval_at else {}
     na: dict[tuple[str, str], str] = {}
     missing: list[str] = []
     timings = json.loads((out / TIMINGS).read_text(encoding="utf-8")) if (out / TIMINGS).is_file() else {}
     per_row: dict[str, list[tuple[float, float, float, float, float | None]]] = {r.name: [] for r in cfg.rows}
-    curves: dict[str, list[dict[str, Any]]] = {}
+    curves: dict[str, dict[int, list[dict[str, Any]]]] = {r.name: {} for r in cfg.rows}
     for cell in cells:
         status = cell_status(cell)
         if status == "n/a":
@@ -170,14 +177,15 @@ def collect(cfg: CompareConfig, out: str | Path, cells: list[Cell]) -> ReportDat
             missing.append(cell.id)
             continue
         if cell.kind == "pretrain":
-            curves[cell.id] = read_metrics(cell.out_dir / "metrics.jsonl")
-            per_row[cell.row.name].append((*_cost(curves[cell.id]), timings.get(cell.id)))
+            records = curves[cell.row.name][cell.seed] = read_metrics(cell.out_dir / "metrics.jsonl")
+            per_row[cell.row.name].append((*_cost(records), timings.get(cell.id)))
         elif cell.kind == "evaluate":
             assert cell.task is not None
             scores = json.loads((cell.out_dir / SCORES).read_text(encoding="utf-8"))["scores"]
+            into = values[cell.row.name] if cell.at is None else at_values[cell.row.name][cell.at]
             for metric in cell.task.metrics:
                 if metric in scores:
-                    values[cell.row.name][(cell.task.name, metric)].append(float(scores[metric]))
+                    into[(cell.task.name, metric)].append(float(scores[metric]))
     costs: dict[str, PretrainCost | None] = {}
     for row, runs in per_row.items():
         if not runs:
@@ -189,8 +197,22 @@ def collect(cfg: CompareConfig, out: str | Path, cells: list[Cell]) -> ReportDat
                                   statistics.fmean(flops), sum(tokens) / max(sum(train_s), 1e-9),
                                   statistics.fmean(train_s), statistics.fmean(known) if known else None)
     table = {r: {c: aggregate(v) for c, v in cols.items()} for r, cols in values.items()}
+    sweep = {r: {f: {c: aggregate(v) for c, v in cols.items()} for f, cols in by.items()} for r, by in
+             at_values.items()}
     return ReportData(cfg, rows, columns, table, na, costs, param_counts(cells, cfg.shards), missing,
-                      provenance(cfg), curves)
+                      provenance(cfg), curves, values, sweep)
+
+
+def sweep_points(data: ReportData, row: str, column: tuple[str, str]) -> list[tuple[float, Stat]]:
+    """A pretrained row's scores in ``column`` against its pretraining FLOPs: its architecture's ``none`` row at 0,
+    the fine-tunings from each ``eval_at`` fraction of the budget, and the whole budget; what is not scored yet
+    is left out. The FLOPs are the nominal ones (each model is the first step's at or past them)."""
+    cfg = data.cfg
+    arch = row.rsplit("/", 1)[1]
+    points: list[tuple[float, Stat | None]] = [(0.0, data.table.get(f"none/{arch}", {}).get(column))]
+    points += [(f * cfg.max_flops, data.sweep[row][f][column]) for f in cfg.eval_at]
+    points.append((cfg.max_flops, data.table[row][column]))
+    return [(x, s) for x, s in points if s is not None]
 
 
 def _count(n: float) -> str:
@@ -200,10 +222,42 @@ def _count(n: float) -> str:
     return f"{n:.0f}"
 
 
-def render_markdown(data: ReportData) -> str:
-    """The report as Markdown: the main table (best of each column in bold, ties with it marked ≈), the
-    pretraining costs, the parameters, what is missing, and what was run where."""
+def _sweep_tables(data: ReportData) -> list[str]:
+    """``eval_at``: per task, its main metric for each pretrained row from 0 (the none row) to the whole budget."""
     cfg = data.cfg
+    fractions = [0.0, *cfg.eval_at, 1.0]
+    lines = ["## Downstream scores against pretraining FLOPs", "",
+             f"Each pretrained row fine-tuned from its model at {', '.join(f'{f:g}' for f in cfg.eval_at)} and 1 "
+             f"times the budget ({cfg.max_flops:.3g} FLOPs; each model is that of the first step at or past those "
+             "FLOPs), and at 0 its architecture's `none` row: each task's main metric, mean ± standard deviation "
+             "over seeds.", ""]
+    for task in cfg.tasks:
+        column = (task.name, task.metrics[0])
+        lines += [f"{task.name} {task.metrics[0]}:", "",
+                  "| row | " + " | ".join(f"{f:g} × budget ({f * cfg.max_flops:.3g})" if f else "0 (none row)"
+                                           for f in fractions) + " |",
+                  "|---|" + "---|" * len(fractions)]
+        for row in (r.name for r in cfg.rows):
+            if (row, task.name) in data.na:
+                continue
+            got = dict(sweep_points(data, row, column))
+            lines.append(f"| {row} | " + " | ".join(got[f * cfg.max_flops].text() if f * cfg.max_flops in got
+                                                    else "—" for f in fractions) + " |")
+        lines.append("")
+    return lines
+
+
+def _figure(figures: dict[str, str], key: str, caption: str) -> list[str]:
+    return [f"![{caption}]({figures[key]})", ""] if key in figures else []
+
+
+def render_markdown(data: ReportData, figures: dict[str, str] | None = None) -> str:
+    """The report as Markdown: the main table (best of each column in bold, ties with it marked ≈) and its
+    figure, with ``eval_at`` the scores against pretraining FLOPs, the pretraining costs and loss curves, the
+    parameters, what is missing, and what was run where. ``figures``: the PNG file of each figure drawn
+    (:func:`lmlab.compare.plots.draw`), by key; those not given are left out."""
+    cfg = data.cfg
+    figures = figures or {}
     lines = ["# Pretraining objectives compared downstream", "",
              f"Each pretraining run stops at the same compute, `train.max_flops` = {cfg.max_flops:.3g} FLOPs; every "
              f"row is then fine-tuned on each task and scored on its test split; {len(cfg.seeds)} seed(s) "
@@ -229,10 +283,18 @@ def render_markdown(data: ReportData) -> str:
     if data.na:
         lines += ["", "Not applicable:", ""] + [f"- {row} on {task}: {why}" for (row, task), why in
                                                  sorted(data.na.items())]
-    lines += ["", "## Pretraining runs", "",
+    lines.append("")
+    lines += _figure(figures, "scores", "Each task's main metric per row: mean ± standard deviation over seeds "
+                     "(dots: the seeds); hatched: the none rows, no pretraining")
+    if cfg.eval_at:
+        lines += _sweep_tables(data)
+        lines += _figure(figures, "sweep", "Each task's main metric against the pretraining FLOPs its model had: "
+                         "0 is the architecture's none row")
+    lines += ["## Pretraining runs", "",
               "Means over the seeds run. tokens/s and training time count training steps only (from "
               "`metrics.jsonl`); wall time is the whole run as `lmlab compare` timed it. Each objective's own loss "
-              "is in its runs' `metrics.jsonl` and `loss.png`; losses of different objectives are not comparable.",
+              "is in its runs' `metrics.jsonl` and `loss.png`, and in the curves below; losses of different "
+              "objectives are not comparable.",
               "", "| row | runs | steps | tokens | FLOPs | tokens/s | training time (s) | wall time (s) |",
               "|---|---|---|---|---|---|---|---|"]
     for row, c in data.costs.items():
@@ -242,7 +304,18 @@ def render_markdown(data: ReportData) -> str:
         wall = f"{c.wall_s:.1f}" if c.wall_s is not None else "—"
         lines.append(f"| {row} | {c.runs} | {c.steps:.0f} | {_count(c.tokens)} | {c.flops:.3g} | "
                      f"{c.tokens_per_s:,.0f} | {c.train_s:.1f} | {wall} |")
-    lines += ["", "## Parameters", "", "Non-embedding leaves out the lookup-only tables: positions, token types and, "
+    lines.append("")
+    lines += _figure(figures, "cost", "What each objective's pretraining cost on this machine: tokens/s, and "
+                     "training and wall time per run (means over seeds)")
+    if "curves" in figures:
+        lines += ["**Not comparable across objectives**: each curve is an objective's own loss, the loss of the "
+                  "prediction it trains (next token, masked tokens, replaced-token detection, spans...), so a "
+                  "lower curve is not a better model; compare each row's curve with itself only. Training loss "
+                  "against training FLOPs, the mean over seeds and, shaded, the lowest to the highest seed; "
+                  "validation loss as points.", ""]
+        lines += _figure(figures, "curves", "Each objective's own pretraining loss against FLOPs (not comparable "
+                         "across objectives)")
+    lines += ["## Parameters", "", "Non-embedding leaves out the lookup-only tables: positions, token types and, "
               "where the head is untied, the input token embedding (a tied one is also the output head, so it "
               "counts).", "", "| row | parameters | non-embedding |", "|---|---|---|"]
     for row, n in data.params.items():
@@ -254,14 +327,24 @@ def render_markdown(data: ReportData) -> str:
     return "\n".join(lines)
 
 
-def write_report(cfg: CompareConfig, out: str | Path, cells: list[Cell]) -> Path:
-    """Collect the results under ``out`` and write ``out/report.md``; returns its path."""
-    data = collect(cfg, out, cells)
-    path = Path(out) / REPORT
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(render_markdown(data), encoding="utf-8")
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-    return path
+
+
+def write_report(cfg: CompareConfig, out: str | Path, cells: list[Cell]) -> Path:
+    """Collect the results under ``out`` and write the figures (PNG), ``out/report.md`` and ``out/report.html``
+    (the same page, self-contained: the figures inside it); returns the path of ``report.md``."""
+    from lmlab.compare.html import markdown_to_html
+    from lmlab.compare.plots import draw
+
+    out = Path(out)
+    data = collect(cfg, out, cells)
+    text = render_markdown(data, draw(data, out))
+    _write(out / REPORT, text)
+    _write(out / HTML, markdown_to_html(text, out, "Pretraining objectives compared downstream"))
+    return out / REPORT
 
 
 
