@@ -42,7 +42,7 @@ class ModelKindError(InferenceError):
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", for_inference: bool = False,
-         dtype: str = "fp32") -> tuple[torch.nn.Module, AutoTokenizer | None]:
+         dtype: str = "fp32", quantize: str | None = None) -> tuple[torch.nn.Module, AutoTokenizer | None]:
     """Load ``(model, tokenizer)`` from a checkpoint directory, the newest checkpoint of a run directory, or a
     Hugging Face model directory.
 
@@ -53,27 +53,29 @@ def load(path: str | Path, device: str | torch.device = "cpu", for_inference: bo
     it where it takes a tokenizer (``tokenizer.lmlab_tokenizer`` is the lmlab ``Tokenizer`` inside).
     ``for_inference=True`` readies the model to run only, for good (:meth:`lmlab.model.Transformer.for_inference`:
     no gradients, the decoding weight layout made once, each weight held once), with ``dtype="bf16"`` in
-    bfloat16; the CLI's commands and the pipelines load models that way.
+    bfloat16 and ``quantize="int8"`` with int8 weight matrices (:mod:`lmlab.model.quant`); the CLI's commands
+    and the pipelines load models that way.
 
     Raises:
         CheckpointError: the directory is missing, incomplete or corrupt.
     """
     from lmlab.train.checkpoint import resolve_model_dir
 
-    model, tok = _load(path, device, for_inference, dtype)
+    model, tok = _load(path, device, for_inference, dtype, quantize)
     if tok is None:
         return model, None
     context = model.config.max_seq_len if model.config.position == "learned" else None
     return model, AutoTokenizer(tok, **_tokenizer_options(resolve_model_dir(path), context))
 
 
-def _load(path: str | Path, device: str | torch.device = "cpu", for_inference: bool = False, dtype: str = "fp32"):
+def _load(path: str | Path, device: str | torch.device = "cpu", for_inference: bool = False, dtype: str = "fp32",
+          quantize: str | None = None):
     """``(model, lmlab Tokenizer)``: :func:`lmlab.train.load_model`, for lmlab's own code; the model knows the
     tokenizer's ids that generation defaults to (:func:`lmlab.infer.generate.generation_ids`)."""
     from lmlab.infer.generate import set_generation_ids
     from lmlab.train.checkpoint import load_model
 
-    model, tok = load_model(path, device, for_inference=for_inference, dtype=dtype)
+    model, tok = load_model(path, device, for_inference=for_inference, dtype=dtype, quantize=quantize)
     if tok is not None:
         set_generation_ids(model, tok)
     return model, tok
@@ -490,7 +492,7 @@ Task = Literal["any", "masked-lm", "causal-lm", "seq2seq-lm", "sequence-classifi
 
 
 def load_for_task(path: str | Path, task: Task, device: str | torch.device = "cpu",
-                  for_inference: bool = False, dtype: str = "fp32"):
+                  for_inference: bool = False, dtype: str = "fp32", quantize: str | None = None):
     """Load ``(model, tokenizer)`` and check the model fits ``task``.
 
     A decoder trained with masked LM (its ``training_state.json`` says so) is returned with its stack set
@@ -505,7 +507,7 @@ def load_for_task(path: str | Path, task: Task, device: str | torch.device = "cp
         CheckpointError: the checkpoint is missing, incomplete or corrupt.
         ModelKindError: the model is of another kind, or has no token head or classifier where one is needed.
     """
-    model, tokenizer = _load(path, device, for_inference, dtype)
+    model, tokenizer = _load(path, device, for_inference, dtype, quantize)
     if model.arch == "decoder" and trained_objective(path) in _BIDIRECTIONAL_OBJECTIVES:
         model.decoder.causal = False
     check_model_kind(model, task, source=str(path))

@@ -236,7 +236,7 @@ def _split(values: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
 
 
 def load_task(path: str | Path, device: str | torch.device = "cpu", for_inference: bool = False,
-              dtype: str = "fp32"):
+              dtype: str = "fp32", quantize: str | None = None):
     """``(model, objective, cfg)`` of a fine-tuned checkpoint or run (its ``best/`` model when it has one): the
     objective formats inputs as the run did."""
     from lmlab.config import config_from_dict
@@ -250,7 +250,7 @@ def load_task(path: str | Path, device: str | torch.device = "cpu", for_inferenc
         raise CheckpointError(f"{path} is not a fine-tuned model (its training_state.json names no task "
                               f"objective: {', '.join(TASKS)}); fine-tune it with `lmlab finetune`")
     cfg = config_from_dict(state["config"])
-    model, tokenizer = load_model(directory, device, for_inference=for_inference, dtype=dtype)
+    model, tokenizer = load_model(directory, device, for_inference=for_inference, dtype=dtype, quantize=quantize)
     objective = build_objective(cfg, tokenizer)
     objective.attach(model)
     return model, objective, cfg
@@ -258,7 +258,7 @@ def load_task(path: str | Path, device: str | torch.device = "cpu", for_inferenc
 
 def evaluate(path: str | Path, data: str | Path, split: str = "test", *, num_beams: int = 1,
              max_new_tokens: int = 0, batch_size: int = 32, limit: int = 0, out: str | Path | None = None,
-             device: str | torch.device = "cpu", dtype: str = "fp32") -> EvalResult:
+             device: str | torch.device = "cpu", dtype: str = "fp32", quantize: str | None = None) -> EvalResult:
     """Evaluate a fine-tuned model on a split of examples: decode (or classify) every example, write
     ``predictions.jsonl`` (input, reference, prediction per line) and ``scores.json`` to ``out`` (default
     ``<run>/eval-<split>``), and score with sacrebleu / rouge-score (or accuracy and macro-F1), beside the
@@ -269,7 +269,7 @@ def evaluate(path: str | Path, data: str | Path, split: str = "test", *, num_bea
     Raises:
         CheckpointError: not a fine-tuned checkpoint; DataError: no such split or unreadable examples.
     """
-    model, objective, cfg = load_task(path, device, for_inference=True, dtype=dtype)
+    model, objective, cfg = load_task(path, device, for_inference=True, dtype=dtype, quantize=quantize)
     kind = objective.name
     file = split_file(data, split) if Path(data).is_dir() else Path(data)
     if file is None:

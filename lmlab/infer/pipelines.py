@@ -252,7 +252,8 @@ _KIND = {"fill-mask": "masked-lm", "text-generation": "causal-lm", "text2text-ge
 
 
 def pipeline(task: str, model: str | Path | tuple | torch.nn.Module, tokenizer: Any = None,
-             device: str | torch.device | None = None, dtype: str = "fp32", **defaults: Any) -> Pipeline:
+             device: str | torch.device | None = None, dtype: str = "fp32", quantize: str | None = None,
+             **defaults: Any) -> Pipeline:
     """A pipeline for ``task`` on a checkpoint or on a model already loaded.
 
     Args:
@@ -263,7 +264,7 @@ def pipeline(task: str, model: str | Path | tuple | torch.nn.Module, tokenizer: 
         device: where the model runs (a checkpoint loads on the CPU by default; a model given stays where it
             is unless a device is named).
         dtype: a checkpoint's weights, ``"fp32"`` or ``"bf16"`` (it is loaded to run only; a model given keeps
-            its own).
+            its own); ``quantize="int8"`` stores its weight matrices as int8 (:mod:`lmlab.model.quant`).
         defaults: default options of every call (``top_k=10``, ``max_new_tokens=40``, ``num_beams=4``...; infill's
             ``mode`` defaults to the one a checkpoint was trained on most).
 
@@ -294,11 +295,12 @@ def pipeline(task: str, model: str | Path | tuple | torch.nn.Module, tokenizer: 
                                      "text2text-generation or text-classification pipeline")
             from lmlab.eval.task import load_task
 
-            m, objective, _ = load_task(model, device or "cpu", for_inference=True, dtype=dtype)
+            m, objective, _ = load_task(model, device or "cpu", for_inference=True, dtype=dtype, quantize=quantize)
             return FineTunedPipeline(m, as_auto_tokenizer(objective.tokenizer), objective, name, **defaults)
     kind = _KIND[name]
     if isinstance(model, (str, Path)):
-        m, tok = load_for_task(model, kind, device or "cpu", for_inference=True, dtype=dtype)
+        m, tok = load_for_task(model, kind, device or "cpu", for_inference=True, dtype=dtype,
+                               quantize=quantize)
         source = str(model)
         if name == "infill":
             from lmlab.infer.infill import trained_mode

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
+from lmlab.model.quant import int8_linear
+
 GATED = ("swiglu", "geglu")
 DECODE_ROWS = 64  # inputs of at most this many rows take the decode layout (measured faster up to 64 on 2 cores)
 
@@ -39,6 +41,8 @@ class Linear(nn.Linear):
         return y if self.lora is None else y + self.lora(x)
 
     def _product(self, x: Tensor) -> Tensor:
+        if self.weight.dtype == torch.int8:  # quantized for inference (lmlab.model.quant)
+            return int8_linear(x, self.weight, self.scale, self.bias)
         w = self.decode_weight
         if w is None or x.numel() > DECODE_ROWS * self.in_features or torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)

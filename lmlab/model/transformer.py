@@ -27,6 +27,7 @@ from lmlab.model.attention import Attention, build_mask
 from lmlab.model.cache import KVCache
 from lmlab.model.layers import MLP, inference_layout
 from lmlab.model.positions import RelativePositionBias, Rotary, positions_from_segments, positions_from_tokens
+from lmlab.model.quant import QUANTIZE, quantize_int8
 
 
 def linear_macs(module: nn.Module) -> int:
@@ -457,12 +458,18 @@ class Transformer(nn.Module):
             tables.append(self.embed)
         return tables
 
-    def for_inference(self, dtype: torch.dtype = torch.float32) -> Transformer:
+    def for_inference(self, dtype: torch.dtype = torch.float32, quantize: str | None = None) -> Transformer:
         """Ready the model for inference only, in place: eval mode, no gradients, weights in ``dtype`` (float32,
         or bfloat16: half the bytes a token reads), and float32 decoder and head weights laid out for decoding
         once and for good (:func:`~lmlab.model.layers.inference_layout`: each weight held once, nothing packed
-        per ``generate`` call). Returns the model."""
+        per ``generate`` call). ``quantize="int8"`` then stores every Linear weight and the token embedding as
+        int8 with per-channel scales (:func:`~lmlab.model.quant.quantize_int8`; a quarter of float32's bytes),
+        the rest staying in ``dtype``. Returns the model."""
+        if quantize not in (None, *QUANTIZE):
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)} or None, got {quantize!r}")
         self.eval().requires_grad_(False).to(dtype)
+        if quantize == "int8":
+            quantize_int8(self)
         if self.decoder is not None:
             inference_layout(self.decoder, self.head)
         return self

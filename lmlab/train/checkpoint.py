@@ -35,6 +35,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 
 from lmlab.config import ModelConfig, _build
 from lmlab.errors import CheckpointError, ConfigError, LmlabError
+from lmlab.model.quant import QUANTIZE
 from lmlab.train.precision import has_native_bf16
 
 logger = logging.getLogger(__name__)
@@ -349,10 +350,12 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False,
-               for_inference: bool = False, dtype: str = "fp32", keep_adapters: bool = False):
+               for_inference: bool = False, dtype: str = "fp32", keep_adapters: bool = False,
+               quantize: str | None = None):
     """Load ``(model, tokenizer)`` from a checkpoint directory (or the newest checkpoint of a run), in eval mode;
     ``for_inference`` readies it to run only (:meth:`~lmlab.model.Transformer.for_inference`), with weights in
-    ``dtype`` (``"fp32"`` or ``"bf16"``, of :data:`INFERENCE_DTYPES`).
+    ``dtype`` (``"fp32"`` or ``"bf16"``, of :data:`INFERENCE_DTYPES`) and, with ``quantize="int8"``, int8 weight
+    matrices (:mod:`lmlab.model.quant`).
 
     A Hugging Face model directory (its config.json has a ``model_type`` other than "lmlab") is imported with
     :func:`lmlab.interop.load_hf`; ``allow_pickle`` lets that read ``pytorch_model.bin``. Its tokenizer is
@@ -373,6 +376,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     if dtype != "fp32" and not for_inference:
         raise ConfigError(f"dtype {dtype!r} is for a model loaded to run only (for_inference); training sets its "
                           "precision with train.precision")
+    if quantize not in (None, *QUANTIZE):
+        raise ConfigError(f"quantize must be one of {', '.join(QUANTIZE)} or None, got {quantize!r}")
+    if quantize and not for_inference:
+        raise ConfigError(f"{quantize} weights are for a model loaded to run only (for_inference): lmlab does not "
+                          "train quantized weights (LoRA adapters on int8 weights are not supported either)")
     path = resolve_model_dir(path)
     raw = read_json(path / CONFIG)
     model_type = raw.get("model_type")
@@ -385,7 +393,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
             raise InteropError(f"{path / CONFIG} has model_type {model_type!r}, so {path} is read as a Hugging "
                                f"Face model directory, and: {e}") from None
         check_model_vocab(tokenizer, model.config.vocab_size, path)
-        return _ready(model, device, for_inference, dtype), tokenizer
+        return _ready(model, device, for_inference, dtype, quantize), tokenizer
     model = build_model(read_model_config(path))
     if isinstance(lora := raw.get("lora"), dict):
         from lmlab.train.lora import load_lora, merged
@@ -407,20 +415,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     except LmlabError as e:
         raise CheckpointError(f"checkpoint {path}: {e}") from None
     check_model_vocab(tokenizer, model.config.vocab_size, path)
-    return _ready(model, device, for_inference, dtype), tokenizer
+    return _ready(model, device, for_inference, dtype, quantize), tokenizer
 
 
 INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def _ready(model: torch.nn.Module, device: str | torch.device, for_inference: bool, dtype: str) -> torch.nn.Module:
+def _ready(model: torch.nn.Module, device: str | torch.device, for_inference: bool, dtype: str,
+           quantize: str | None = None) -> torch.nn.Module:
     model = model.to(device).eval()
     if not for_inference:
         return model
     if dtype == "bf16" and torch.device(device).type == "cpu" and has_native_bf16() is False:
         logger.warning("bf16 weights on a CPU without bf16 instructions (AVX-512 BF16 or AMX): bf16 is emulated "
                        "here, slower than fp32")
-    return model.for_inference(INFERENCE_DTYPES[dtype])
+    return model.for_inference(INFERENCE_DTYPES[dtype], quantize)
 
 
 def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -10,7 +10,7 @@ import torch
 from tokenizers import processors
 
 from lmlab.config import model_preset
-from lmlab.infer import InferenceError
+from lmlab.infer import InferenceError, generate
 from lmlab.infer.score import file_perplexity, score, score_batch, windows
 from lmlab.model import build_model
 from lmlab.tokenizer import Tokenizer
@@ -253,3 +253,40 @@ def test_bf16_weights_for_inference(models, tokenizer, tmp_path, capsys):
     assert scorer(TEXTS[0])["log_prob"] == pytest.approx(score(full, tok.lmlab_tokenizer, TEXTS[0]).log_prob, rel=0.01)
     with pytest.raises(ConfigError, match="for_inference"):
         load_model(path, dtype="bf16")
+
+
+def test_int8_weights_for_inference(models, tokenizer, tmp_path, capsys):
+    """--quantize int8 (lmlab.load, pipelines, the CLI): int8 weight matrices, a file's perplexity within 2% of
+    float32's, alone and with bf16 for the rest; the greedy tokens mostly float32's; refused for training."""
+    import json
+
+    import lmlab
+    from lmlab.cli import main
+    from lmlab.errors import ConfigError
+    from lmlab.train.checkpoint import load_model, save_model_dir
+
+    path = tmp_path / "dec"
+    path.mkdir()
+    save_model_dir(path, models["decoder"], tokenizer)
+    (tmp_path / "held_out.txt").write_text("\n".join(TEXTS) + "\n")
+    full, tok = lmlab.load(path, for_inference=True)
+    ppl = file_perplexity(full, tok.lmlab_tokenizer, tmp_path / "held_out.txt").perplexity
+    for dtype in ("fp32", "bf16"):
+        quant, _ = lmlab.load(path, for_inference=True, dtype=dtype, quantize="int8")
+        assert quant.head.proj.weight.dtype == torch.int8 and quant.head.proj.weight is quant.embed.weight
+        assert file_perplexity(quant, tok.lmlab_tokenizer, tmp_path / "held_out.txt").perplexity == \
+            pytest.approx(ppl, rel=0.02)
+    ids = torch.tensor([tok.lmlab_tokenizer.encode(t) for t in TEXTS[:1]])
+    a, b = (generate(m, ids, max_new_tokens=20)[0, ids.shape[1]:] for m in (full, quant))
+    assert float((a == b).float().mean()) >= 0.5
+    assert main(["generate", str(path), "the quick", "--temperature", "0", "--max-new-tokens", "5", "--quantize",
+                 "int8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)
+    scorer = lmlab.pipeline("score", model=path, quantize="int8")
+    assert scorer.model.embed.weight.dtype == torch.int8
+    assert scorer(TEXTS[0])["log_prob"] == pytest.approx(score(full, tok.lmlab_tokenizer, TEXTS[0]).log_prob, rel=0.02)
+    with pytest.raises(ConfigError, match="for_inference"):
+        load_model(path, quantize="int8")
+    with pytest.raises(SystemExit) as e:
+        main(["generate", str(path), "the quick", "--quantize", "int4"])
+    assert e.value.code == 2

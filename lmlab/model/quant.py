@@ -1,0 +1,92 @@
+"""Weight-only int8 quantization for inference: a quarter of float32's bytes a token reads, activations in float.
+
+Each :class:`~lmlab.model.layers.Linear` weight (and the token embedding, which a tied head shares) becomes int8
+with one scale per output channel, symmetric: ``scale = max|w_row| / 127``, rounded to bfloat16 first so that
+the scale the kernel uses is the one the weights were rounded with, then ``q = round(w / scale)`` in [-127, 127].
+A product is ``(x @ q.T) * scale`` in bfloat16 (activations are cast to it and the result back): on a CPU, up to
+:data:`KERNEL_ROWS` rows go through PyTorch's weight-only kernel ``torch._weight_int8pack_mm`` (the one torchao
+uses), which reads the int8 weights directly; more rows (a prompt, a training-size batch), other devices and
+widths the kernel does not take dequantize the weight for one bfloat16 GEMM.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+QUANTIZE = ("int8",)  # the weight formats for_inference takes
+KERNEL_ROWS = 64  # products of at most this many rows use the int8 kernel (faster than dequantizing up to ~64)
+SCALE_DTYPE = torch.bfloat16  # the kernel's activation and scale type
+
+
+def quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """``(q, scale)`` of a (out, in) float weight: int8 rows and their (out,) bfloat16 scales, ``q * scale``
+    within half a step of the weight."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(1) / 127).clamp_min(torch.finfo(torch.float32).tiny).to(SCALE_DTYPE)
+    q = (w / scale.float()[:, None]).round_().clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def _kernel_takes(x: Tensor, q: Tensor) -> bool:
+    # the CPU kernel reads rows of 16 bytes: other widths crash it (measured on torch 2.13), so they dequantize
+    return x.device.type == "cpu" and x.shape[0] <= KERNEL_ROWS and q.shape[1] % 16 == 0
+
+
+def int8_linear(x: Tensor, q: Tensor, scale: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear(x, q * scale[:, None], bias)`` with int8 ``q`` (out, in) and bfloat16 ``scale`` (out,), computed
+    in bfloat16 and returned in ``x``'s dtype."""
+    rows = x.reshape(-1, x.shape[-1]).to(SCALE_DTYPE)
+    if _kernel_takes(rows, q):
+        y = torch._weight_int8pack_mm(rows.contiguous(), q, scale)
+    else:
+        y = F.linear(rows, q.to(SCALE_DTYPE)) * scale
+    y = y.to(x.dtype)
+    if bias is not None:
+        y = y + bias
+    return y.view(*x.shape[:-1], q.shape[0])
+
+
+class Int8Embedding(nn.Module):
+    """A token embedding of int8 rows and their scales, looked up and returned in ``dtype``. Its ``weight`` is
+    the int8 parameter, shared with a tied head's projection."""
+
+    def __init__(self, weight: nn.Parameter, scale: Tensor, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.weight = weight
+        self.register_buffer("scale", scale)
+        self.dtype = dtype
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, ids: Tensor) -> Tensor:
+        rows = F.embedding(ids, self.weight).to(SCALE_DTYPE) * self.scale[ids].unsqueeze(-1)
+        return rows.to(self.dtype)
+
+
+def quantize_int8(model: nn.Module) -> int:
+    """Replace, in place, every :class:`~lmlab.model.layers.Linear` weight of ``model`` (a lmlab Transformer in
+    eval mode) and its token embedding by int8 rows and scales; a tied head and embedding keep sharing one
+    int8 matrix. The float weights are freed. For inference only: the model can no longer be trained. Returns
+    the number of matrices quantized."""
+    from lmlab.model.layers import Linear
+
+    dtype = model.embed.weight.dtype
+    done: dict[int, tuple[nn.Parameter, Tensor]] = {}  # id of a float weight -> its int8 parameter and scales
+
+    def quantized(weight: Tensor) -> tuple[nn.Parameter, Tensor]:
+        if id(weight) not in done:
+            q, scale = quantize_rows(weight)
+            done[id(weight)] = (nn.Parameter(q, requires_grad=False), scale)
+        return done[id(weight)]
+
+    with torch.no_grad():
+        for layer in [m for m in model.modules() if isinstance(m, Linear)]:
+            layer.weight, scale = quantized(layer.weight)
+            layer.register_buffer("scale", scale)
+            layer.decode_weight = layer.decode_bias = None
+        model.embed = Int8Embedding(*quantized(model.embed.weight), dtype)
+    return len(done)
