@@ -267,6 +267,7 @@ class TrainConfig:
     max_bad_steps: int = 5
     eval_every: int = 200
     eval_batches: int = 20
+    eval_at_start: bool = False  # also evaluate before the first step (a fresh run's step-0 record): the baseline
     save_every: int = 500
     keep_last: int = 2
     # also keep the model at the first step whose training FLOPs reach each of these counts, as

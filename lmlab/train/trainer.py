@@ -391,6 +391,14 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
     if log is not None and resume_path is None:
         log.write({"step": 0, "event": "start", "params": n_params, "peak_flops": peak,
                    "world_size": d.world_size, **(start_info or {})})
+    if tc.eval_at_start and resume_path is None:  # the model as it starts: what training is measured against
+        first = evaluate(model, objective, val_batches(), d.device, precision=tc.precision, forward=step_module)
+        if task is not None and task.scores is not None:
+            first.update(task.scores(model))
+        if log is not None:
+            log.write({"step": 0, **first})
+        if d.is_main:
+            print("step 0: " + ", ".join(f"{k} {v:.4f}" for k, v in first.items()), flush=True)
 
     last_step = min(tc.max_steps, stop_after) if stop_after is not None else tc.max_steps
     bar = tqdm(total=last_step, initial=step, disable=not (tc.progress and d.is_main), unit="step",

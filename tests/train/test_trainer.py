@@ -198,3 +198,20 @@ def test_a_flop_budget_resumes_bit_identically(sentinel_shards, tmp_path):
     assert rest.step == whole.step and _flops(tmp_path / "split")[-1] == _flops(tmp_path / "whole")[-1]
     a, b = _tensors(whole.checkpoint), _tensors(rest.checkpoint)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_at_start_logs_the_initial_model_and_changes_nothing(shards, tmp_path):
+    """train.eval_at_start evaluates before the first step (a step-0 record, as every later evaluation: the
+    starting model's validation loss, near ln V for random weights) and leaves training exactly as without it."""
+    import math
+
+    with_start = pretrain(_cfg(shards, tmp_path / "a", eval_at_start=True))
+    plain = pretrain(_cfg(shards, tmp_path / "b"))
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in rows if r["step"] == 0 and "val_loss" in r)
+    later = [r["val_loss"] for r in rows if r["step"] > 0 and "val_loss" in r]
+    vocab = json.loads((shards / "manifest.json").read_text())["vocab_size"]
+    assert abs(first["val_loss"] - math.log(vocab)) < 1.0 and first["val_loss"] > later[-1]
+    assert with_start.step == plain.step
+    a, b = _tensors(tmp_path / "a" / "step-000006"), _tensors(tmp_path / "b" / "step-000006")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
