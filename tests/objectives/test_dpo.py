@@ -305,3 +305,29 @@ def test_cli_dpo_with_the_shipped_config_from_a_checkpoint(task_tokenizer, prefe
     scores = json.loads((run / "eval-test" / "scores.json").read_text())
     assert scores["num_examples"] == 40 and set(scores["scores"]) >= {"rewards/accuracies", "rewards/margins"}
     assert "rewards/accuracies" in out
+
+
+def test_dpo_with_lora_adapters(task_tokenizer, preferences, tmp_path, capsys):
+    """DPO trains LoRA adapters on a frozen base (the reference is the base: adapters off, no second model): the
+    first loss is ln 2, the preference is learnt, the checkpoint holds adapters only, and `lmlab evaluate` scores
+    the run against its reference."""
+    from lmlab.train.checkpoint import save_model_dir
+
+    tok = objective_tokenizer(_cfg(), Tokenizer.load(task_tokenizer))  # with the ChatML tokens dpo adds
+    cfg = load_config(None, {"preset": "gpt2-tiny"})
+    torch.manual_seed(0)
+    base = build_model(cfg.model.__class__(**{**cfg.model.__dict__, "vocab_size": tok.vocab_size}))
+    (tmp_path / "base").mkdir()
+    save_model_dir(tmp_path / "base", base, tok)
+    run = _run_cfg(task_tokenizer, preferences, tmp_path / "run", 120, lr="5e-3")
+    run = load_config(None, {**run.to_dict(), "finetune": {"init": str(tmp_path / "base"),
+                                                           "lora": {"r": "8", "targets": "all"}}})
+    result = finetune(run)
+    assert result.last_eval["val_rewards/accuracies"] >= 0.9, result.last_eval
+    steps = [r for r in _records(tmp_path / "run") if "loss" in r]
+    assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert (tmp_path / "run" / "best" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "run" / "best" / "model.safetensors").exists()
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(preferences), "--split", "test", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scores"]["rewards/accuracies"] >= 0.9
