@@ -17,6 +17,7 @@ Pre-norm blocks compute ``x + f(norm(x))``; post-norm blocks ``norm(x + f(x))`` 
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import torch
@@ -185,6 +186,16 @@ class Head(nn.Module):
         if self.transform is not None:
             h = self.transform(h)
         return self.proj(h)
+
+
+def _return_freed_memory() -> None:
+    """Hand the memory that converting the weights freed back to the system (glibc keeps freed blocks of up to
+    32 MB for reuse: a model loaded in bf16 or int8 would otherwise stay resident at its float32 size). A no-op
+    where glibc is not the C library."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class Transformer(nn.Module):
@@ -472,6 +483,7 @@ class Transformer(nn.Module):
             quantize_int8(self)
         if self.decoder is not None:
             inference_layout(self.decoder, self.head)
+        _return_freed_memory()
         return self
 
     def num_params(self, non_embedding: bool = True) -> int:
