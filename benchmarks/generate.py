@@ -1,105 +1,218 @@
-"""Generation speed: lmlab's ``generate`` against Hugging Face ``generate()`` on the same weights, in one process.
+"""Generation speed: lmlab's ``generate`` against Hugging Face ``generate()`` on the same weights and weight type,
+in one process, and against the limit memory bandwidth sets.
 
-A GPT-2-like model is built in ``transformers`` with random weights and the same tensors are copied into
-lmlab. Both decode greedily with a KV cache (fp32, SDPA attention), EOS disabled so every row runs the full
-``--new`` tokens; one warm-up run each, then the median of ``--runs`` timed runs (lmlab and Hugging Face
-alternate, so load from other processes hits both alike). Tokens/s counts generated tokens (batch x new).
-The two outputs are also compared token by token. ``--profile`` splits one run of each into matrix
-multiplications and everything else (torch.profiler, self CPU time).
+A model is built in ``transformers`` with random weights and saved; lmlab loads that directory to run only
+(``lmlab.load(..., for_inference=True, dtype=..., quantize=...)``, as its CLI does) and Hugging Face loads it in
+the same dtype: fp32; bf16 (``dtype=torch.bfloat16``); int8 (lmlab: weight-only int8 with per-channel scales;
+Hugging Face: ``torch.ao`` dynamic quantization of its ``nn.Linear`` layers, the int8 path PyTorch offers it on a
+CPU; GPT-2's blocks are ``Conv1D``, which it leaves in fp32). Both decode greedily with a KV cache, EOS disabled
+so every row runs the full ``--new`` tokens; one warm-up run each, then the median of ``--runs`` timed runs
+(alternating, so load from other processes hits both alike). Tokens/s counts generated tokens (batch x new).
 
-    .venv/bin/python benchmarks/generate.py [--new 128] [--prompt 32] [--runs 3] [--quick] [--profile] [--threads N]
+The limit: a decoding step reads every weight matrix once (the decoder's and the head's: the bytes of
+``--model`` in that dtype), so at batch 1 no implementation beats ``bandwidth / bytes`` tokens/s, with the
+bandwidth a streaming read reaches on this machine (the best of several ``sum`` over 1 GiB). Each lmlab row says
+which share of the limit it reaches. ``--memory`` also loads each dtype in a fresh process and reports its
+resident memory after loading and at the peak of a ``generate`` call, beside the bytes of its weights.
+
+    .venv/bin/python benchmarks/generate.py [--model gpt2|llama-1b] [--dtypes fp32 bf16 int8] [--batches 1 8]
+        [--new 128] [--prompt 32] [--runs 3] [--quick] [--memory] [--threads N] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
+import threading
+import time
+import warnings
 from pathlib import Path
 
 import torch
 import transformers
-from reference import hf_gpt2
 from timing import alternating_medians
 
+import lmlab
 from lmlab.infer import generate
-from lmlab.interop import load_hf
+from lmlab.model.layers import Linear
 
-FULL = dict(vocab=8192, d=384, layers=6, heads=6)
-QUICK = dict(vocab=512, d=64, layers=2, heads=4)
-
-
-def gpt2_pair(vocab: int, d: int, layers: int, heads: int, max_len: int) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """A random Hugging Face GPT-2 and an lmlab model holding the same weights."""
-    hf = hf_gpt2(vocab, d, layers, heads, max_len, bos_token_id=None, eos_token_id=None).eval()  # no EOS stop
-    with tempfile.TemporaryDirectory() as tmp:  # the same weights, through lmlab's own importer
-        hf.save_pretrained(tmp)
-        ours = load_hf(tmp)[0]
-    return hf, ours
+MODELS = {  # random-weight decoders: the GPT-2-like benchmark model, and a Llama-like 1B-class one
+    "gpt2": dict(kind="gpt2", vocab=8192, d=384, layers=6, heads=6),
+    "llama-1b": dict(kind="llama", vocab=32000, d=2048, layers=16, heads=32, kv_heads=8, d_ff=5632),
+    "quick": dict(kind="gpt2", vocab=512, d=64, layers=2, heads=4),
+}
+HF_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
 
 
-def profile_split(fn, new_tokens: int) -> tuple[float, float]:
-    """Milliseconds per generated column in matmuls (addmm, mm, bmm, baddbmm) and in everything else, from one
-    run."""
-    from torch.profiler import ProfilerActivity, profile
+def hf_model(spec: dict, max_len: int) -> transformers.PreTrainedModel:
+    """The random Hugging Face model of ``spec`` (dropout 0, SDPA attention, no EOS)."""
+    if spec["kind"] == "gpt2":
+        from reference import hf_gpt2
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    events = prof.key_averages()
-    matmuls = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm")
-    matmul = sum(e.self_cpu_time_total for e in events if e.key in matmuls)
-    total = sum(e.self_cpu_time_total for e in events)
-    return matmul / 1e3 / new_tokens, (total - matmul) / 1e3 / new_tokens
+        return hf_gpt2(spec["vocab"], spec["d"], spec["layers"], spec["heads"], max_len, bos_token_id=None,
+                       eos_token_id=None)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=spec["vocab"], hidden_size=spec["d"], intermediate_size=spec["d_ff"],
+        num_hidden_layers=spec["layers"], num_attention_heads=spec["heads"], num_key_value_heads=spec["kv_heads"],
+        max_position_embeddings=max(max_len, 2048), bos_token_id=None, eos_token_id=None, pad_token_id=0,
+        tie_word_embeddings=False, attn_implementation="sdpa"))
+
+
+def load_hf(path: str, dtype: str) -> torch.nn.Module:
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=HF_DTYPES[dtype],
+                                                              attn_implementation="sdpa").eval()
+    if dtype == "int8":
+        with warnings.catch_warnings():  # deprecated in favour of torchao, which is not a dependency here
+            warnings.simplefilter("ignore")
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
+
+
+def bytes_per_step(model: torch.nn.Module) -> int:
+    """The bytes one decoding step reads: every weight matrix of the decoder and the head (and int8 scales)."""
+    tensors = {id(t): t for m in (model.decoder, model.head) for layer in m.modules() if isinstance(layer, Linear)
+               for t in (layer.weight, getattr(layer, "scale", None)) if t is not None}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def bandwidth(gib: float = 1.0, runs: int = 7) -> float:
+    """Bytes/s of a streaming read: the best of ``runs`` sums over a ``gib`` GiB float32 tensor."""
+    x = torch.ones(int(gib * 2**30) // 4)
+    best = float("inf")
+    for _ in range(runs):
+        t = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - t)
+    return x.numel() * 4 / best
+
+
+def memory(field: str) -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (the peak since the last :func:`reset_peak`) of this process, bytes."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM starts again from VmRSS
+
+
+def anonymous_peak(fn):
+    """``fn()`` and the peak of this process's anonymous resident memory (``RssAnon``, polled every 2 ms) while it
+    ran: its own allocations, not the pages of a weights file it maps (page cache, which the kernel can drop)."""
+    peak, done = [memory("RssAnon")], threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.002):
+            peak[0] = max(peak[0], memory("RssAnon"))
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    try:
+        out = fn()
+    finally:
+        done.set()
+        thread.join()
+    return out, max(peak[0], memory("RssAnon"))
+
+
+def memory_child(path: str, dtype: str, new: int) -> None:
+    """(In a fresh process) load the model of ``path`` to run in ``dtype`` and print its memory as JSON, each
+    beyond the memory before loading: resident after loading, the peak of anonymous memory while loading, and
+    the peak of a ``generate`` call."""
+    quantize = "int8" if dtype == "int8" else None
+    base, base_anon = memory("VmRSS"), memory("RssAnon")
+    (model, _), peak_anon = anonymous_peak(
+        lambda: lmlab.load(path, for_inference=True, dtype="fp32" if quantize else dtype, quantize=quantize))
+    weights = sum(t.numel() * t.element_size() for t in {*model.parameters(), *model.buffers()})
+    loaded, peak_load = memory("VmRSS") - base, peak_anon - base_anon
+    reset_peak()
+    generate(model, torch.ones(1, 8, dtype=torch.long), max_new_tokens=new)
+    peak = memory("VmHWM") - base
+    print(json.dumps(dict(weights=weights, loaded=loaded, peak_load=peak_load, peak=peak)))
+
+
+def memory_rows(path: str, dtypes: list[str], new: int) -> list[dict]:
+    rows = []
+    print("\nmemory of a model loaded to run (fresh process each; beyond the process's memory before loading)")
+    print(f"{'dtype':>6}{'weights MB':>12}{'loaded':>9}{'peak, load (anonymous)':>24}{'peak, generate':>16}")
+    for dtype in dtypes:
+        out = subprocess.run([sys.executable, __file__, "--memory-child", path, dtype, "--new", str(new)],
+                             capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+        r = json.loads(out)
+        w = r["weights"]
+        print(f"{dtype:>6}{w / 1e6:>12.1f}{r['loaded'] / w:>8.2f}x{r['peak_load'] / w:>23.2f}x"
+              f"{r['peak'] / w:>15.2f}x", flush=True)
+        rows.append(dict(kind="memory", dtype=dtype, **r))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["gpt2", "llama-1b"], default="gpt2")
+    parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16", "int8"], default=["fp32", "bf16", "int8"])
     parser.add_argument("--new", type=int, default=128, help="tokens generated per row")
     parser.add_argument("--prompt", type=int, default=32, help="prompt length")
     parser.add_argument("--runs", type=int, default=3, help="timed runs (median) after one warm-up")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--quick", action="store_true", help="a tiny model: runs in seconds")
-    parser.add_argument("--profile", action="store_true", help="also split time into matmuls and the rest")
+    parser.add_argument("--memory", action="store_true", help="also measure each dtype's memory (fresh processes)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON (benchmarks/run_all.py)")
+    parser.add_argument("--memory-child", nargs=2, metavar=("PATH", "DTYPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    size = QUICK if args.quick else FULL
     transformers.logging.set_verbosity_error()
-    torch.manual_seed(0)
-    hf, ours = gpt2_pair(**size, max_len=args.prompt + args.new)
+    if args.memory_child:
+        memory_child(*args.memory_child, args.new)
+        return
+    spec = MODELS["quick" if args.quick else args.model]
+    bw = bandwidth(0.25 if args.quick else 1.0)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, "
-          f"fp32, greedy, KV cache")
-    print(f"model: {size['layers']} layers, d {size['d']}, {size['heads']} heads, vocab {size['vocab']}; "
-          f"prompt {args.prompt}, {args.new} new tokens; 1 warm-up + median of {args.runs}")
-    print(f"{'batch':>5}{'lmlab tok/s':>13}{'HF tok/s':>11}{'ratio':>8}  same tokens")
+          f"greedy, KV cache; streaming read {bw / 1e9:.1f} GB/s")
+    print(f"model: {args.model if not args.quick else 'quick'} ({spec['layers']} layers, d {spec['d']}, vocab "
+          f"{spec['vocab']}), random weights; prompt {args.prompt}, {args.new} new tokens; 1 warm-up + median of "
+          f"{args.runs}")
+    print(f"{'dtype':>6}{'batch':>6}{'lmlab tok/s':>13}{'limit':>8}{'of limit':>10}{'HF tok/s':>10}{'ratio':>8}"
+          f"  same tokens as HF")
     records = []
-    for B in args.batches:
-        x = torch.randint(0, size["vocab"], (B, args.prompt), generator=torch.Generator().manual_seed(B))
-        mask = torch.ones_like(x)
-        run_ours = lambda x=x: generate(ours, x, max_new_tokens=args.new)  # noqa: E731
-        run_hf = lambda x=x, mask=mask: hf.generate(  # noqa: E731
-            x, attention_mask=mask, max_new_tokens=args.new, do_sample=False, num_beams=1, pad_token_id=0,
-            eos_token_id=None)
-        with torch.no_grad():
-            (ours_s, ours_out), (hf_s, hf_out) = alternating_medians([run_ours, run_hf], args.runs)
-        assert ours_out.shape == hf_out.shape == (B, args.prompt + args.new), (ours_out.shape, hf_out.shape)
-        same = torch.equal(ours_out, hf_out)
-        if not same:
-            first = int((ours_out != hf_out).any(0).nonzero()[0]) - args.prompt
-            same = f"False (first difference at new token {first})"
-        n = B * args.new
-        print(f"{B:>5}{n / ours_s:>13.0f}{n / hf_s:>11.0f}{hf_s / ours_s:>8.2f}  {same}", flush=True)
-        records.append(dict(batch=B, threads=torch.get_num_threads(), lmlab=n / ours_s, hf=n / hf_s,
-                            ratio=hf_s / ours_s, same=same is True))
-        if args.profile:
-            with torch.no_grad():
-                for name, fn in (("lmlab", run_ours), ("HF", run_hf)):
-                    mm, rest = profile_split(fn, args.new)
-                    print(f"       {name:<6} per new token: matmuls {mm:.2f} ms, everything else {rest:.2f} ms")
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        hf_model(spec, args.prompt + args.new).save_pretrained(tmp)
+        for dtype in args.dtypes:
+            ours, _ = lmlab.load(tmp, for_inference=True, dtype="bf16" if dtype == "bf16" else "fp32",
+                                 quantize="int8" if dtype == "int8" else None)
+            hf = load_hf(tmp, dtype)
+            step_bytes = bytes_per_step(ours)
+            for B in args.batches:
+                x = torch.randint(0, spec["vocab"], (B, args.prompt), generator=torch.Generator().manual_seed(B))
+                run_ours = lambda x=x, m=ours: generate(m, x, max_new_tokens=args.new)  # noqa: E731
+                run_hf = lambda x=x, m=hf: m.generate(  # noqa: E731
+                    x, attention_mask=torch.ones_like(x), max_new_tokens=args.new, do_sample=False, num_beams=1,
+                    pad_token_id=0, eos_token_id=None)
+                with torch.no_grad():
+                    (ours_s, ours_out), (hf_s, hf_out) = alternating_medians([run_ours, run_hf], args.runs)
+                assert ours_out.shape == hf_out.shape == (B, args.prompt + args.new), (ours_out.shape, hf_out.shape)
+                new = ours_out[:, args.prompt:] == hf_out[:, args.prompt:]
+                same = "identical" if bool(new.all()) else \
+                    f"first difference at new token {int(new.all(0).logical_not().nonzero()[0])}"
+                n = B * args.new
+                limit = B * bw / step_bytes
+                print(f"{dtype:>6}{B:>6}{n / ours_s:>13.0f}{limit:>8.0f}{n / ours_s / limit:>10.0%}{n / hf_s:>10.0f}"
+                      f"{hf_s / ours_s:>8.2f}  {same}", flush=True)
+                records.append(dict(kind="speed", dtype=dtype, batch=B, threads=torch.get_num_threads(),
+                                    lmlab=n / ours_s, hf=n / hf_s, ratio=hf_s / ours_s, limit=limit,
+                                    of_limit=n / ours_s / limit, same=bool(new.all()), bandwidth=bw,
+                                    step_bytes=step_bytes, model=args.model))
+            ours = hf = None  # freed before the next dtype loads
+        if args.memory:
+            records += memory_rows(tmp, args.dtypes, min(args.new, 32))
     if args.json:
         Path(args.json).write_text(json.dumps(records))
+
 
 if __name__ == "__main__":
     main()
