@@ -101,6 +101,18 @@ def sft_examples(n: int, seed: int) -> list[dict]:
     return rows
 
 
+def preference_examples(n: int, seed: int) -> list[dict[str, str]]:
+    """A preference a tiny model learns in seconds: the chosen answer reverses the prompt's digits, the rejected
+    one is other digits of the same length."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        d = [str(rng.randrange(10)) for _ in range(rng.randint(3, 5))]
+        rows.append({"prompt": " ".join(d), "chosen": " ".join(reversed(d)),
+                     "rejected": " ".join(str(rng.randrange(10)) for _ in d)})
+    return rows
+
+
 def write_jsonl(path, rows) -> None:
     import json
 
@@ -128,6 +140,14 @@ def sft_data(tmp_path_factory):
     d = tmp_path_factory.mktemp("sft")
     for split, n, seed in (("train", 2000, 0), ("valid", 100, 1)):
         write_jsonl(d / f"{split}.jsonl", sft_examples(n, seed))
+    return d
+
+
+@pytest.fixture(scope="session")
+def preference_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("preferences")
+    for split, n, seed in (("train", 400, 0), ("valid", 100, 1), ("test", 40, 2)):
+        write_jsonl(d / f"{split}.jsonl", preference_examples(n, seed))
     return d
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 import time
 
 import numpy as np
@@ -200,24 +199,9 @@ def test_options_are_checked_naming_the_key(task_tokenizer):
 # ------------------------------------------------------------------------------------------------ training
 
 
-def preference_rows(n: int, seed: int) -> list[dict[str, str]]:
-    """A preference a tiny model learns in seconds: the chosen answer reverses the prompt's digits, the rejected
-    one is other digits of the same length."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        d = [str(rng.randrange(10)) for _ in range(rng.randint(3, 5))]
-        rows.append({"prompt": " ".join(d), "chosen": " ".join(reversed(d)),
-                     "rejected": " ".join(str(rng.randrange(10)) for _ in d)})
-    return rows
-
-
 @pytest.fixture(scope="module")
-def preferences(tmp_path_factory):
-    d = tmp_path_factory.mktemp("preferences")
-    for split, n, seed in (("train", 400, 0), ("valid", 100, 1), ("test", 40, 2)):
-        (d / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in preference_rows(n, seed)))
-    return d
+def preferences(preference_data):  # conftest's: the chosen answer reverses the prompt's digits
+    return preference_data
 
 
 def _run_cfg(task_tokenizer, data, out, steps, **train):

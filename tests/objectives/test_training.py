@@ -49,11 +49,11 @@ def test_loss_falls_well_below_its_start(sentinel_shards, tmp_path, preset, obje
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_shipped_config_trains_a_few_steps(sentinel_shards, task_tokenizer, reversal_data, class_data,
-                                                 sft_data, tmp_path, path):
+                                                 sft_data, preference_data, tmp_path, path):
     train = {**QUICK["train"], "out_dir": str(tmp_path), "max_steps": 2, "eval_every": 2}
     name = load_config(path).objective.name
     if name in TASKS:  # a fine-tuning config: on the test examples, from a tiny model with random weights
-        data = {"classify": class_data, "sft": sft_data}.get(name, reversal_data)
+        data = {"classify": class_data, "sft": sft_data, "dpo": preference_data}.get(name, reversal_data)
         cfg = load_config(path, {**QUICK, "preset": "gpt2-tiny", "data": {"train": str(data), "seq_len": 12,
                                                                           "decoder_seq_len": 8},
                                  "finetune": {"init": "none", "tokenizer": str(task_tokenizer), "eval_examples": 4,
