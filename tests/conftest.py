@@ -119,6 +119,13 @@ def write_jsonl(path, rows) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
+def write_splits(directory, make, splits):
+    """``directory/SPLIT.jsonl`` for each ``(split, n, seed)`` of ``splits``: ``make(n, seed)``'s rows."""
+    for split, n, seed in splits:
+        write_jsonl(directory / f"{split}.jsonl", make(n, seed))
+    return directory
+
+
 @pytest.fixture(scope="session")
 def task_tokenizer(tmp_path_factory):
     """A WordPiece tokenizer whose tokens are the digits and the class words (with [CLS], [SEP], [PAD]...)."""
@@ -129,31 +136,23 @@ def task_tokenizer(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def reversal_data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("reversal")
-    for split, n, seed in (("train", 2000, 0), ("valid", 100, 1), ("test", 100, 2)):
-        write_jsonl(d / f"{split}.jsonl", reversal_examples(n, seed))
-    return d
+    return write_splits(tmp_path_factory.mktemp("reversal"), reversal_examples,
+                        (("train", 2000, 0), ("valid", 100, 1), ("test", 100, 2)))
 
 
 @pytest.fixture(scope="session")
 def sft_data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sft")
-    for split, n, seed in (("train", 2000, 0), ("valid", 100, 1)):
-        write_jsonl(d / f"{split}.jsonl", sft_examples(n, seed))
-    return d
+    return write_splits(tmp_path_factory.mktemp("sft"), sft_examples,
+                        (("train", 2000, 0), ("valid", 100, 1)))
 
 
 @pytest.fixture(scope="session")
 def preference_data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("preferences")
-    for split, n, seed in (("train", 400, 0), ("valid", 100, 1), ("test", 40, 2)):
-        write_jsonl(d / f"{split}.jsonl", preference_examples(n, seed))
-    return d
+    return write_splits(tmp_path_factory.mktemp("preferences"), preference_examples,
+                        (("train", 400, 0), ("valid", 100, 1), ("test", 40, 2)))
 
 
 @pytest.fixture(scope="session")
 def class_data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("classes")
-    for split, n, seed in (("train", 600, 0), ("valid", 90, 1), ("test", 90, 2)):
-        write_jsonl(d / f"{split}.jsonl", class_examples(n, seed))
-    return d
+    return write_splits(tmp_path_factory.mktemp("classes"), class_examples,
+                        (("train", 600, 0), ("valid", 90, 1), ("test", 90, 2)))

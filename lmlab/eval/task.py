@@ -92,7 +92,7 @@ def classify(model: torch.nn.Module, objective: Any, texts: list[str], batch_siz
     return labels, probs
 
 
-def _pair_rows(objective: Any, examples: RawExamples) -> list[tuple[np.ndarray, ...]]:
+def pair_rows(objective: Any, examples: RawExamples) -> list[tuple[np.ndarray, ...]]:
     """Each preference pair's rows as example shards hold them: chosen ids and scored flags, rejected ids and
     flags (dpo)."""
     rows = []
@@ -132,7 +132,7 @@ def preference_scores(model: torch.nn.Module, objective: Any, examples: RawExamp
     """A dpo model's held-out preference scores on ``examples`` against ``reference`` (the model its run started
     from): the loss and TRL's ``rewards/accuracies``, ``rewards/margins``... (means over pairs), and a record per
     pair (prompt, chosen, rejected and their rewards)."""
-    rows = _pair_rows(objective, examples)
+    rows = pair_rows(objective, examples)
     ref, _ = pair_logps(reference, objective, rows, batch_size)
     policy, counts = pair_logps(model, objective, rows, batch_size)
     losses, rewards, logps = objective.compare(policy, ref, counts)

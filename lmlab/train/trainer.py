@@ -391,10 +391,16 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
     if log is not None and resume_path is None:
         log.write({"step": 0, "event": "start", "params": n_params, "peak_flops": peak,
                    "world_size": d.world_size, **(start_info or {})})
-    if tc.eval_at_start and resume_path is None:  # the model as it starts: what training is measured against
-        first = evaluate(model, objective, val_batches(), d.device, precision=tc.precision, forward=step_module)
+
+    def validate() -> dict[str, float]:
+        """The validation loss (and perplexity...) and, fine-tuning, the task's scores of the model now."""
+        scores = evaluate(model, objective, val_batches(), d.device, precision=tc.precision, forward=step_module)
         if task is not None and task.scores is not None:
-            first.update(task.scores(model))
+            scores.update(task.scores(model))
+        return scores
+
+    if tc.eval_at_start and resume_path is None:  # the model as it starts: what training is measured against
+        first = validate()
         if log is not None:
             log.write({"step": 0, **first})
         if d.is_main:
@@ -555,10 +561,7 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
                           + (f", {skipped} skipped" if skipped else ""), flush=True)
             if step % tc.eval_every == 0 or step == last_step:
                 eval_t = time.perf_counter()
-                last_eval = evaluate(model, objective, val_batches(), d.device, precision=tc.precision,
-                                     forward=step_module)
-                if task is not None and task.scores is not None:
-                    last_eval.update(task.scores(model))
+                last_eval = validate()
                 new_best = task is not None and improved()
                 if new_best:  # every rank takes part (FSDP gathers); the main one writes
                     ckpt.save_best(out_dir, model, tokenizer, {**state(), "step": step}, write=d.is_main)

@@ -10,7 +10,7 @@ import sys
 import lmlab
 from lmlab.config import config_from_dict
 from lmlab.data.examples import Fields, read_examples
-from lmlab.eval.task import _pair_rows, pair_logps
+from lmlab.eval.task import pair_logps, pair_rows
 from lmlab.objectives import build_objective
 from lmlab.train.checkpoint import STATE, read_json, resolve_model_dir
 
@@ -18,7 +18,7 @@ pairs, models = sys.argv[1], sys.argv[2:]
 cfg = config_from_dict(read_json(resolve_model_dir(models[-1]) / STATE)["config"])
 _, tok = lmlab.load(models[-1])
 objective = build_objective(cfg, tok.lmlab_tokenizer)
-rows = _pair_rows(objective, read_examples(pairs, "dpo", Fields.from_config(cfg.data)))
+rows = pair_rows(objective, read_examples(pairs, "dpo", Fields.from_config(cfg.data)))
 out = {}
 for path in models:
     model, _ = lmlab.load(path, for_inference=True)

@@ -225,6 +225,17 @@ def test_the_seq2seq_error_names_the_command_line_option(models, tokenizer):
         score(models["seq2seq"], tokenizer, "the fox")
 
 
+def _saved_decoder(models, tokenizer, tmp_path):
+    """The tiny decoder saved as a checkpoint, tmp_path/dec, and TEXTS as a held-out file, tmp_path/held_out.txt."""
+    from lmlab.train.checkpoint import save_model_dir
+
+    path = tmp_path / "dec"
+    path.mkdir()
+    save_model_dir(path, models["decoder"], tokenizer)
+    (tmp_path / "held_out.txt").write_text("\n".join(TEXTS) + "\n")
+    return path
+
+
 def test_bf16_weights_for_inference(models, tokenizer, tmp_path, capsys):
     """A model loaded to run only in bf16 (lmlab.load / the CLI's --dtype bf16) holds bfloat16 weights, scores a
     file within 1% of the float32 perplexity and generates; bf16 without for_inference is refused."""
@@ -233,12 +244,9 @@ def test_bf16_weights_for_inference(models, tokenizer, tmp_path, capsys):
     import lmlab
     from lmlab.cli import main
     from lmlab.errors import ConfigError
-    from lmlab.train.checkpoint import load_model, save_model_dir
+    from lmlab.train.checkpoint import load_model
 
-    path = tmp_path / "dec"
-    path.mkdir()
-    save_model_dir(path, models["decoder"], tokenizer)
-    (tmp_path / "held_out.txt").write_text("\n".join(TEXTS) + "\n")
+    path = _saved_decoder(models, tokenizer, tmp_path)
     half, tok = lmlab.load(path, for_inference=True, dtype="bf16")
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
     full, _ = lmlab.load(path, for_inference=True)
@@ -263,12 +271,9 @@ def test_int8_weights_for_inference(models, tokenizer, tmp_path, capsys):
     import lmlab
     from lmlab.cli import main
     from lmlab.errors import ConfigError
-    from lmlab.train.checkpoint import load_model, save_model_dir
+    from lmlab.train.checkpoint import load_model
 
-    path = tmp_path / "dec"
-    path.mkdir()
-    save_model_dir(path, models["decoder"], tokenizer)
-    (tmp_path / "held_out.txt").write_text("\n".join(TEXTS) + "\n")
+    path = _saved_decoder(models, tokenizer, tmp_path)
     full, tok = lmlab.load(path, for_inference=True)
     ppl = file_perplexity(full, tok.lmlab_tokenizer, tmp_path / "held_out.txt").perplexity
     for dtype in ("fp32", "bf16"):
