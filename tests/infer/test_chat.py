@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from lmlab.chat_template import render, template_variables
 from lmlab.cli import main
 from lmlab.config import load_config
 from lmlab.infer import InferenceError, generate
@@ -73,9 +74,16 @@ def test_the_conversation_is_kept_and_trimmed_to_the_context(chat_run):
         assert len(ids) + room <= context
     assert len(chat.messages) == 81 and chat.messages[0] == {"role": "system", "content": "digits"}
     kept, _ = chat.prompt_ids(chat.messages)
-    whole = tok.encode(tok.tok.decode(kept, skip_special_tokens=False))
-    assert len(whole) < sum(len(tok.encode(m["content"])) for m in chat.messages)  # turns were dropped
-    assert tok.decode(kept).startswith("digits") or "digits" in tok.decode(kept)
+
+    def prompt(messages):
+        return tok.encode(render(tok.chat_template, messages, add_generation_prompt=True, **template_variables(tok)))
+
+    system, turns = chat.messages[:1], chat.messages[1:]
+    assert len(prompt(chat.messages)) > context  # the whole conversation no longer fits
+    # the kept prompt is the system message and the most recent exchanges that leave room for a reply
+    n = next(n for n in range(len(turns), 0, -2) if prompt(system + turns[-n:]) == kept)
+    assert 2 <= n < len(turns)
+    assert len(prompt(system + turns[-n - 2:])) + chat.max_new_tokens > context
     chat.reset()
     assert chat.messages == [{"role": "system", "content": "digits"}]
     with pytest.raises(InferenceError, match="context"):
