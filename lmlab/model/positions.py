@@ -49,8 +49,19 @@ class Rotary(nn.Module):
 
     def __init__(self, head_dim: int, theta: float) -> None:
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)  # (hs/2,)
+        self.head_dim, self.theta = head_dim, theta
+        self.register_buffer("inv_freq", self._inv_freq(None), persistent=False)  # (hs/2,)
+
+    def _inv_freq(self, device: torch.device | None) -> Tensor:
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float() / self.head_dim
+        return 1.0 / (self.theta ** exponents)
+
+    def _apply(self, fn, recurse: bool = True):
+        # the frequencies stay float32 and exact whatever the model is converted to (bfloat16 weights would round
+        # them by up to 2^-9, an angle error of radians a thousand positions on) or allocated by (``to_empty``)
+        super()._apply(fn, recurse)
+        self.inv_freq = self._inv_freq(self.inv_freq.device)
+        return self
 
     def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         freqs = positions.float()[..., None] * self.inv_freq  # (B, T, hs/2)

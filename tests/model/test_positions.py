@@ -27,6 +27,21 @@ def test_rotary_scores_depend_only_on_distance():
     assert not torch.allclose(score(5, 2), score(5, 4))
 
 
+def test_rotary_frequencies_stay_float32_in_a_bf16_model():
+    """Converting a model to bfloat16 (weights to run) or allocating it empty keeps the rotary frequencies exact
+    in float32: rounded to bfloat16 they would turn the angles by radians a thousand positions on."""
+    reference = Rotary(64, 10000.0).inv_freq.double()
+    exact = 1.0 / 10000.0 ** (torch.arange(0, 64, 2, dtype=torch.float64) / 64)
+    torch.testing.assert_close(reference, exact, rtol=1e-7, atol=0)
+    converted = Rotary(64, 10000.0).to(torch.bfloat16)
+    with torch.device("meta"):
+        empty = Rotary(64, 10000.0)
+    for rot in (converted, empty.to_empty(device="cpu")):
+        assert rot.inv_freq.dtype == torch.float32 and torch.equal(rot.inv_freq.double(), reference)
+    cos, _ = converted(torch.tensor([[1000]]))
+    torch.testing.assert_close(cos[0, 0].double(), torch.cat([exact, exact]).mul(1000).cos(), rtol=0, atol=1e-3)
+
+
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_relative_buckets_match_t5(bidirectional):
     t5 = pytest.importorskip("transformers.models.t5.modeling_t5")
