@@ -17,7 +17,6 @@ Pre-norm blocks compute ``x + f(norm(x))``; post-norm blocks ``norm(x + f(x))`` 
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 
 from lmlab.model.attention import Attention, build_mask
 from lmlab.model.cache import KVCache
-from lmlab.model.layers import MLP, inference_layout
+from lmlab.model.layers import MLP, inference_layout, return_freed_memory
 from lmlab.model.positions import RelativePositionBias, Rotary, positions_from_segments, positions_from_tokens
 from lmlab.model.quant import QUANTIZE, quantize_int8
 
@@ -186,16 +185,6 @@ class Head(nn.Module):
         if self.transform is not None:
             h = self.transform(h)
         return self.proj(h)
-
-
-def _return_freed_memory() -> None:
-    """Hand the memory that converting the weights freed back to the system (glibc keeps freed blocks of up to
-    32 MB for reuse: a model loaded in bf16 or int8 would otherwise stay resident at its float32 size). A no-op
-    where glibc is not the C library."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class Transformer(nn.Module):
@@ -482,8 +471,8 @@ class Transformer(nn.Module):
         if quantize == "int8":
             quantize_int8(self)
         if self.decoder is not None:
-            inference_layout(self.decoder, self.head)
-        _return_freed_memory()
+            inference_layout(self.decoder, self.head, shared=(self.embed.weight,))
+        return_freed_memory()
         return self
 
     def num_params(self, non_embedding: bool = True) -> int:

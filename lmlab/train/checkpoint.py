@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch.distributed.tensor import DTensor, distribute_tensor
 
@@ -329,24 +329,32 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
         load_adapters(model, path)
         return
-    tensors = _read_tensors(path / WEIGHTS)
+    file = path / WEIGHTS
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint {path} is incomplete: {WEIGHTS} is missing")
     own = model.state_dict(keep_vars=True)
     first_name: dict[int, str] = {}
     for name, t in own.items():
         first_name.setdefault(id(t), name)
     required = {n for n, t in own.items() if first_name[id(t)] == n}  # a tied parameter once
-    missing = sorted(required - tensors.keys())
-    unexpected = sorted(tensors.keys() - own.keys())
-    if missing or unexpected:
-        raise CheckpointError(f"{path / WEIGHTS} does not match the model in {CONFIG}: "
-                              f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    for name, t in tensors.items():
-        if t.shape != own[name].shape:
-            raise CheckpointError(f"{path / WEIGHTS}: tensor {name} has shape {tuple(t.shape)}, "
-                                  f"expected {tuple(own[name].shape)}")
-    with torch.no_grad():
-        for name, t in tensors.items():
-            own[name].copy_(_shard_like(t, own[name]))
+    try:
+        # one tensor read at a time and copied into the model's (in its dtype): loading holds the model and
+        # the largest tensor, not the model and the whole file
+        with safe_open(str(file), framework="pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
+            missing = sorted(required - shapes.keys())
+            unexpected = sorted(shapes.keys() - own.keys())
+            if missing or unexpected:
+                raise CheckpointError(f"{file} does not match the model in {CONFIG}: "
+                                      f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+            for name, shape in shapes.items():
+                if shape != own[name].shape:
+                    raise CheckpointError(f"{file}: tensor {name} has shape {shape}, expected {tuple(own[name].shape)}")
+            with torch.no_grad():
+                for name in shapes:
+                    own[name].copy_(_shard_like(f.get_tensor(name), own[name]))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{file} is corrupt: {e}") from None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False,
@@ -394,8 +402,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
                                f"Face model directory, and: {e}") from None
         check_model_vocab(tokenizer, model.config.vocab_size, path)
         return _ready(model, device, for_inference, dtype, quantize), tokenizer
-    model = build_model(read_model_config(path))
-    if isinstance(lora := raw.get("lora"), dict):
+    lora = raw.get("lora")
+    if for_inference and not isinstance(lora, dict):
+        model = _empty_model(read_model_config(path), INFERENCE_DTYPES[dtype])
+    else:
+        model = build_model(read_model_config(path))
+    if isinstance(lora, dict):
         from lmlab.train.lora import load_lora, merged
 
         load_lora(model, path, lora)
@@ -419,6 +431,24 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
 
 
 INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _empty_model(cfg: ModelConfig, dtype: torch.dtype) -> torch.nn.Module:
+    """The model of ``cfg`` with its weights allocated in ``dtype`` and not initialised (the checkpoint's are read
+    into them next): a model loaded to run in bfloat16 never holds a float32 copy, nor spends the time of a
+    random initialisation."""
+    from lmlab.model import build_model
+
+    with torch.device("meta"):
+        model = build_model(cfg)
+    first: dict[int, str] = {}
+    ties = [(name, first.setdefault(id(p), name)) for name, p in model.named_parameters(remove_duplicate=False)]
+    model = model.to(dtype).to_empty(device="cpu")  # which makes new parameters: tied ones are tied again
+    for name, source in ties:
+        if name != source:
+            module, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(module), attr, model.get_parameter(source))
+    return model
 
 
 def _ready(model: torch.nn.Module, device: str | torch.device, for_inference: bool, dtype: str,
