@@ -5,18 +5,21 @@ A model is built in ``transformers`` with random weights and saved; lmlab loads 
 (``lmlab.load(..., for_inference=True, dtype=..., quantize=...)``, as its CLI does) and Hugging Face loads it in
 the same dtype: fp32; bf16 (``dtype=torch.bfloat16``); int8 (lmlab: weight-only int8 with per-channel scales;
 Hugging Face: ``torch.ao`` dynamic quantization of its ``nn.Linear`` layers, the int8 path PyTorch offers it on a
-CPU; GPT-2's blocks are ``Conv1D``, which it leaves in fp32). Both decode greedily with a KV cache, EOS disabled
-so every row runs the full ``--new`` tokens; one warm-up run each, then the median of ``--runs`` timed runs
-(alternating, so load from other processes hits both alike). Tokens/s counts generated tokens (batch x new).
+CPU; GPT-2's blocks are ``Conv1D``, which it leaves in fp32); int8-dynamic (lmlab: ``--quantize int8-dynamic``,
+the same kind of product as ``torch.ao``'s, against the same Hugging Face model as int8). Both decode greedily
+with a KV cache, EOS disabled so every row runs the full ``--new`` tokens; one warm-up run each, then the median
+of ``--runs`` timed runs (alternating, so load from other processes hits both alike). Tokens/s counts generated
+tokens (batch x new).
 
 The limit: a decoding step reads every weight matrix once (the decoder's and the head's: the bytes of
 ``--model`` in that dtype), so at batch 1 no implementation beats ``bandwidth / bytes`` tokens/s, with the
 bandwidth a streaming read reaches on this machine (the best of several ``sum`` over 1 GiB). Each lmlab row says
 which share of the limit it reaches. ``--memory`` also loads each dtype in a fresh process and reports its
-resident memory after loading and at the peak of a ``generate`` call, beside the bytes of its weights.
+resident memory after loading and at the peak of a ``generate`` call, beside the bytes of its weights; it loads
+the model as an lmlab checkpoint (``convert_from_hf`` of the directory: what ``lmlab convert from-hf`` writes).
 
-    .venv/bin/python benchmarks/generate.py [--model gpt2|llama-1b] [--dtypes fp32 bf16 int8] [--batches 1 8]
-        [--new 128] [--prompt 32] [--runs 3] [--quick] [--memory] [--threads N] [--json PATH]
+    .venv/bin/python benchmarks/generate.py [--model gpt2|llama-1b] [--dtypes fp32 bf16 int8 int8-dynamic]
+        [--batches 1 8] [--new 128] [--prompt 32] [--runs 3] [--quick] [--memory] [--threads N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ import time
 import warnings
 from pathlib import Path
 
+import tokenizers
 import torch
 import transformers
 from timing import alternating_medians
 
 import lmlab
 from lmlab.infer import generate
+from lmlab.interop import convert_from_hf
 from lmlab.model.layers import Linear
 
 MODELS = {  # random-weight decoders: the GPT-2-like benchmark model, and a Llama-like 1B-class one
@@ -44,7 +49,9 @@ MODELS = {  # random-weight decoders: the GPT-2-like benchmark model, and a Llam
     "llama-1b": dict(kind="llama", vocab=32000, d=2048, layers=16, heads=32, kv_heads=8, d_ff=5632),
     "quick": dict(kind="gpt2", vocab=512, d=64, layers=2, heads=4),
 }
-HF_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
+HF_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32, "int8-dynamic": torch.float32}
+OURS = {"fp32": ("fp32", None), "bf16": ("bf16", None), "int8": ("fp32", "int8"),  # lmlab.load's dtype, quantize
+        "int8-dynamic": ("fp32", "int8-dynamic")}
 
 
 def hf_model(spec: dict, max_len: int) -> transformers.PreTrainedModel:
@@ -64,7 +71,7 @@ def hf_model(spec: dict, max_len: int) -> transformers.PreTrainedModel:
 def load_hf(path: str, dtype: str) -> torch.nn.Module:
     model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=HF_DTYPES[dtype],
                                                               attn_implementation="sdpa").eval()
-    if dtype == "int8":
+    if dtype.startswith("int8"):
         with warnings.catch_warnings():  # deprecated in favour of torchao, which is not a dependency here
             warnings.simplefilter("ignore")
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
@@ -122,10 +129,9 @@ def memory_child(path: str, dtype: str, new: int) -> None:
     """(In a fresh process) load the model of ``path`` to run in ``dtype`` and print its memory as JSON, each
     beyond the memory before loading: resident after loading, the peak of anonymous memory while loading, and
     the peak of a ``generate`` call."""
-    quantize = "int8" if dtype == "int8" else None
     base, base_anon = memory("VmRSS"), memory("RssAnon")
     (model, _), peak_anon = anonymous_peak(
-        lambda: lmlab.load(path, for_inference=True, dtype="fp32" if quantize else dtype, quantize=quantize))
+        lambda: lmlab.load(path, for_inference=True, dtype=OURS[dtype][0], quantize=OURS[dtype][1]))
     weights = sum(t.numel() * t.element_size() for t in {*model.parameters(), *model.buffers()})
     loaded, peak_load = memory("VmRSS") - base, peak_anon - base_anon
     reset_peak()
@@ -137,13 +143,13 @@ def memory_child(path: str, dtype: str, new: int) -> None:
 def memory_rows(path: str, dtypes: list[str], new: int) -> list[dict]:
     rows = []
     print("\nmemory of a model loaded to run (fresh process each; beyond the process's memory before loading)")
-    print(f"{'dtype':>6}{'weights MB':>12}{'loaded':>9}{'peak, load (anonymous)':>24}{'peak, generate':>16}")
+    print(f"{'dtype':>12}{'weights MB':>12}{'loaded':>9}{'peak, load (anonymous)':>24}{'peak, generate':>16}")
     for dtype in dtypes:
         out = subprocess.run([sys.executable, __file__, "--memory-child", path, dtype, "--new", str(new)],
                              capture_output=True, text=True, check=True).stdout.splitlines()[-1]
         r = json.loads(out)
         w = r["weights"]
-        print(f"{dtype:>6}{w / 1e6:>12.1f}{r['loaded'] / w:>8.2f}x{r['peak_load'] / w:>23.2f}x"
+        print(f"{dtype:>12}{w / 1e6:>12.1f}{r['loaded'] / w:>8.2f}x{r['peak_load'] / w:>23.2f}x"
               f"{r['peak'] / w:>15.2f}x", flush=True)
         rows.append(dict(kind="memory", dtype=dtype, **r))
     return rows
@@ -152,7 +158,7 @@ def memory_rows(path: str, dtypes: list[str], new: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["gpt2", "llama-1b"], default="gpt2")
-    parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16", "int8"], default=["fp32", "bf16", "int8"])
+    parser.add_argument("--dtypes", nargs="+", choices=list(OURS), default=list(OURS))
     parser.add_argument("--new", type=int, default=128, help="tokens generated per row")
     parser.add_argument("--prompt", type=int, default=32, help="prompt length")
     parser.add_argument("--runs", type=int, default=3, help="timed runs (median) after one warm-up")
@@ -176,15 +182,14 @@ def main() -> None:
     print(f"model: {args.model if not args.quick else 'quick'} ({spec['layers']} layers, d {spec['d']}, vocab "
           f"{spec['vocab']}), random weights; prompt {args.prompt}, {args.new} new tokens; 1 warm-up + median of "
           f"{args.runs}")
-    print(f"{'dtype':>6}{'batch':>6}{'lmlab tok/s':>13}{'limit':>8}{'of limit':>10}{'HF tok/s':>10}{'ratio':>8}"
+    print(f"{'dtype':>12}{'batch':>6}{'lmlab tok/s':>13}{'limit':>8}{'of limit':>10}{'HF tok/s':>10}{'ratio':>8}"
           f"  same tokens as HF")
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
         hf_model(spec, args.prompt + args.new).save_pretrained(tmp)
         for dtype in args.dtypes:
-            ours, _ = lmlab.load(tmp, for_inference=True, dtype="bf16" if dtype == "bf16" else "fp32",
-                                 quantize="int8" if dtype == "int8" else None)
+            ours, _ = lmlab.load(tmp, for_inference=True, dtype=OURS[dtype][0], quantize=OURS[dtype][1])
             hf = load_hf(tmp, dtype)
             step_bytes = bytes_per_step(ours)
             for B in args.batches:
@@ -201,7 +206,7 @@ def main() -> None:
                     f"first difference at new token {int(new.all(0).logical_not().nonzero()[0])}"
                 n = B * args.new
                 limit = B * bw / step_bytes
-                print(f"{dtype:>6}{B:>6}{n / ours_s:>13.0f}{limit:>8.0f}{n / ours_s / limit:>10.0%}{n / hf_s:>10.0f}"
+                print(f"{dtype:>12}{B:>6}{n / ours_s:>13.0f}{limit:>8.0f}{n / ours_s / limit:>10.0%}{n / hf_s:>10.0f}"
                       f"{hf_s / ours_s:>8.2f}  {same}", flush=True)
                 records.append(dict(kind="speed", dtype=dtype, batch=B, threads=torch.get_num_threads(),
                                     lmlab=n / ours_s, hf=n / hf_s, ratio=hf_s / ours_s, limit=limit,
@@ -209,7 +214,10 @@ def main() -> None:
                                     step_bytes=step_bytes, model=args.model))
             ours = hf = None  # freed before the next dtype loads
         if args.memory:
-            records += memory_rows(tmp, args.dtypes, min(args.new, 32))
+            words = {f"w{i}": i for i in range(spec["vocab"])}  # a tokenizer, which a checkpoint holds
+            tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token="w0")).save(f"{tmp}/tokenizer.json")
+            ours = convert_from_hf(tmp, Path(tmp) / "lmlab")
+            records += memory_rows(str(ours), args.dtypes, min(args.new, 32))
     if args.json:
         Path(args.json).write_text(json.dumps(records))
 

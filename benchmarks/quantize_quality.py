@@ -36,7 +36,8 @@ from lmlab.tokenizer import train_tokenizer
 from lmlab.train.trainer import pretrain
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo-clm.toml"
-WEIGHTS = {"fp32": ("fp32", None), "bf16": ("bf16", None), "int8": ("fp32", "int8"), "bf16+int8": ("bf16", "int8")}
+WEIGHTS = {"fp32": ("fp32", None), "bf16": ("bf16", None), "int8": ("fp32", "int8"), "bf16+int8": ("bf16", "int8"),
+           "int8-dynamic": ("fp32", "int8-dynamic")}
 
 
 def train(out: Path, steps: int, quick: bool) -> tuple[Path, list[str]]:
@@ -86,7 +87,7 @@ def main() -> None:
         for name, (model, _) in models.items():
             greedy[name] = [generate(model, p[None], max_new_tokens=32, eos_token_id=[])[0, 16:] for p in prompts]
         base = file_perplexity(models["fp32"][0], tok, text, unit="document").perplexity
-        print(f"{'weights':>10}{'bytes':>10}{'perplexity':>12}{'change':>9}{'next token = fp32':>19}"
+        print(f"{'weights':>12}{'bytes':>10}{'perplexity':>12}{'change':>9}{'next token = fp32':>19}"
               f"{'greedy = fp32':>15}{'tokens to 1st diff':>20}")
         rows = []
         for name, (model, _) in models.items():
@@ -96,7 +97,7 @@ def main() -> None:
             firsts = [int((a != b).nonzero()[0]) if bool((a != b).any()) else len(a)
                       for a, b in zip(greedy[name], greedy["fp32"], strict=True)]
             identical = sum(f == 32 for f in firsts) / len(firsts)
-            print(f"{name:>10}{size / 1e6:>8.1f}MB{ppl:>12.3f}{ppl / base - 1:>+9.2%}{agree:>19.1%}{identical:>15.0%}"
+            print(f"{name:>12}{size / 1e6:>8.1f}MB{ppl:>12.3f}{ppl / base - 1:>+9.2%}{agree:>19.1%}{identical:>15.0%}"
                   f"{sum(firsts) / len(firsts):>20.1f}", flush=True)
             rows.append(dict(weights=name, bytes=size, perplexity=ppl, change=ppl / base - 1, next_token=agree,
                              greedy_identical=identical, first_difference=sum(firsts) / len(firsts)))

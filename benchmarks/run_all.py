@@ -30,7 +30,7 @@ RUNS = [
     ("train-bf16", "Training throughput, bf16 autocast", "train_throughput.py", ["--precision", "bf16"]),
     ("train-fast", "Training throughput, fp32-fast", "train_throughput.py", ["--precision", "fp32-fast"]),
     ("memory", "Peak memory of a training step", "train_memory.py", []),
-    ("generate", "Generation, greedy, 128 new tokens, fp32 / bf16 / int8 weights", "generate.py",
+    ("generate", "Generation, greedy, 128 new tokens, fp32 / bf16 / int8 / int8-dynamic weights", "generate.py",
      ["--runs", "5", "--memory"]),
     ("generate-1", "Generation on one thread, fp32", "generate.py", ["--runs", "5", "--threads", "1", "--dtypes",
                                                                      "fp32"]),
@@ -118,7 +118,7 @@ def aims(rows: dict[str, list[dict] | None]) -> list[tuple[str, str, str, bool |
             lambda r: (", ".join(f"{x['dtype']} {x['loaded'] / x['weights']:.2f}x / {x['peak'] / x['weights']:.2f}x"
                                  for x in r if x["kind"] == "memory"),
                        [x["peak"] / x["weights"] for x in r if x["kind"] == "memory"]), lambda v: max(v) <= 1.1)
-    for weights, limit in (("bf16", 0.01), ("int8", 0.02)):
+    for weights, limit in (("bf16", 0.01), ("int8", 0.02), ("int8-dynamic", 0.02)):
         add(f"held-out perplexity with {weights} weights vs fp32", f"within {limit:.0%}", "quantize",
             lambda r, w=weights: (f"{next(x['change'] for x in r if x['weights'] == w):+.2%}",
                                   next(x["change"] for x in r if x["weights"] == w)),

@@ -390,9 +390,11 @@ def _dtype_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                         help="the weights' type: bf16 reads half the bytes a token (fast on CPUs with AVX-512 BF16 "
                         "or AMX, and on GPUs); default: fp32")
-    parser.add_argument("--quantize", choices=["int8"], help="store the weight matrices and the token embedding as "
-                        "int8 with a scale per output channel: a quarter of fp32's bytes a token; the products run "
-                        "in bf16, the rest of the model in --dtype")
+    parser.add_argument("--quantize", choices=["int8", "int8-dynamic"], help="store the weight matrices and the "
+                        "token embedding as int8 with a scale per output channel: a quarter of fp32's bytes a token; "
+                        "int8: the products run in bf16, the rest of the model in --dtype; int8-dynamic (x86 CPUs): "
+                        "the activations are quantized too, as torch.ao's dynamic quantization does, faster and "
+                        "less exact")
 
 
 def build_parser() -> argparse.ArgumentParser:

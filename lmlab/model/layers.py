@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import ctypes
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +32,7 @@ class Linear(nn.Linear):
 
     decode_weight: Tensor | None = None  # (chunks, in / chunks, out) while decoding
     decode_bias: Tensor | None = None  # (chunks, 1, out): the bias in chunk 0 (zeros without one), then zeros
-    packed: object | None = None  # fbgemm's packed float16 weight and bias, for bfloat16 weights (inference_layout)
+    packed: tuple | None = None  # (product, fbgemm's packed weight and bias): bf16 weights (pack_fp16), int8-dynamic
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -44,8 +43,9 @@ class Linear(nn.Linear):
         return y if self.lora is None else y + self.lora(x)
 
     def _product(self, x: Tensor) -> Tensor:
-        if self.packed is not None:  # bfloat16 weights held as packed float16 (inference_layout)
-            y = torch.ops.quantized.linear_dynamic_fp16(x.reshape(-1, self.in_features).float(), self.packed)
+        if self.packed is not None:  # a weight packed for one of fbgemm's products (float32 in and out)
+            product, weight = self.packed
+            y = product(x.reshape(-1, self.in_features).float(), weight)
             return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
         if self.weight.dtype == torch.int8:  # quantized for inference (lmlab.model.quant)
             return int8_linear(x, self.weight, self.scale, self.bias)
@@ -121,7 +121,8 @@ def pack_fp16(layer: Linear) -> bool:
     if weight.abs().max() > FP16_MAX:
         return False
     bias = None if layer.bias is None else layer.bias.detach().float()
-    layer.packed = torch.ops.quantized.linear_prepack_fp16(weight.float(), bias)
+    kernels = torch.ops.quantized
+    layer.packed = (kernels.linear_dynamic_fp16, kernels.linear_prepack_fp16(weight.float(), bias))
     layer.weight = nn.Parameter(weight.new_full((), float("nan")).expand(weight.shape), requires_grad=False)
     return True
 

@@ -7,15 +7,23 @@ A product is ``(x @ q.T) * scale`` in bfloat16 (activations are cast to it and t
 :data:`KERNEL_ROWS` rows go through PyTorch's weight-only kernel ``torch._weight_int8pack_mm`` (the one torchao
 uses), which reads the int8 weights directly; more rows (a prompt, a training-size batch), other devices and
 widths the kernel does not take dequantize the weight for one bfloat16 GEMM.
+
+``int8-dynamic`` holds the same int8 rows and scales in fbgemm's packed form and multiplies them as ``torch.ao``'s
+dynamic quantization does (``quantized.linear_dynamic``, what ``transformers`` users get from
+``torch.ao.quantization.quantize_dynamic``): the activations are quantized too, to 7-bit integers with one scale
+per call, and the product runs in integers, about 1.3-1.5x as fast at batch 1 on an x86 CPU; the price is the
+activations' rounding (see ``benchmarks/quantize_quality.py``). x86 CPUs (fbgemm) only.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-QUANTIZE = ("int8",)  # the weight formats for_inference takes
+QUANTIZE = ("int8", "int8-dynamic")  # the weight formats for_inference takes
 KERNEL_ROWS = 64  # products of at most this many rows use the int8 kernel (faster than dequantizing up to ~64)
 SCALE_DTYPE = torch.bfloat16  # the kernel's activation and scale type
 
@@ -67,13 +75,30 @@ class Int8Embedding(nn.Module):
         return rows.to(self.dtype)
 
 
-def quantize_int8(model: nn.Module) -> int:
+DYNAMIC_KERNEL = "fbgemm" in torch.backends.quantized.supported_engines  # int8-dynamic's GEMM (x86 CPUs)
+
+
+def int8_dynamic(x: Tensor, packed: object) -> Tensor:
+    """``x @ w.T + bias`` through fbgemm's dynamically quantized GEMM (float32 in and out, 7-bit activations as
+    ``torch.ao`` takes them on fbgemm, so that its 16-bit intermediate sums cannot overflow)."""
+    return torch.ops.quantized.linear_dynamic(x, packed, True)
+
+
+def quantize_int8(model: nn.Module, dynamic: bool = False) -> int:
     """Replace, in place, every :class:`~lmlab.model.layers.Linear` weight of ``model`` (a lmlab Transformer in
     eval mode) and its token embedding by int8 rows and scales; a tied head and embedding keep sharing one
-    int8 matrix. The float weights are freed. For inference only: the model can no longer be trained. Returns
-    the number of matrices quantized."""
-    from lmlab.model.layers import Linear
+    int8 matrix. With ``dynamic`` (``int8-dynamic``), the Linear weights of a CPU model are packed for
+    :func:`int8_dynamic` instead (but a head tied to the embedding, which would need a second copy). The float
+    weights are freed. For inference only: the model can no longer be trained. Returns the number of matrices
+    quantized.
 
+    Raises:
+        ValueError: ``dynamic`` where fbgemm is missing (not an x86 CPU) or the model is not on a CPU.
+    """
+    from lmlab.model.layers import Linear, return_freed_memory
+
+    if dynamic and (not DYNAMIC_KERNEL or model.embed.weight.device.type != "cpu"):
+        raise ValueError("int8-dynamic runs on x86 CPUs only (fbgemm's int8 GEMM); use int8 (weight-only) here")
     dtype = model.embed.weight.dtype
     done: dict[int, tuple[nn.Parameter, Tensor]] = {}  # id of a float weight -> its int8 parameter and scales
 
@@ -83,8 +108,22 @@ def quantize_int8(model: nn.Module) -> int:
             done[id(weight)] = (nn.Parameter(q, requires_grad=False), scale)
         return done[id(weight)]
 
+    tied = model.embed.weight
     with torch.no_grad():
         for layer in [m for m in model.modules() if isinstance(m, Linear)]:
+            if dynamic and layer.weight is not tied:
+                q, scale = quantize_rows(layer.weight)
+                zeros = torch.zeros(q.shape[0], dtype=torch.long)
+                with warnings.catch_warnings():  # quantized tensors are deprecated in favour of torchao
+                    warnings.simplefilter("ignore", UserWarning)
+                    channels = torch._make_per_channel_quantized_tensor(q, scale.double(), zeros, 0)
+                bias = None if layer.bias is None else layer.bias.float()
+                layer.packed = (int8_dynamic, torch.ops.quantized.linear_prepack(channels, bias))
+                # the parameter keeps its shape and int8 dtype (the bytes the model reads), holding one zero
+                layer.weight = nn.Parameter(q.new_zeros(()).expand(q.shape), requires_grad=False)
+                done[id(layer)] = (layer.weight, scale)
+                return_freed_memory()
+                continue
             layer.weight, scale = quantized(layer.weight)
             layer.register_buffer("scale", scale)
             layer.decode_weight = layer.decode_bias = None

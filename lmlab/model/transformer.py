@@ -460,16 +460,18 @@ class Transformer(nn.Module):
 
     def for_inference(self, dtype: torch.dtype = torch.float32, quantize: str | None = None) -> Transformer:
         """Ready the model for inference only, in place: eval mode, no gradients, weights in ``dtype`` (float32,
-        or bfloat16: half the bytes a token reads), and float32 decoder and head weights laid out for decoding
-        once and for good (:func:`~lmlab.model.layers.inference_layout`: each weight held once, nothing packed
-        per ``generate`` call). ``quantize="int8"`` then stores every Linear weight and the token embedding as
-        int8 with per-channel scales (:func:`~lmlab.model.quant.quantize_int8`; a quarter of float32's bytes),
-        the rest staying in ``dtype``. Returns the model."""
+        or bfloat16: half the bytes a token reads), and the decoder and head weights laid out for decoding once
+        and for good (:func:`~lmlab.model.layers.inference_layout`: each weight held once, nothing packed per
+        ``generate`` call; bfloat16 ones packed as float16 for fbgemm on x86). ``quantize="int8"`` then stores
+        every Linear weight and the token embedding as int8 with per-channel scales
+        (:func:`~lmlab.model.quant.quantize_int8`; a quarter of float32's bytes), the rest staying in ``dtype``;
+        ``"int8-dynamic"`` also quantizes the activations of the products, as ``torch.ao`` does. Returns the
+        model."""
         if quantize not in (None, *QUANTIZE):
             raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)} or None, got {quantize!r}")
         self.eval().requires_grad_(False).to(dtype)
-        if quantize == "int8":
-            quantize_int8(self)
+        if quantize in ("int8", "int8-dynamic"):
+            quantize_int8(self, dynamic=quantize == "int8-dynamic")
         if self.decoder is not None:
             inference_layout(self.decoder, self.head, shared=(self.embed.weight,))
         return_freed_memory()

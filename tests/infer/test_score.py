@@ -265,12 +265,14 @@ def test_bf16_weights_for_inference(models, tokenizer, tmp_path, capsys):
 
 def test_int8_weights_for_inference(models, tokenizer, tmp_path, capsys):
     """--quantize int8 (lmlab.load, pipelines, the CLI): int8 weight matrices, a file's perplexity within 2% of
-    float32's, alone and with bf16 for the rest; the greedy tokens mostly float32's; refused for training."""
+    float32's, alone and with bf16 for the rest; the greedy tokens mostly float32's; refused for training;
+    int8-dynamic within 2% too, and refused where fbgemm cannot run it."""
     import json
 
     import lmlab
     from lmlab.cli import main
     from lmlab.errors import ConfigError
+    from lmlab.model.quant import DYNAMIC_KERNEL
     from lmlab.train.checkpoint import load_model
 
     path = _saved_decoder(models, tokenizer, tmp_path)
@@ -292,6 +294,15 @@ def test_int8_weights_for_inference(models, tokenizer, tmp_path, capsys):
     assert scorer(TEXTS[0])["log_prob"] == pytest.approx(score(full, tok.lmlab_tokenizer, TEXTS[0]).log_prob, rel=0.02)
     with pytest.raises(ConfigError, match="for_inference"):
         load_model(path, quantize="int8")
+    if DYNAMIC_KERNEL:  # int8-dynamic: activations quantized too, the perplexity still within 2%
+        dynamic, _ = lmlab.load(path, for_inference=True, quantize="int8-dynamic")
+        assert dynamic.decoder.layers[0].mlp.up.packed is not None
+        assert file_perplexity(dynamic, tok.lmlab_tokenizer, tmp_path / "held_out.txt").perplexity == \
+            pytest.approx(ppl, rel=0.02)
+        assert main(["score", str(path), "the quick", "--quantize", "int8-dynamic", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)
+    with pytest.raises(ConfigError, match="x86 CPUs only"):  # where fbgemm is missing, or on another device
+        load_model(path, for_inference=True, quantize="int8-dynamic", device="meta")
     with pytest.raises(SystemExit) as e:
         main(["generate", str(path), "the quick", "--quantize", "int4"])
     assert e.value.code == 2

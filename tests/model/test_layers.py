@@ -6,8 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmlab.model.layers import (DECODE_ROWS, FP16_KERNEL, MLP, Linear, activation_fn, decode_layout, inference_layout,
-                                make_norm)
+from lmlab.model.layers import (
+    DECODE_ROWS,
+    FP16_KERNEL,
+    MLP,
+    Linear,
+    activation_fn,
+    decode_layout,
+    inference_layout,
+    make_norm,
+)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -81,7 +89,7 @@ def test_bf16_weights_packed_as_fp16_keep_their_values(bias):
         y = layer(x)
         assert y.dtype == torch.bfloat16 and y.shape == (*n, 40)
         torch.testing.assert_close(y.double(), ref.to(torch.bfloat16).double(), rtol=1e-2, atol=1e-3)
-        torch.testing.assert_close(torch.ops.quantized.linear_dynamic_fp16(x.reshape(-1, 96).float(), layer.packed),
+        torch.testing.assert_close(torch.ops.quantized.linear_dynamic_fp16(x.reshape(-1, 96).float(), layer.packed[1]),
                                    ref.reshape(-1, 40).float(), rtol=1e-5, atol=1e-5)
 
 
