@@ -32,7 +32,7 @@ class Linear(nn.Linear):
 
     decode_weight: Tensor | None = None  # (chunks, in / chunks, out) while decoding
     decode_bias: Tensor | None = None  # (chunks, 1, out): the bias in chunk 0 (zeros without one), then zeros
-    packed: tuple | None = None  # (product, fbgemm's packed weight and bias): bf16 weights (pack_fp16), int8-dynamic
+    packed: tuple | None = None  # (product, packed weight): bf16 weights to run (pack_bf16), int8-dynamic
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -43,9 +43,9 @@ class Linear(nn.Linear):
         return y if self.lora is None else y + self.lora(x)
 
     def _product(self, x: Tensor) -> Tensor:
-        if self.packed is not None:  # a weight packed for one of fbgemm's products (float32 in and out)
+        if self.packed is not None:  # a weight packed for one of PyTorch's CPU kernels (pack_bf16, int8-dynamic)
             product, weight = self.packed
-            y = product(x.reshape(-1, self.in_features).float(), weight)
+            y = product(x.reshape(-1, self.in_features), weight)
             return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
         if self.weight.dtype == torch.int8:  # quantized for inference (lmlab.model.quant)
             return int8_linear(x, self.weight, self.scale, self.bias)
@@ -81,8 +81,8 @@ def inference_layout(*modules: nn.Module | None, shared: tuple[Tensor, ...] = ()
       (:func:`decode_layout` then has nothing to pack). Products of many rows use the view (the same GEMM,
       transposed operand), so results are those of the plain layout up to the order of additions in decoding.
       A weight tied to an embedding is changed for both (the lookup reads rows of the view).
-    - bfloat16 weights on a CPU with fbgemm (x86): :func:`pack_fp16`, except weights in ``shared`` (a head tied
-      to the embedding, whose lookup needs the rows).
+    - bfloat16 weights on an x86 CPU: packed for oneDNN or fbgemm (:func:`pack_bf16`, :func:`bf16_kernel`),
+      except weights in ``shared`` (a head tied to the embedding, whose lookup needs the rows).
 
     For inference only: the layout is chosen for this process's thread count and CPU, and the model is not
     meant to be trained or saved."""
@@ -91,15 +91,14 @@ def inference_layout(*modules: nn.Module | None, shared: tuple[Tensor, ...] = ()
         for layer in layers:
             layer.weight.data = _transposed(layer.weight.detach()).t()  # the tied embedding follows (same Parameter)
             _pack(layer, layer.weight.data.t())
-    if not FP16_KERNEL:
-        return len(layers)
     skip = {id(t) for t in shared}
     half = {id(m): m for module in modules if module is not None for m in module.modules()
             if isinstance(m, Linear) and m.packed is None and m.weight.device.type == "cpu"
             and m.weight.dtype == torch.bfloat16 and id(m.weight) not in skip}
+    kernel = bf16_kernel() if half else None
     packed = 0
-    for layer in half.values():
-        packed += pack_fp16(layer)
+    for layer in half.values() if kernel else ():
+        packed += pack_bf16(layer, kernel)
         return_freed_memory()  # the bfloat16 weight's: the model never holds both layouts
     return len(layers) + packed
 
@@ -108,21 +107,53 @@ FP16_KERNEL = "fbgemm" in torch.backends.quantized.supported_engines  # fbgemm's
 FP16_MAX = torch.finfo(torch.float16).max
 
 
-def pack_fp16(layer: Linear) -> bool:
-    """Hold ``layer``'s bfloat16 weight as fbgemm's packed float16 (``linear_prepack_fp16``), the same two bytes a
-    weight, multiplied by ``linear_dynamic_fp16``: float32 activations and accumulation, and a matrix-vector
-    product that reads its weight at the memory's speed, where oneDNN's bfloat16 GEMV reaches about half of it
-    (measured on 2 cores, AVX-512: 35-43 GB/s against 21-27). A bfloat16 value is a float16 value exactly from
-    2^-14 (float16's smallest normal) to float16's largest; below 2^-17 it is rounded to float16's subnormal
-    step, 2^-24, an error far below the weights' own rounding. A weight with a value beyond float16's range
-    keeps bfloat16 (returns False). The weight parameter keeps its shape and dtype (``num_params``, ``device``)
-    as a single NaN broadcast to it, so that a product which missed the packed weight cannot pass unnoticed."""
+def bf16_kernel() -> str | None:
+    """The product :func:`pack_bf16` gives bfloat16 weights on this CPU: ``"onednn"`` where the CPU has bfloat16
+    instructions (AVX-512 BF16 or AMX) and PyTorch has oneDNN, else ``"fp16"`` where fbgemm is built (x86), else
+    None (the plain ``F.linear``)."""
+    from lmlab.train.precision import has_native_bf16
+
+    onednn = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    if onednn and has_native_bf16():
+        return "onednn"
+    return "fp16" if FP16_KERNEL else None
+
+
+def _onednn_product(x: Tensor, packed: tuple[Tensor, Tensor | None]) -> Tensor:
+    weight, bias = packed
+    return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), weight, bias, "none", [], "")
+
+
+def _fp16_product(x: Tensor, packed: object) -> Tensor:
+    return torch.ops.quantized.linear_dynamic_fp16(x.float(), packed)
+
+
+def pack_bf16(layer: Linear, kernel: str) -> bool:
+    """Hold ``layer``'s bfloat16 weight packed for one of PyTorch's CPU kernels, in the same two bytes a weight,
+    whose matrix-vector product reads it at about the memory's speed where ``F.linear``'s bfloat16 GEMV reaches
+    half of it (measured on 2 cores, AVX-512 BF16, 1B-class shapes: 41-45 GB/s and 35-43 GB/s against 21-27):
+
+    - ``"onednn"``: oneDNN's blocked layout (``mkldnn._reorder_linear_weight``, multiplied by
+      ``mkldnn._linear_pointwise``, as ``torch.compile`` freezes a bfloat16 Linear on a CPU): the same bfloat16
+      product, also faster than ``F.linear`` for many rows.
+    - ``"fp16"``: fbgemm's packed float16 (``linear_prepack_fp16`` / ``linear_dynamic_fp16``, float32 activations
+      and sums), for CPUs without bfloat16 instructions, where a bfloat16 product is emulated. A bfloat16 value is
+      a float16 value exactly from 2^-14 (float16's smallest normal) to float16's largest; below 2^-17 it is
+      rounded to float16's subnormal step, 2^-24, far below the weights' own rounding. A weight with a value
+      beyond float16's range keeps bfloat16 (returns False). Twice slower than oneDNN's bfloat16 for hundreds of
+      rows (a long prompt, scoring) on a CPU that has bfloat16 instructions, which is why it is not used there.
+
+    The weight parameter keeps its shape and dtype (``num_params``, ``device``) as a single NaN broadcast to it, so
+    that a product which missed the packed weight cannot pass unnoticed."""
     weight = layer.weight.detach()
-    if weight.abs().max() > FP16_MAX:
+    if kernel == "onednn":
+        bias = None if layer.bias is None else layer.bias.detach()
+        layer.packed = (_onednn_product, (torch.ops.mkldnn._reorder_linear_weight(weight, 1), bias))
+    elif kernel == "fp16" and weight.abs().max() <= FP16_MAX:
+        bias = None if layer.bias is None else layer.bias.detach().float()
+        layer.packed = (_fp16_product, torch.ops.quantized.linear_prepack_fp16(weight.float(), bias))
+    else:
         return False
-    bias = None if layer.bias is None else layer.bias.detach().float()
-    kernels = torch.ops.quantized
-    layer.packed = (kernels.linear_dynamic_fp16, kernels.linear_prepack_fp16(weight.float(), bias))
     layer.weight = nn.Parameter(weight.new_full((), float("nan")).expand(weight.shape), requires_grad=False)
     return True
 

@@ -79,9 +79,9 @@ DYNAMIC_KERNEL = "fbgemm" in torch.backends.quantized.supported_engines  # int8-
 
 
 def int8_dynamic(x: Tensor, packed: object) -> Tensor:
-    """``x @ w.T + bias`` through fbgemm's dynamically quantized GEMM (float32 in and out, 7-bit activations as
+    """``x @ w.T + bias`` through fbgemm's dynamically quantized GEMM (float32 out, 7-bit activations as
     ``torch.ao`` takes them on fbgemm, so that its 16-bit intermediate sums cannot overflow)."""
-    return torch.ops.quantized.linear_dynamic(x, packed, True)
+    return torch.ops.quantized.linear_dynamic(x.float(), packed, True)
 
 
 def quantize_int8(model: nn.Module, dynamic: bool = False) -> int:

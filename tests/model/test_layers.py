@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import lmlab.model.layers as layers
 from lmlab.model.layers import (
     DECODE_ROWS,
     FP16_KERNEL,
@@ -66,31 +67,41 @@ def test_decode_layout_is_released_on_error_and_skips_other_dtypes():
     assert layer.decode_weight is None
 
 
-@pytest.mark.skipif(not FP16_KERNEL, reason="fbgemm's float16 GEMM is built for x86 CPUs only")
+def _kernel_available(kernel: str) -> bool:
+    if kernel == "fp16":
+        return FP16_KERNEL
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+
+
+@pytest.mark.parametrize("kernel", ["onednn", "fp16"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_bf16_weights_packed_as_fp16_keep_their_values(bias):
-    """inference_layout holds a bfloat16 weight as fbgemm's packed float16: the product of any number of rows is
-    the float64 product of the bfloat16 weight (its values carried exactly; activations and sums in float32);
-    the parameter keeps its shape and dtype but holds no data (NaN); a weight shared with an embedding, or beyond
-    float16's range, keeps bfloat16."""
+def test_bf16_weights_packed_for_decoding_keep_their_values(monkeypatch, kernel, bias):
+    """inference_layout packs a bfloat16 weight for oneDNN (bfloat16 products) or fbgemm (float16 weights, float32
+    products): the product of any number of rows is the float64 product of the bfloat16 weight (its values carried
+    exactly) within the kernel's rounding; the parameter keeps its shape and dtype but holds no data (NaN); a
+    weight shared with an embedding keeps bfloat16, and so does one beyond float16's range for fbgemm."""
+    if not _kernel_available(kernel):
+        pytest.skip(f"PyTorch has no {kernel} kernel on this machine")
+    monkeypatch.setattr(layers, "bf16_kernel", lambda: kernel)
     torch.manual_seed(0)
     layer, tied, big = (Linear(96, 40, bias=bias).to(torch.bfloat16) for _ in range(3))
     with torch.no_grad():
         big.weight[0, 0] = 7e4
     weights = {name: m.weight.detach().clone() for name, m in (("layer", layer), ("tied", tied), ("big", big))}
-    assert inference_layout(layer, tied, big, shared=(tied.weight,)) == 1
-    assert layer.packed is not None and tied.packed is None and big.packed is None
+    assert inference_layout(layer, tied, big, shared=(tied.weight,)) == (2 if kernel == "onednn" else 1)
+    assert layer.packed is not None and tied.packed is None and (big.packed is None) == (kernel == "fp16")
     assert layer.weight.shape == (40, 96) and layer.weight.dtype == torch.bfloat16
     assert layer.weight.untyped_storage().nbytes() == 2 and bool(layer.weight.isnan().all())
-    torch.testing.assert_close(big.weight, weights["big"], rtol=0, atol=0)
+    torch.testing.assert_close(tied.weight, weights["tied"], rtol=0, atol=0)
     for n in [(1,), (3, 1), (2, 70)]:
         x = torch.randn(*n, 96).to(torch.bfloat16)
         ref = x.double() @ weights["layer"].double().T + (layer.bias.double() if bias else 0)
         y = layer(x)
         assert y.dtype == torch.bfloat16 and y.shape == (*n, 40)
-        torch.testing.assert_close(y.double(), ref.to(torch.bfloat16).double(), rtol=1e-2, atol=1e-3)
-        torch.testing.assert_close(torch.ops.quantized.linear_dynamic_fp16(x.reshape(-1, 96).float(), layer.packed[1]),
-                                   ref.reshape(-1, 40).float(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(y.double(), ref.to(torch.bfloat16).double(), rtol=1e-2, atol=1e-2)
+        if kernel == "fp16":  # float32 sums of exact weights: the float64 product to float32's rounding
+            torch.testing.assert_close(layers._fp16_product(x.reshape(-1, 96), layer.packed[1]),
+                                       ref.reshape(-1, 40).float(), rtol=1e-5, atol=1e-5)
 
 
 def test_norms():
