@@ -2,7 +2,8 @@
 in one process, and against the limit memory bandwidth sets.
 
 A model is built in ``transformers`` with random weights and saved; lmlab loads that directory to run only
-(``lmlab.load(..., for_inference=True, dtype=..., quantize=...)``, as its CLI does) and Hugging Face loads it in
+(``lmlab.load(..., for_inference=True, dtype=..., quantize=..., rows=batch)``, as its CLI does: laid out for the
+rows of a decoding step) and Hugging Face loads it in
 the same dtype: fp32; bf16 (``dtype=torch.bfloat16``); int8 (lmlab: weight-only int8 with per-channel scales;
 Hugging Face: ``torch.ao`` dynamic quantization of its ``nn.Linear`` layers, the int8 path PyTorch offers it on a
 CPU; GPT-2's blocks are ``Conv1D``, which it leaves in fp32); int8-dynamic (lmlab: ``--quantize int8-dynamic``,
@@ -189,10 +190,10 @@ def main() -> None:
         torch.manual_seed(0)
         hf_model(spec, args.prompt + args.new).save_pretrained(tmp)
         for dtype in args.dtypes:
-            ours, _ = lmlab.load(tmp, for_inference=True, dtype=OURS[dtype][0], quantize=OURS[dtype][1])
             hf = load_hf(tmp, dtype)
-            step_bytes = bytes_per_step(ours)
-            for B in args.batches:
+            for B in args.batches:  # lmlab's model laid out for the rows of its steps, as the CLI loads it
+                ours, _ = lmlab.load(tmp, for_inference=True, dtype=OURS[dtype][0], quantize=OURS[dtype][1], rows=B)
+                step_bytes = bytes_per_step(ours)
                 x = torch.randint(0, spec["vocab"], (B, args.prompt), generator=torch.Generator().manual_seed(B))
                 run_ours = lambda x=x, m=ours: generate(m, x, max_new_tokens=args.new)  # noqa: E731
                 run_hf = lambda x=x, m=hf: m.generate(  # noqa: E731

@@ -42,7 +42,8 @@ class ModelKindError(InferenceError):
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", for_inference: bool = False,
-         dtype: str = "fp32", quantize: str | None = None) -> tuple[torch.nn.Module, AutoTokenizer | None]:
+         dtype: str = "fp32", quantize: str | None = None,
+         rows: int = 1) -> tuple[torch.nn.Module, AutoTokenizer | None]:
     """Load ``(model, tokenizer)`` from a checkpoint directory, the newest checkpoint of a run directory, or a
     Hugging Face model directory.
 
@@ -53,15 +54,16 @@ def load(path: str | Path, device: str | torch.device = "cpu", for_inference: bo
     it where it takes a tokenizer (``tokenizer.lmlab_tokenizer`` is the lmlab ``Tokenizer`` inside).
     ``for_inference=True`` readies the model to run only, for good (:meth:`lmlab.model.Transformer.for_inference`:
     no gradients, the decoding weight layout made once, each weight held once), with ``dtype="bf16"`` in
-    bfloat16 and ``quantize="int8"`` with int8 weight matrices (:mod:`lmlab.model.quant`); the CLI's commands
-    and the pipelines load models that way.
+    bfloat16 and ``quantize="int8"`` (or ``"int8-dynamic"``) with int8 weight matrices (:mod:`lmlab.model.quant`),
+    laid out for decoding steps of ``rows`` rows (batch x beams: 1 for one text at a time; 4 or more take oneDNN's
+    packed float32 weights); the CLI's commands and the pipelines load models that way.
 
     Raises:
         CheckpointError: the directory is missing, incomplete or corrupt.
     """
     from lmlab.train.checkpoint import resolve_model_dir
 
-    model, tok = _load(path, device, for_inference, dtype, quantize)
+    model, tok = _load(path, device, for_inference, dtype, quantize, rows)
     if tok is None:
         return model, None
     context = model.config.max_seq_len if model.config.position == "learned" else None
@@ -69,13 +71,13 @@ def load(path: str | Path, device: str | torch.device = "cpu", for_inference: bo
 
 
 def _load(path: str | Path, device: str | torch.device = "cpu", for_inference: bool = False, dtype: str = "fp32",
-          quantize: str | None = None):
+          quantize: str | None = None, rows: int = 1):
     """``(model, lmlab Tokenizer)``: :func:`lmlab.train.load_model`, for lmlab's own code; the model knows the
     tokenizer's ids that generation defaults to (:func:`lmlab.infer.generate.generation_ids`)."""
     from lmlab.infer.generate import set_generation_ids
     from lmlab.train.checkpoint import load_model
 
-    model, tok = load_model(path, device, for_inference=for_inference, dtype=dtype, quantize=quantize)
+    model, tok = load_model(path, device, for_inference=for_inference, dtype=dtype, quantize=quantize, rows=rows)
     if tok is not None:
         set_generation_ids(model, tok)
     return model, tok

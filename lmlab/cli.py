@@ -148,6 +148,9 @@ class _Stream:
         self.text = now
 
 
+SCORE_ROWS = 64  # the rows a product takes when whole texts are scored or classified: the layout for many rows
+
+
 def _generate(args: argparse.Namespace) -> None:
     from lmlab.infer import InferenceError
     from lmlab.infer.generate import generate_text
@@ -155,7 +158,8 @@ def _generate(args: argparse.Namespace) -> None:
 
     if args.system and not args.chat:
         raise InferenceError("--system is a chat message: pass --chat as well")
-    model, tok = load_model(args.checkpoint, for_inference=True, dtype=args.dtype, quantize=args.quantize)
+    model, tok = load_model(args.checkpoint, for_inference=True, dtype=args.dtype, quantize=args.quantize,
+                            rows=args.num_beams)  # one prompt at a time, its beams
     options = dict(max_new_tokens=args.max_new_tokens, **_sampling(args), repetition_penalty=args.repetition_penalty,
                    num_beams=args.num_beams)
     options["do_sample"] &= args.num_beams == 1  # beam search is deterministic
@@ -233,7 +237,8 @@ def _score(args: argparse.Namespace) -> None:
     from lmlab.infer.score import file_perplexity, score_batch, scores_first_token
     from lmlab.train import load_model
 
-    model, tok = load_model(args.checkpoint, for_inference=True, dtype=args.dtype, quantize=args.quantize)
+    model, tok = load_model(args.checkpoint, for_inference=True, dtype=args.dtype, quantize=args.quantize,
+                            rows=SCORE_ROWS)
     if args.perplexity:
         if not args.file:
             raise InferenceError("--perplexity needs --file")
@@ -286,8 +291,10 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _task_texts(args: argparse.Namespace, kind: str) -> None:
     from lmlab.eval.task import classify, load_task, predict
 
-    model, objective, cfg = load_task(args.checkpoint, for_inference=True, dtype=args.dtype, quantize=args.quantize)
     texts = _texts(args)
+    rows = SCORE_ROWS if kind == "classify" else min(len(texts), 32) * args.num_beams  # predict's batches of 32
+    model, objective, cfg = load_task(args.checkpoint, for_inference=True, dtype=args.dtype, quantize=args.quantize,
+                                      rows=rows)
     if kind == "classify":
         if objective.name != "classify":
             from lmlab.infer import InferenceError

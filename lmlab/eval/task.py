@@ -236,9 +236,10 @@ def _split(values: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
 
 
 def load_task(path: str | Path, device: str | torch.device = "cpu", for_inference: bool = False,
-              dtype: str = "fp32", quantize: str | None = None):
+              dtype: str = "fp32", quantize: str | None = None, rows: int = 1):
     """``(model, objective, cfg)`` of a fine-tuned checkpoint or run (its ``best/`` model when it has one): the
-    objective formats inputs as the run did."""
+    objective formats inputs as the run did. ``for_inference``, ``dtype``, ``quantize`` and ``rows`` as
+    :func:`~lmlab.train.checkpoint.load_model` takes them."""
     from lmlab.config import config_from_dict
     from lmlab.errors import CheckpointError
     from lmlab.objectives import TASKS, build_objective
@@ -250,7 +251,8 @@ def load_task(path: str | Path, device: str | torch.device = "cpu", for_inferenc
         raise CheckpointError(f"{path} is not a fine-tuned model (its training_state.json names no task "
                               f"objective: {', '.join(TASKS)}); fine-tune it with `lmlab finetune`")
     cfg = config_from_dict(state["config"])
-    model, tokenizer = load_model(directory, device, for_inference=for_inference, dtype=dtype, quantize=quantize)
+    model, tokenizer = load_model(directory, device, for_inference=for_inference, dtype=dtype, quantize=quantize,
+                                  rows=rows)
     objective = build_objective(cfg, tokenizer)
     objective.attach(model)
     return model, objective, cfg
@@ -269,7 +271,8 @@ def evaluate(path: str | Path, data: str | Path, split: str = "test", *, num_bea
     Raises:
         CheckpointError: not a fine-tuned checkpoint; DataError: no such split or unreadable examples.
     """
-    model, objective, cfg = load_task(path, device, for_inference=True, dtype=dtype, quantize=quantize)
+    model, objective, cfg = load_task(path, device, for_inference=True, dtype=dtype, quantize=quantize,
+                                      rows=batch_size * max(num_beams, 1))  # the rows of a decoding step
     kind = objective.name
     file = split_file(data, split) if Path(data).is_dir() else Path(data)
     if file is None:

@@ -273,7 +273,7 @@ def generate(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None 
     # the one-token steps' weights, laid out for them; packing costs about as much as four steps (each reads
     # every weight once), so only from MIN_TOKENS_FOR_LAYOUT new tokens on (measured on the benchmark's GPT-2)
     long_enough = max_new_tokens >= MIN_TOKENS_FOR_LAYOUT
-    with decode_layout(model.decoder, model.head) if long_enough else nullcontext():
+    with decode_layout(model.decoder, model.head, rows=B * n_rows) if long_enough else nullcontext():
         steps = _Steps(model, input_ids, attention_mask, start, max_new_tokens)
         logits = steps.prompt().repeat_interleave(n_rows, 0)  # (B * n_rows, V)
         steps.expand(n_rows)

@@ -43,7 +43,8 @@ class Linear(nn.Linear):
         return y if self.lora is None else y + self.lora(x)
 
     def _product(self, x: Tensor) -> Tensor:
-        if self.packed is not None:  # a weight packed for one of PyTorch's CPU kernels (pack_bf16, int8-dynamic)
+        if self.packed is not None and not (self.weight.requires_grad and torch.is_grad_enabled()):
+            # a weight packed for one of PyTorch's CPU kernels (pack_onednn, pack_bf16, int8-dynamic)
             product, weight = self.packed
             y = product(x.reshape(-1, self.in_features), weight)
             return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
@@ -58,52 +59,70 @@ class Linear(nn.Linear):
 
 
 @contextmanager
-def decode_layout(*modules: nn.Module | None) -> Iterator[None]:
+def decode_layout(*modules: nn.Module | None, rows: int = 1) -> Iterator[None]:
     """Give every :class:`Linear` in ``modules`` its decode layout for the duration (CPU float32 weights only:
     elsewhere the usual product is already fast; and whole weights only, not the shards of FSDP, which gathers
-    them at each call). The copies double those weights' memory until the exit. Layers that already have the
-    layout for good (:func:`inference_layout`) keep it."""
-    layers = [m for m in _decodable(modules) if m.decode_weight is None]
+    them at each call): for decoding steps of ``rows`` rows (batch x beams), the chunked copy below
+    :data:`ONEDNN_ROWS`, oneDNN's packed copy from it (:func:`pack_onednn`). The copies double those weights'
+    memory until the exit. Layers that already have a layout for good (:func:`inference_layout`) keep it."""
+    layers = [m for m in _decodable(modules) if m.decode_weight is None and m.packed is None]
+    onednn = ONEDNN and rows >= ONEDNN_ROWS
     try:
         for layer in layers:
-            _pack(layer, _transposed(layer.weight.detach()))
+            if onednn:
+                pack_onednn(layer, rows, keep_weight=True)
+            else:
+                _pack(layer, _transposed(layer.weight.detach()))
         yield
     finally:
         for layer in layers:
-            layer.decode_weight = layer.decode_bias = None
+            layer.decode_weight = layer.decode_bias = layer.packed = None
 
 
-def inference_layout(*modules: nn.Module | None, shared: tuple[Tensor, ...] = ()) -> int:
+def inference_layout(*modules: nn.Module | None, shared: tuple[Tensor, ...] = (), rows: int = 1) -> int:
     """Give every :class:`Linear` in ``modules`` a decode layout for good, *in place of* ``nn.Linear``'s, so the
     model holds each weight once and nothing is packed per call. Returns the number of layers laid out.
 
-    - float32 weights on a CPU: the weight parameter becomes a (out, in) view of the (in, out) decode weight
-      (:func:`decode_layout` then has nothing to pack). Products of many rows use the view (the same GEMM,
-      transposed operand), so results are those of the plain layout up to the order of additions in decoding.
-      A weight tied to an embedding is changed for both (the lookup reads rows of the view).
+    - float32 weights on a CPU, for decoding steps of ``rows`` rows (batch x beams): below :data:`ONEDNN_ROWS`,
+      the weight parameter becomes a (out, in) view of the (in, out) decode weight (:func:`decode_layout` then
+      has nothing to pack); products of many rows use the view (the same GEMM, transposed operand), so results
+      are those of the plain layout up to the order of additions in decoding, and a weight tied to an embedding
+      is changed for both (the lookup reads rows of the view). From :data:`ONEDNN_ROWS` on, oneDNN's packed
+      layout (:func:`pack_onednn`), but for the weights in ``shared``, which take the view.
     - bfloat16 weights on an x86 CPU: packed for oneDNN or fbgemm (:func:`pack_bf16`, :func:`bf16_kernel`),
       except weights in ``shared`` (a head tied to the embedding, whose lookup needs the rows).
 
     For inference only: the layout is chosen for this process's thread count and CPU, and the model is not
     meant to be trained or saved."""
-    layers = [m for m in _decodable(modules) if m.decode_weight is None]
+    skip = {id(t) for t in shared}
+    layers = [m for m in _decodable(modules) if m.decode_weight is None and m.packed is None]
+    packed = 0
+    if ONEDNN and rows >= ONEDNN_ROWS:
+        for layer in [m for m in layers if id(m.weight) not in skip]:
+            pack_onednn(layer, rows)
+            return_freed_memory()  # the float32 weight's
+            packed += 1
+        layers = [m for m in layers if id(m.weight) in skip]
     with torch.no_grad():
         for layer in layers:
             layer.weight.data = _transposed(layer.weight.detach()).t()  # the tied embedding follows (same Parameter)
             _pack(layer, layer.weight.data.t())
-    skip = {id(t) for t in shared}
     half = {id(m): m for module in modules if module is not None for m in module.modules()
             if isinstance(m, Linear) and m.packed is None and m.weight.device.type == "cpu"
             and m.weight.dtype == torch.bfloat16 and id(m.weight) not in skip}
     kernel = bf16_kernel() if half else None
-    packed = 0
     for layer in half.values() if kernel else ():
-        packed += pack_bf16(layer, kernel)
+        packed += pack_bf16(layer, kernel, rows)
         return_freed_memory()  # the bfloat16 weight's: the model never holds both layouts
     return len(layers) + packed
 
 
 FP16_KERNEL = "fbgemm" in torch.backends.quantized.supported_engines  # fbgemm's float16-weight GEMM (x86 CPUs)
+ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+# float32 decoding steps of at least this many rows take oneDNN's packed layout, fewer the chunked one (1B-class
+# decoder, 2 cores, AVX-512: one row 11 against 9 tokens/s, eight rows 34 against 65; beam search 4 x 32 of the
+# benchmarks' T5-like model: 12.0 against 17.9 sentences/s)
+ONEDNN_ROWS = 4
 FP16_MAX = torch.finfo(torch.float16).max
 
 
@@ -113,22 +132,34 @@ def bf16_kernel() -> str | None:
     None (the plain ``F.linear``)."""
     from lmlab.train.precision import has_native_bf16
 
-    onednn = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-    if onednn and has_native_bf16():
+    if ONEDNN and has_native_bf16():
         return "onednn"
     return "fp16" if FP16_KERNEL else None
 
 
-def _onednn_product(x: Tensor, packed: tuple[Tensor, Tensor | None]) -> Tensor:
-    weight, bias = packed
-    return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), weight, bias, "none", [], "")
+def _onednn_product(x: Tensor, packed: tuple[Tensor, Tensor | None, torch.dtype]) -> Tensor:
+    weight, bias, dtype = packed
+    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, "none", [], "")
+
+
+def pack_onednn(layer: Linear, rows: int = 1, keep_weight: bool = False) -> None:
+    """Hold ``layer``'s weight (float32 or bfloat16) in oneDNN's blocked layout for products of about ``rows``
+    rows (``mkldnn._reorder_linear_weight``, multiplied by ``mkldnn._linear_pointwise``, as ``torch.compile``
+    freezes a Linear on a CPU). Unless ``keep_weight``, the weight parameter keeps its shape and dtype
+    (``num_params``, ``device``) as a single NaN broadcast to it, so that a product which missed the packed
+    weight cannot pass unnoticed."""
+    weight = layer.weight.detach()
+    bias = None if layer.bias is None else layer.bias.detach()
+    layer.packed = (_onednn_product, (torch.ops.mkldnn._reorder_linear_weight(weight, rows), bias, weight.dtype))
+    if not keep_weight:
+        layer.weight = nn.Parameter(weight.new_full((), float("nan")).expand(weight.shape), requires_grad=False)
 
 
 def _fp16_product(x: Tensor, packed: object) -> Tensor:
     return torch.ops.quantized.linear_dynamic_fp16(x.float(), packed)
 
 
-def pack_bf16(layer: Linear, kernel: str) -> bool:
+def pack_bf16(layer: Linear, kernel: str, rows: int = 1) -> bool:
     """Hold ``layer``'s bfloat16 weight packed for one of PyTorch's CPU kernels, in the same two bytes a weight,
     whose matrix-vector product reads it at about the memory's speed where ``F.linear``'s bfloat16 GEMV reaches
     half of it (measured on 2 cores, AVX-512 BF16, 1B-class shapes: 41-45 GB/s and 35-43 GB/s against 21-27):
@@ -147,13 +178,12 @@ def pack_bf16(layer: Linear, kernel: str) -> bool:
     that a product which missed the packed weight cannot pass unnoticed."""
     weight = layer.weight.detach()
     if kernel == "onednn":
-        bias = None if layer.bias is None else layer.bias.detach()
-        layer.packed = (_onednn_product, (torch.ops.mkldnn._reorder_linear_weight(weight, 1), bias))
-    elif kernel == "fp16" and weight.abs().max() <= FP16_MAX:
-        bias = None if layer.bias is None else layer.bias.detach().float()
-        layer.packed = (_fp16_product, torch.ops.quantized.linear_prepack_fp16(weight.float(), bias))
-    else:
+        pack_onednn(layer, rows)
+        return True
+    if kernel != "fp16" or weight.abs().max() > FP16_MAX:
         return False
+    bias = None if layer.bias is None else layer.bias.detach().float()
+    layer.packed = (_fp16_product, torch.ops.quantized.linear_prepack_fp16(weight.float(), bias))
     layer.weight = nn.Parameter(weight.new_full((), float("nan")).expand(weight.shape), requires_grad=False)
     return True
 

@@ -458,14 +458,16 @@ class Transformer(nn.Module):
             tables.append(self.embed)
         return tables
 
-    def for_inference(self, dtype: torch.dtype = torch.float32, quantize: str | None = None) -> Transformer:
+    def for_inference(self, dtype: torch.dtype = torch.float32, quantize: str | None = None,
+                      rows: int = 1) -> Transformer:
         """Ready the model for inference only, in place: eval mode, no gradients, weights in ``dtype`` (float32,
         or bfloat16: half the bytes a token reads), and the decoder and head weights laid out for decoding once
         and for good (:func:`~lmlab.model.layers.inference_layout`: each weight held once, nothing packed per
         ``generate`` call; bfloat16 ones packed as float16 for fbgemm on x86). ``quantize="int8"`` then stores
         every Linear weight and the token embedding as int8 with per-channel scales
         (:func:`~lmlab.model.quant.quantize_int8`; a quarter of float32's bytes), the rest staying in ``dtype``;
-        ``"int8-dynamic"`` also quantizes the activations of the products, as ``torch.ao`` does. Returns the
+        ``"int8-dynamic"`` also quantizes the activations of the products, as ``torch.ao`` does. ``rows``: the
+        rows a decoding step will multiply (batch x beams), for which the float32 layout is chosen. Returns the
         model."""
         if quantize not in (None, *QUANTIZE):
             raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)} or None, got {quantize!r}")
@@ -473,7 +475,7 @@ class Transformer(nn.Module):
         if quantize in ("int8", "int8-dynamic"):
             quantize_int8(self, dynamic=quantize == "int8-dynamic")
         if self.decoder is not None:
-            inference_layout(self.decoder, self.head, shared=(self.embed.weight,))
+            inference_layout(self.decoder, self.head, shared=(self.embed.weight,), rows=rows)
         return_freed_memory()
         return self
 

@@ -359,11 +359,12 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False,
                for_inference: bool = False, dtype: str = "fp32", keep_adapters: bool = False,
-               quantize: str | None = None):
+               quantize: str | None = None, rows: int = 1):
     """Load ``(model, tokenizer)`` from a checkpoint directory (or the newest checkpoint of a run), in eval mode;
     ``for_inference`` readies it to run only (:meth:`~lmlab.model.Transformer.for_inference`), with weights in
-    ``dtype`` (``"fp32"`` or ``"bf16"``, of :data:`INFERENCE_DTYPES`) and, with ``quantize="int8"``, int8 weight
-    matrices (:mod:`lmlab.model.quant`).
+    ``dtype`` (``"fp32"`` or ``"bf16"``, of :data:`INFERENCE_DTYPES`) and, with ``quantize="int8"`` or
+    ``"int8-dynamic"``, int8 weight matrices (:mod:`lmlab.model.quant`), laid out for decoding steps of ``rows``
+    rows (batch x beams: 1 for one text at a time).
 
     A Hugging Face model directory (its config.json has a ``model_type`` other than "lmlab") is imported with
     :func:`lmlab.interop.load_hf`; ``allow_pickle`` lets that read ``pytorch_model.bin``. Its tokenizer is
@@ -403,7 +404,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
             raise InteropError(f"{path / CONFIG} has model_type {model_type!r}, so {path} is read as a Hugging "
                                f"Face model directory, and: {e}") from None
         check_model_vocab(tokenizer, model.config.vocab_size, path)
-        return _ready(model, device, for_inference, dtype, quantize), tokenizer
+        return _ready(model, device, for_inference, dtype, quantize, rows), tokenizer
     lora = raw.get("lora")
     if for_inference and not isinstance(lora, dict):
         model = _empty_model(read_model_config(path), INFERENCE_DTYPES[dtype])
@@ -429,7 +430,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     except LmlabError as e:
         raise CheckpointError(f"checkpoint {path}: {e}") from None
     check_model_vocab(tokenizer, model.config.vocab_size, path)
-    return _ready(model, device, for_inference, dtype, quantize), tokenizer
+    return _ready(model, device, for_inference, dtype, quantize, rows), tokenizer
 
 
 INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -454,14 +455,14 @@ def _empty_model(cfg: ModelConfig, dtype: torch.dtype) -> torch.nn.Module:
 
 
 def _ready(model: torch.nn.Module, device: str | torch.device, for_inference: bool, dtype: str,
-           quantize: str | None = None) -> torch.nn.Module:
+           quantize: str | None = None, rows: int = 1) -> torch.nn.Module:
     model = model.to(device).eval()
     if not for_inference:
         return model
     if dtype == "bf16" and torch.device(device).type == "cpu" and has_native_bf16() is False:
         logger.warning("bf16 weights on a CPU without bf16 instructions (AVX-512 BF16 or AMX): bf16 is emulated "
                        "here, slower than fp32")
-    return model.for_inference(INFERENCE_DTYPES[dtype], quantize)
+    return model.for_inference(INFERENCE_DTYPES[dtype], quantize, rows)
 
 
 def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

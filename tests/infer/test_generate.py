@@ -87,7 +87,8 @@ def test_short_generations_keep_the_plain_layout(monkeypatch):
     """Packing the decode layout costs about four decoding steps: shorter generations go without it."""
     module = sys.modules["lmlab.infer.generate"]  # (the package exports the function under the same name)
     packed, real = [], module.decode_layout
-    monkeypatch.setattr(module, "decode_layout", lambda *modules: packed.append(len(modules)) or real(*modules))
+    monkeypatch.setattr(module, "decode_layout",
+                        lambda *modules, **kw: packed.append(len(modules)) or real(*modules, **kw))
     model, prompt = tiny("gpt2-tiny"), rand_ids(1, 4)
     short = generate(model, prompt, max_new_tokens=MIN_TOKENS_FOR_LAYOUT - 1)
     assert not packed
@@ -124,8 +125,8 @@ def test_the_inference_layout_is_made_once_and_generates_the_same(monkeypatch, n
         inside, real = {}, module.decode_layout
 
         @contextlib.contextmanager
-        def spy(*modules):  # what each model holds while generate decodes
-            with real(*modules):
+        def spy(*modules, **kw):  # what each model holds while generate decodes
+            with real(*modules, **kw):
                 inside.update({id(m): _bytes(m) for m in (plain, ready) if m.decoder is modules[0]})
                 yield
 
@@ -138,6 +139,22 @@ def test_the_inference_layout_is_made_once_and_generates_the_same(monkeypatch, n
             torch.testing.assert_close(ready(x, **extra).logits, plain(x, **extra).logits, atol=3e-5, rtol=1e-5)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiny", "t5-tiny", "llama-tiny"])
+def test_a_model_laid_out_for_many_rows_generates_the_same(name):
+    """for_inference(rows=8), as `lmlab evaluate` loads a model for its batches of beams: the float32 decoder's
+    weights packed for oneDNN (but a head tied to the embedding), the same greedy and beam-search tokens as the
+    plain layout."""
+    from lmlab.model.layers import ONEDNN, Linear
+
+    plain, ready = tiny(name), tiny(name).for_inference(rows=8)
+    packed = [m.packed is not None for m in ready.decoder.modules() if isinstance(m, Linear)]
+    assert packed and all(packed) == ONEDNN
+    x = rand_ids(8, 6)
+    kw = dict(max_new_tokens=12, decoder_start_token_id=0)
+    assert torch.equal(generate(ready, x, **kw), generate(plain, x, **kw))
+    assert torch.equal(generate(ready, x[:2], num_beams=4, **kw), generate(plain, x[:2], num_beams=4, **kw))
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny", "t5-tiny"])

@@ -104,6 +104,38 @@ def test_bf16_weights_packed_for_decoding_keep_their_values(monkeypatch, kernel,
                                        ref.reshape(-1, 40).float(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(not layers.ONEDNN, reason="PyTorch has no oneDNN here")
+@pytest.mark.parametrize("bias", [True, False])
+def test_float32_decoding_of_many_rows_takes_onednn_packed_weights(bias):
+    """From ONEDNN_ROWS rows a step, decode_layout packs a float32 weight for oneDNN for the duration (fewer rows
+    take the chunked copy), and inference_layout for good, but a weight shared with an embedding: the products
+    equal a float64 one; autograd still reaches the parameters inside the layout."""
+    torch.manual_seed(0)
+    layer = Linear(384, 257, bias=bias)
+    keys = set(layer.state_dict())
+    with torch.no_grad(), decode_layout(layer, rows=layers.ONEDNN_ROWS):
+        assert layer.packed is not None and layer.decode_weight is None
+        for n in [(1,), (layers.ONEDNN_ROWS,), (2, 70)]:
+            x = torch.randn(*n, 384)
+            ref = x.double() @ layer.weight.double().T + (layer.bias.double() if bias else 0)
+            torch.testing.assert_close(layer(x).double(), ref, rtol=1e-5, atol=1e-5)
+    assert layer.packed is None and set(layer.state_dict()) == keys
+    with torch.no_grad(), decode_layout(layer, rows=layers.ONEDNN_ROWS - 1):
+        assert layer.packed is None and layer.decode_weight is not None
+    x = torch.randn(8, 384)
+    with decode_layout(layer, rows=8):
+        layer(x).sum().backward()
+    torch.testing.assert_close(layer.weight.grad, torch.ones(257, 1) * x.sum(0))
+    weight, tied = layer.weight.detach().clone(), Linear(384, 96)
+    assert inference_layout(layer, tied, shared=(tied.weight,), rows=8) == 2
+    assert layer.packed is not None and bool(layer.weight.isnan().all()) and tied.packed is None
+    assert tied.decode_weight is not None  # the chunked view, which the embedding can read
+    x = torch.randn(3, 384)
+    ref = x.double() @ weight.double().T + (layer.bias.double() if bias else 0)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x).double(), ref, rtol=1e-5, atol=1e-5)
+
+
 def test_norms():
     x = torch.randn(3, 8)
     ln = make_norm("layernorm", 8, 1e-5, bias=False)
