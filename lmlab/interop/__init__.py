@@ -121,16 +121,19 @@ def load_tokenizer(src: str | Path):
     return _tokenizer(src, hf, _family(hf))
 
 
-def load_hf(src: str | Path, allow_pickle: bool = False) -> tuple[torch.nn.Module, Any]:
+def load_hf(src: str | Path, allow_pickle: bool = False,
+            dtype: torch.dtype | None = None) -> tuple[torch.nn.Module, Any]:
     """Load a local Hugging Face model directory as an lmlab model and tokenizer.
 
     Args:
         src: a directory with ``config.json`` (``model_type`` bert, roberta, gpt2, llama, t5 or bart) and
             ``model.safetensors`` (or ``model.safetensors.index.json`` with its shards).
         allow_pickle: also read ``pytorch_model.bin`` (through ``torch.load(weights_only=True)``).
+        dtype: build the model in this dtype, uninitialised, for the weights to be read into (a model loaded to
+            run: :func:`lmlab.train.load_model`); by default it is float32.
 
     Returns:
-        ``(model, tokenizer)``: the float32 :class:`~lmlab.model.Transformer` in eval mode, with the source
+        ``(model, tokenizer)``: the :class:`~lmlab.model.Transformer` (float32 by default) in eval mode, with the source
         config.json kept as ``model.hf_config`` (so an export keeps its other fields) and a classifier's label
         names as ``model.id2label``, and the
         :class:`~lmlab.tokenizer.Tokenizer` from ``tokenizer.json``, ``vocab.txt`` or ``vocab.json`` +
@@ -142,6 +145,7 @@ def load_hf(src: str | Path, allow_pickle: bool = False) -> tuple[torch.nn.Modul
             index naming a missing file; each message names the file or tensor.
     """
     from lmlab.model import build_model
+    from lmlab.model.builder import build_empty
 
     src = Path(src)
     hf = read_config(src)
@@ -149,8 +153,9 @@ def load_hf(src: str | Path, allow_pickle: bool = False) -> tuple[torch.nn.Modul
     tensors = read_weights(src, allow_pickle)
     if family.prefix and not any(n.startswith(family.prefix) for n in tensors):  # a bare base model
         tensors = {family.prefix + n: t for n, t in tensors.items()}
-    model = build_model(family.to_config(hf, tensors))
-    import_weights(model, family, tensors, src)
+    cfg = family.to_config(hf, tensors)
+    model = build_model(cfg) if dtype is None else build_empty(cfg, dtype)
+    import_weights(model, family, tensors, src)  # which empties ``tensors`` as it fills the model
     model.hf_config = hf.raw
     if model.classifier is not None and hf.get("id2label"):
         try:

@@ -298,12 +298,13 @@ def _names(names: list[str] | set[str], limit: int = 8) -> str:
 
 
 def import_weights(model: torch.nn.Module, family: Family, tensors: dict[str, torch.Tensor], src: Path) -> None:
-    """Fill ``model`` from Hugging Face ``tensors`` through the family's map, strictly.
+    """Fill ``model`` from Hugging Face ``tensors`` through the family's map, strictly. ``tensors`` is emptied
+    as they are copied (converted to the model's dtype), so that a caller who hands its dict over holds the file's
+    tensors and the model together only for a moment each.
 
     Raises:
         InteropError: a tensor is missing, mis-shaped, differs from the tensor it is tied to, or is left over.
     """
-    tensors = dict(tensors)
     wm = family.weights(model.config)
     own = _unique_params(model)
     _check_coverage(wm, own, family.name)
@@ -323,14 +324,11 @@ def import_weights(model: torch.nn.Module, family: Family, tensors: dict[str, to
     if missing:
         raise InteropError(f"{src}: the {family.name} checkpoint misses tensor(s) {_names(missing)} "
                            "that its config.json calls for")
-    values: dict[str, torch.Tensor] = {}
     for rule in wm.rules:
-        parts = [tensors[h] for h in rule.hf]
-        for h, t, shape in zip(rule.hf, parts, _expected_parts(rule, own[rule.ours].shape), strict=True):
-            if tuple(t.shape) != shape:
-                raise InteropError(f"{src}: tensor {h} has shape {tuple(t.shape)}, but config.json calls for "
-                                   f"{shape}")
-        values[rule.ours] = _pull(rule, parts)
+        for h, shape in zip(rule.hf, _expected_parts(rule, own[rule.ours].shape), strict=True):
+            if tuple(tensors[h].shape) != shape:
+                raise InteropError(f"{src}: tensor {h} has shape {tuple(tensors[h].shape)}, but config.json calls "
+                                   f"for {shape}")
     used = {h for r in wm.rules for h in r.hf}
     left = [n for n in tensors if n not in used and not any(re.search(p, n) for p in family.ignore)]
     if left:
@@ -338,8 +336,8 @@ def import_weights(model: torch.nn.Module, family: Family, tensors: dict[str, to
                            "place; lmlab will not drop weights silently (is it another head than the ones "
                            "lmlab supports?)")
     with torch.no_grad():
-        for name, t in values.items():
-            own[name].copy_(t)
+        for rule in wm.rules:
+            own[rule.ours].copy_(_pull(rule, [tensors.pop(h) for h in rule.hf]))
 
 
 def export_weights(model: torch.nn.Module, family: Family) -> dict[str, torch.Tensor]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from lmlab.config import ModelConfig
@@ -99,4 +100,20 @@ def build_model(cfg: ModelConfig) -> Transformer:
                         classifier=classifier)
     init_weights(model, cfg.init_std)
     model.config = cfg
+    return model
+
+
+def build_empty(cfg: ModelConfig, dtype: torch.dtype) -> Transformer:
+    """The model of ``cfg`` with its weights allocated in ``dtype`` and not initialised, for a checkpoint's to be
+    read into (built on the meta device, then allocated; tied weights tied again): a model loaded to run in
+    bfloat16 never holds a float32 copy, nor spends the time of a random initialisation."""
+    with torch.device("meta"):
+        model = build_model(cfg)
+    first: dict[int, str] = {}
+    ties = [(name, first.setdefault(id(p), name)) for name, p in model.named_parameters(remove_duplicate=False)]
+    model = model.to(dtype).to_empty(device="cpu")  # which makes new parameters: tied ones are tied again
+    for name, source in ties:
+        if name != source:
+            module, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(module), attr, model.get_parameter(source))
     return model

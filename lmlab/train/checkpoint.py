@@ -378,6 +378,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
         InteropError: a Hugging Face directory that cannot be imported (see :func:`lmlab.interop.load_hf`).
     """
     from lmlab.model import build_model
+    from lmlab.model.builder import build_empty
     from lmlab.tokenizer import Tokenizer, check_model_vocab
 
     if dtype not in INFERENCE_DTYPES:
@@ -399,7 +400,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
         from lmlab.interop import InteropError, load_hf
 
         try:
-            model, tokenizer = load_hf(path, allow_pickle=allow_pickle)
+            model, tokenizer = load_hf(path, allow_pickle=allow_pickle,
+                                       dtype=INFERENCE_DTYPES[dtype] if for_inference else None)
         except InteropError as e:
             raise InteropError(f"{path / CONFIG} has model_type {model_type!r}, so {path} is read as a Hugging "
                                f"Face model directory, and: {e}") from None
@@ -407,7 +409,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
         return _ready(model, device, for_inference, dtype, quantize, rows), tokenizer
     lora = raw.get("lora")
     if for_inference and not isinstance(lora, dict):
-        model = _empty_model(read_model_config(path), INFERENCE_DTYPES[dtype])
+        model = build_empty(read_model_config(path), INFERENCE_DTYPES[dtype])
     else:
         model = build_model(read_model_config(path))
     if isinstance(lora, dict):
@@ -435,23 +437,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
 
 INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
-
-def _empty_model(cfg: ModelConfig, dtype: torch.dtype) -> torch.nn.Module:
-    """The model of ``cfg`` with its weights allocated in ``dtype`` and not initialised (the checkpoint's are read
-    into them next): a model loaded to run in bfloat16 never holds a float32 copy, nor spends the time of a
-    random initialisation."""
-    from lmlab.model import build_model
-
-    with torch.device("meta"):
-        model = build_model(cfg)
-    first: dict[int, str] = {}
-    ties = [(name, first.setdefault(id(p), name)) for name, p in model.named_parameters(remove_duplicate=False)]
-    model = model.to(dtype).to_empty(device="cpu")  # which makes new parameters: tied ones are tied again
-    for name, source in ties:
-        if name != source:
-            module, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(module), attr, model.get_parameter(source))
-    return model
 
 
 def _ready(model: torch.nn.Module, device: str | torch.device, for_inference: bool, dtype: str,
