@@ -43,7 +43,7 @@ from timing import alternating_medians
 import lmlab
 from lmlab.infer import generate
 from lmlab.interop import convert_from_hf
-from lmlab.model.layers import Linear
+from lmlab.model.layers import Linear, return_freed_memory
 
 MODELS = {  # random-weight decoders: the GPT-2-like benchmark model, and a Llama-like 1B-class one
     "gpt2": dict(kind="gpt2", vocab=8192, d=384, layers=6, heads=6),
@@ -126,10 +126,15 @@ def anonymous_peak(fn):
     return out, max(peak[0], memory("RssAnon"))
 
 
-def memory_child(path: str, dtype: str, new: int) -> None:
+def memory_child(path: str, dtype: str, warm_up: str, new: int) -> None:
     """(In a fresh process) load the model of ``path`` to run in ``dtype`` and print its memory as JSON, each
     beyond the memory before loading: resident after loading, the peak of anonymous memory while loading, and
-    the peak of a ``generate`` call."""
+    the peak of a ``generate`` call. A tiny model (``warm_up``) is loaded and run first, so that what any first
+    load costs once (lazy imports, torch's thread pool) is not counted as the model's."""
+    tiny, _ = lmlab.load(warm_up, for_inference=True, dtype=OURS[dtype][0], quantize=OURS[dtype][1])
+    generate(tiny, torch.ones(1, 8, dtype=torch.long), max_new_tokens=new)
+    del tiny
+    return_freed_memory()
     base, base_anon = memory("VmRSS"), memory("RssAnon")
     (model, _), peak_anon = anonymous_peak(
         lambda: lmlab.load(path, for_inference=True, dtype=OURS[dtype][0], quantize=OURS[dtype][1]))
@@ -141,12 +146,20 @@ def memory_child(path: str, dtype: str, new: int) -> None:
     print(json.dumps(dict(weights=weights, loaded=loaded, peak_load=peak_load, peak=peak)))
 
 
-def memory_rows(path: str, dtypes: list[str], new: int) -> list[dict]:
+def lmlab_checkpoint(hf_dir: str | Path, vocab: int, out: Path) -> Path:
+    """The lmlab checkpoint of a Hugging Face directory (``convert_from_hf``), with a word-level tokenizer of
+    ``vocab`` words, which a checkpoint holds."""
+    words = {f"w{i}": i for i in range(vocab)}
+    tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token="w0")).save(f"{hf_dir}/tokenizer.json")
+    return convert_from_hf(hf_dir, out)
+
+
+def memory_rows(path: str, warm_up: str, dtypes: list[str], new: int) -> list[dict]:
     rows = []
     print("\nmemory of a model loaded to run (fresh process each; beyond the process's memory before loading)")
     print(f"{'dtype':>12}{'weights MB':>12}{'loaded':>9}{'peak, load (anonymous)':>24}{'peak, generate':>16}")
     for dtype in dtypes:
-        out = subprocess.run([sys.executable, __file__, "--memory-child", path, dtype, "--new", str(new)],
+        out = subprocess.run([sys.executable, __file__, "--memory-child", path, dtype, warm_up, "--new", str(new)],
                              capture_output=True, text=True, check=True).stdout.splitlines()[-1]
         r = json.loads(out)
         w = r["weights"]
@@ -168,7 +181,7 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="also measure each dtype's memory (fresh processes)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON (benchmarks/run_all.py)")
-    parser.add_argument("--memory-child", nargs=2, metavar=("PATH", "DTYPE"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", nargs=3, metavar=("PATH", "DTYPE", "WARM_UP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -215,10 +228,11 @@ def main() -> None:
                                     step_bytes=step_bytes, model=args.model))
             ours = hf = None  # freed before the next dtype loads
         if args.memory:
-            words = {f"w{i}": i for i in range(spec["vocab"])}  # a tokenizer, which a checkpoint holds
-            tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token="w0")).save(f"{tmp}/tokenizer.json")
-            ours = convert_from_hf(tmp, Path(tmp) / "lmlab")
-            records += memory_rows(str(ours), args.dtypes, min(args.new, 32))
+            ours = lmlab_checkpoint(tmp, spec["vocab"], Path(tmp) / "lmlab")
+            (Path(tmp) / "tiny").mkdir()
+            hf_model(MODELS["quick"], args.prompt + args.new).save_pretrained(Path(tmp) / "tiny")
+            warm_up = lmlab_checkpoint(Path(tmp) / "tiny", MODELS["quick"]["vocab"], Path(tmp) / "tiny-lmlab")
+            records += memory_rows(str(ours), str(warm_up), args.dtypes, min(args.new, 32))
     if args.json:
         Path(args.json).write_text(json.dumps(records))
 
