@@ -26,13 +26,15 @@ class Linear(nn.Linear):
     by input rows into one chunk per thread, (chunks, in / chunks, out), and multiplies inputs of at most
     ``DECODE_ROWS`` rows by it with one batched matmul (``baddbmm``, the bias in chunk 0), which spreads the
     chunks over the cores; the chunks' partial products are then summed. Only the order of the additions
-    changes. The copy is used only where autograd is off (it holds no gradient); parameters, state dict and
+    changes. Steps of more rows, bfloat16 weights and int8-dynamic ones take ``packed`` instead: the weight
+    packed for one of PyTorch's CPU kernels (:func:`pack_onednn`, :func:`pack_bf16`, ``lmlab.model.quant``).
+    The copies are used only where autograd is off (they hold no gradient); parameters, state dict and
     gradients are those of ``nn.Linear``.
     """
 
     decode_weight: Tensor | None = None  # (chunks, in / chunks, out) while decoding
     decode_bias: Tensor | None = None  # (chunks, 1, out): the bias in chunk 0 (zeros without one), then zeros
-    packed: tuple | None = None  # (product, packed weight): bf16 weights to run (pack_bf16), int8-dynamic
+    packed: tuple | None = None  # (product, packed weight): pack_onednn, pack_bf16, int8-dynamic
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

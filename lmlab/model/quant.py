@@ -11,7 +11,7 @@ widths the kernel does not take dequantize the weight for one bfloat16 GEMM.
 ``int8-dynamic`` holds the same int8 rows and scales in fbgemm's packed form and multiplies them as ``torch.ao``'s
 dynamic quantization does (``quantized.linear_dynamic``, what ``transformers`` users get from
 ``torch.ao.quantization.quantize_dynamic``): the activations are quantized too, to 7-bit integers with one scale
-per call, and the product runs in integers, about 1.3-1.5x as fast at batch 1 on an x86 CPU; the price is the
+per call, and the product runs in integers, 1.3-2x as fast at batch 1 on a 1B-class model here; the price is the
 activations' rounding (see ``benchmarks/quantize_quality.py``). x86 CPUs (fbgemm) only.
 """
 

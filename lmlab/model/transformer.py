@@ -463,7 +463,7 @@ class Transformer(nn.Module):
         """Ready the model for inference only, in place: eval mode, no gradients, weights in ``dtype`` (float32,
         or bfloat16: half the bytes a token reads), and the decoder and head weights laid out for decoding once
         and for good (:func:`~lmlab.model.layers.inference_layout`: each weight held once, nothing packed per
-        ``generate`` call; bfloat16 ones packed as float16 for fbgemm on x86). ``quantize="int8"`` then stores
+        ``generate`` call; bfloat16 ones packed for oneDNN or fbgemm on x86). ``quantize="int8"`` then stores
         every Linear weight and the token embedding as int8 with per-channel scales
         (:func:`~lmlab.model.quant.quantize_int8`; a quarter of float32's bytes), the rest staying in ``dtype``;
         ``"int8-dynamic"`` also quantizes the activations of the products, as ``torch.ao`` does. ``rows``: the

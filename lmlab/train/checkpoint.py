@@ -438,7 +438,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
 INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-
 def _ready(model: torch.nn.Module, device: str | torch.device, for_inference: bool, dtype: str,
            quantize: str | None = None, rows: int = 1) -> torch.nn.Module:
     model = model.to(device).eval()
