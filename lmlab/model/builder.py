@@ -103,17 +103,31 @@ def build_model(cfg: ModelConfig) -> Transformer:
     return model
 
 
-def build_empty(cfg: ModelConfig, dtype: torch.dtype) -> Transformer:
+def build_empty(cfg: ModelConfig, dtype: torch.dtype, device: str = "cpu") -> Transformer:
     """The model of ``cfg`` with its weights allocated in ``dtype`` and not initialised, for a checkpoint's to be
     read into (built on the meta device, then allocated; tied weights tied again): a model loaded to run in
-    bfloat16 never holds a float32 copy, nor spends the time of a random initialisation."""
+    bfloat16 never holds a float32 copy, nor spends the time of a random initialisation. With ``device="meta"``
+    nothing is allocated: the checkpoint's tensors are then assigned to it (``load_weights(assign=True)``)."""
     with torch.device("meta"):
         model = build_model(cfg)
-    first: dict[int, str] = {}
-    ties = [(name, first.setdefault(id(p), name)) for name, p in model.named_parameters(remove_duplicate=False)]
-    model = model.to(dtype).to_empty(device="cpu")  # which makes new parameters: tied ones are tied again
-    for name, source in ties:
-        if name != source:
-            module, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(module), attr, model.get_parameter(source))
+    model = model.to(dtype)
+    if device == "meta":
+        return model
+    ties = tied_names(model)
+    model = model.to_empty(device=device)  # which makes new parameters: tied ones are tied again
+    tie_again(model, ties)
     return model
+
+
+def tied_names(model: nn.Module) -> list[tuple[str, str]]:
+    """``(name, first name)`` of each parameter that is another name's too (a head tied to the embedding)."""
+    first: dict[int, str] = {}
+    pairs = [(name, first.setdefault(id(p), name)) for name, p in model.named_parameters(remove_duplicate=False)]
+    return [(name, source) for name, source in pairs if name != source]
+
+
+def tie_again(model: nn.Module, ties: list[tuple[str, str]]) -> None:
+    """Make each parameter of ``ties`` (:func:`tied_names`) the one its first name holds again."""
+    for name, source in ties:
+        module, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(module), attr, model.get_parameter(source))

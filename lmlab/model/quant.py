@@ -26,14 +26,19 @@ from torch import Tensor, nn
 QUANTIZE = ("int8", "int8-dynamic")  # the weight formats for_inference takes
 KERNEL_ROWS = 64  # products of at most this many rows use the int8 kernel (faster than dequantizing up to ~64)
 SCALE_DTYPE = torch.bfloat16  # the kernel's activation and scale type
+QUANTIZE_BLOCK = 1024  # rows quantized at a time
 
 
 def quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
     """``(q, scale)`` of a (out, in) float weight: int8 rows and their (out,) bfloat16 scales, ``q * scale``
     within half a step of the weight."""
-    w = weight.detach().float()
-    scale = (w.abs().amax(1) / 127).clamp_min(torch.finfo(torch.float32).tiny).to(SCALE_DTYPE)
-    q = (w / scale.float()[:, None]).round_().clamp_(-127, 127).to(torch.int8)
+    w = weight.detach()
+    largest = torch.maximum(w.amax(1), w.amin(1).neg()).float()  # max |w| of each row, without a copy of w
+    scale = (largest / 127).clamp_min(torch.finfo(torch.float32).tiny).to(SCALE_DTYPE)
+    q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
+    for i in range(0, w.shape[0], QUANTIZE_BLOCK):  # a block of rows at a time: no float copy of the whole weight
+        rows = slice(i, i + QUANTIZE_BLOCK)
+        q[rows] = (w[rows].float() / scale[rows].float()[:, None]).round_().clamp_(-127, 127)
     return q, scale
 
 

@@ -321,9 +321,12 @@ def read_model_config(path: Path) -> ModelConfig:
         raise CheckpointError(f"{path / CONFIG}: {e}") from None
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> None:
+def load_weights(model: torch.nn.Module, path: Path, assign: bool = False) -> None:
     """Load ``model.safetensors`` strictly: a missing, unexpected or mis-shaped tensor is an error naming it. A
-    model with LoRA adapters loads its adapters and the tensors trained with them (its base is in place)."""
+    model with LoRA adapters loads its adapters and the tensors trained with them (its base is in place).
+    ``assign``: the file's tensors become the model's instead of being copied into it, memory-mapped where their
+    dtype is the model's, into a model built on the meta device (``build_empty(..., device="meta")``): for a
+    model quantized next, whose float weights then never take memory of their own."""
     if getattr(model, "lora_config", None) is not None:
         from lmlab.train.lora import load_adapters
 
@@ -351,10 +354,32 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
                 if shape != own[name].shape:
                     raise CheckpointError(f"{file}: tensor {name} has shape {shape}, expected {tuple(own[name].shape)}")
             with torch.no_grad():
-                for name in shapes:
-                    own[name].copy_(_shard_like(f.get_tensor(name), own[name]))
+                if assign:
+                    _assign(model, {name: f.get_tensor(name).to(own[name].dtype) for name in shapes})
+                else:
+                    for name in shapes:
+                        own[name].copy_(_shard_like(f.get_tensor(name), own[name]))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{file} is corrupt: {e}") from None
+
+
+def _assign(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Make ``tensors`` (by state-dict name) the parameters and buffers of ``model``, tied parameters tied again,
+    and allocate what is left on the meta device (buffers made at construction, which recompute themselves)."""
+    from lmlab.model.builder import tie_again, tied_names
+
+    ties = tied_names(model)
+    for name, t in tensors.items():
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        if attr in module._parameters:
+            module._parameters[attr] = torch.nn.Parameter(t, requires_grad=False)
+        else:
+            module._buffers[attr] = t
+    tie_again(model, ties)
+    for module in model.modules():
+        if any(t is not None and t.is_meta for t in [*module._parameters.values(), *module._buffers.values()]):
+            module.to_empty(device="cpu", recurse=False)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False,
@@ -408,8 +433,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
         check_model_vocab(tokenizer, model.config.vocab_size, path)
         return _ready(model, device, for_inference, dtype, quantize, rows), tokenizer
     lora = raw.get("lora")
-    if for_inference and not isinstance(lora, dict):
-        model = build_empty(read_model_config(path), INFERENCE_DTYPES[dtype])
+    if for_inference and not isinstance(lora, dict):  # built empty; to be quantized: on the meta device
+        model = build_empty(read_model_config(path), INFERENCE_DTYPES[dtype], device="meta" if quantize else "cpu")
     else:
         model = build_model(read_model_config(path))
     if isinstance(lora, dict):
@@ -419,7 +444,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
         if not keep_adapters:
             merged(model)
     else:
-        load_weights(model, path)
+        load_weights(model, path, assign=for_inference and quantize is not None)
     if isinstance(hf_config := raw.get("hf_config"), dict):
         model.hf_config = hf_config  # imported from Hugging Face: see save_model_dir
     if "id2label" in raw:  # a classifier's label names
@@ -432,7 +457,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     except LmlabError as e:
         raise CheckpointError(f"checkpoint {path}: {e}") from None
     check_model_vocab(tokenizer, model.config.vocab_size, path)
-    return _ready(model, device, for_inference, dtype, quantize, rows), tokenizer
+    model = _ready(model, device, for_inference, dtype, quantize, rows)
+    if for_inference and quantize is not None:
+        with torch.no_grad():  # the float tensors left (norms, biases...) get memory of their own: the file is let go
+            for t in [*model.parameters(), *model.buffers()]:
+                if t.is_floating_point() and t.device.type == "cpu":
+                    t.data = t.data.clone()
+    return model, tokenizer
 
 
 INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
