@@ -378,7 +378,10 @@ def _assign(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
             module._buffers[attr] = t
     tie_again(model, ties)
     for module in model.modules():
-        if any(t is not None and t.is_meta for t in [*module._parameters.values(), *module._buffers.values()]):
+        own = [t for t in [*module._parameters.values(), *module._buffers.values()] if t is not None]
+        if any(t.is_meta for t in own):
+            # only modules whose every tensor is left (to_empty would also blank the tensors just given)
+            assert all(t.is_meta for t in own), f"{type(module).__name__} was given some of its tensors only"
             module.to_empty(device="cpu", recurse=False)
 
 

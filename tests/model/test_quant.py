@@ -117,3 +117,23 @@ def test_quantized_weights_are_not_trained():
     assert not any(p.requires_grad for p in model.parameters() if p.dtype == torch.int8)
     with pytest.raises(ValueError, match="quantize must be one of int8"):
         build_model(model_preset("gpt2-tiny", vocab_size=V)).for_inference(quantize="int4")
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny"])
+def test_a_checkpoint_loaded_quantized_is_the_model_quantized(tmp_path, tokenizer, name):
+    """load_model(quantize="int8") builds the model on the meta device and gives it the file's tensors (a tied
+    head tied again, the rotary frequencies recomputed): its logits are exactly those of the model loaded as
+    usual, then quantized."""
+    from lmlab.train.checkpoint import load_model, load_weights, read_model_config, save_model_dir
+
+    torch.manual_seed(0)
+    save_model_dir(tmp_path, build_model(model_preset(name, vocab_size=tokenizer.vocab_size)), tokenizer)
+    reference = build_model(read_model_config(tmp_path))
+    load_weights(reference, tmp_path)
+    reference.for_inference(quantize="int8")
+    quant, _ = load_model(tmp_path, for_inference=True, quantize="int8")
+    if name == "gpt2-tiny":
+        assert quant.head.proj.weight is quant.embed.weight
+    ids = torch.randint(1, tokenizer.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(quant(ids).logits, reference(ids).logits)
