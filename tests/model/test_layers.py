@@ -68,9 +68,13 @@ def test_decode_layout_is_released_on_error_and_skips_other_dtypes():
 
 
 def _kernel_available(kernel: str) -> bool:
+    """Whether ``pack_bf16`` would choose ``kernel`` on some CPU of this kind: fbgemm on x86, oneDNN's bfloat16
+    where the CPU has bf16 instructions (elsewhere oneDNN may not run a bf16 product at all)."""
+    from lmlab.train.precision import has_native_bf16
+
     if kernel == "fp16":
         return FP16_KERNEL
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    return layers.ONEDNN and bool(has_native_bf16())
 
 
 @pytest.mark.parametrize("kernel", ["onednn", "fp16"])
