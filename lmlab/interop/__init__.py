@@ -121,8 +121,8 @@ def load_tokenizer(src: str | Path):
     return _tokenizer(src, hf, _family(hf))
 
 
-def load_hf(src: str | Path, allow_pickle: bool = False,
-            dtype: torch.dtype | None = None) -> tuple[torch.nn.Module, Any]:
+def load_hf(src: str | Path, allow_pickle: bool = False, dtype: torch.dtype | None = None,
+            assign: bool = False) -> tuple[torch.nn.Module, Any]:
     """Load a local Hugging Face model directory as an lmlab model and tokenizer.
 
     Args:
@@ -131,6 +131,8 @@ def load_hf(src: str | Path, allow_pickle: bool = False,
         allow_pickle: also read ``pytorch_model.bin`` (through ``torch.load(weights_only=True)``).
         dtype: build the model in this dtype, uninitialised, for the weights to be read into (a model loaded to
             run: :func:`lmlab.train.load_model`); by default it is float32.
+        assign: with ``dtype``, build it on the meta device and give it the file's tensors (memory-mapped where
+            the dtypes agree) rather than copies: for a model quantized next.
 
     Returns:
         ``(model, tokenizer)``: the :class:`~lmlab.model.Transformer` (float32 by default) in eval mode, with the source
@@ -154,8 +156,8 @@ def load_hf(src: str | Path, allow_pickle: bool = False,
     if family.prefix and not any(n.startswith(family.prefix) for n in tensors):  # a bare base model
         tensors = {family.prefix + n: t for n, t in tensors.items()}
     cfg = family.to_config(hf, tensors)
-    model = build_model(cfg) if dtype is None else build_empty(cfg, dtype)
-    import_weights(model, family, tensors, src)  # which empties ``tensors`` as it fills the model
+    model = build_model(cfg) if dtype is None else build_empty(cfg, dtype, device="meta" if assign else "cpu")
+    import_weights(model, family, tensors, src, assign=assign)  # which empties ``tensors`` as it fills the model
     model.hf_config = hf.raw
     if model.classifier is not None and hf.get("id2label"):
         try:

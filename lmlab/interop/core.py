@@ -297,10 +297,13 @@ def _names(names: list[str] | set[str], limit: int = 8) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def import_weights(model: torch.nn.Module, family: Family, tensors: dict[str, torch.Tensor], src: Path) -> None:
+def import_weights(model: torch.nn.Module, family: Family, tensors: dict[str, torch.Tensor], src: Path,
+                   assign: bool = False) -> None:
     """Fill ``model`` from Hugging Face ``tensors`` through the family's map, strictly. ``tensors`` is emptied
     as they are copied (converted to the model's dtype), so that a caller who hands its dict over holds the file's
-    tensors and the model together only for a moment each.
+    tensors and the model together only for a moment each. ``assign``: the tensors (or their fused or transposed
+    views) become the model's instead, for a model built on the meta device
+    (:func:`lmlab.model.builder.assign_tensors`).
 
     Raises:
         InteropError: a tensor is missing, mis-shaped, differs from the tensor it is tied to, or is left over.
@@ -336,6 +339,12 @@ def import_weights(model: torch.nn.Module, family: Family, tensors: dict[str, to
                            "place; lmlab will not drop weights silently (is it another head than the ones "
                            "lmlab supports?)")
     with torch.no_grad():
+        if assign:
+            from lmlab.model.builder import assign_tensors
+
+            assign_tensors(model, {rule.ours: _pull(rule, [tensors.pop(h) for h in rule.hf]).to(own[rule.ours].dtype)
+                                   for rule in wm.rules})
+            return
         for rule in wm.rules:
             own[rule.ours].copy_(_pull(rule, [tensors.pop(h) for h in rule.hf]))
 

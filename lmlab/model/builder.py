@@ -131,3 +131,23 @@ def tie_again(model: nn.Module, ties: list[tuple[str, str]]) -> None:
     for name, source in ties:
         module, _, attr = name.rpartition(".")
         setattr(model.get_submodule(module), attr, model.get_parameter(source))
+
+
+def assign_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Make ``tensors`` (by state-dict name) the parameters and buffers of ``model``, tied parameters tied again,
+    and allocate what is left on the meta device (buffers made at construction, which recompute themselves)."""
+    ties = tied_names(model)
+    for name, t in tensors.items():
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        if attr in module._parameters:
+            module._parameters[attr] = nn.Parameter(t, requires_grad=False)
+        else:
+            module._buffers[attr] = t
+    tie_again(model, ties)
+    for module in model.modules():
+        own = [t for t in [*module._parameters.values(), *module._buffers.values()] if t is not None]
+        if any(t.is_meta for t in own):
+            # only modules whose every tensor is left (to_empty would also blank the tensors just given)
+            assert all(t.is_meta for t in own), f"{type(module).__name__} was given some of its tensors only"
+            module.to_empty(device="cpu", recurse=False)

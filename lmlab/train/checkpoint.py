@@ -332,6 +332,8 @@ def load_weights(model: torch.nn.Module, path: Path, assign: bool = False) -> No
 
         load_adapters(model, path)
         return
+    from lmlab.model.builder import assign_tensors
+
     file = path / WEIGHTS
     if not file.is_file():
         raise CheckpointError(f"checkpoint {path} is incomplete: {WEIGHTS} is missing")
@@ -355,34 +357,12 @@ def load_weights(model: torch.nn.Module, path: Path, assign: bool = False) -> No
                     raise CheckpointError(f"{file}: tensor {name} has shape {shape}, expected {tuple(own[name].shape)}")
             with torch.no_grad():
                 if assign:
-                    _assign(model, {name: f.get_tensor(name).to(own[name].dtype) for name in shapes})
+                    assign_tensors(model, {name: f.get_tensor(name).to(own[name].dtype) for name in shapes})
                 else:
                     for name in shapes:
                         own[name].copy_(_shard_like(f.get_tensor(name), own[name]))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{file} is corrupt: {e}") from None
-
-
-def _assign(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Make ``tensors`` (by state-dict name) the parameters and buffers of ``model``, tied parameters tied again,
-    and allocate what is left on the meta device (buffers made at construction, which recompute themselves)."""
-    from lmlab.model.builder import tie_again, tied_names
-
-    ties = tied_names(model)
-    for name, t in tensors.items():
-        module_name, _, attr = name.rpartition(".")
-        module = model.get_submodule(module_name)
-        if attr in module._parameters:
-            module._parameters[attr] = torch.nn.Parameter(t, requires_grad=False)
-        else:
-            module._buffers[attr] = t
-    tie_again(model, ties)
-    for module in model.modules():
-        own = [t for t in [*module._parameters.values(), *module._buffers.values()] if t is not None]
-        if any(t.is_meta for t in own):
-            # only modules whose every tensor is left (to_empty would also blank the tensors just given)
-            assert all(t.is_meta for t in own), f"{type(module).__name__} was given some of its tensors only"
-            module.to_empty(device="cpu", recurse=False)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False,
@@ -429,7 +409,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
 
         try:
             model, tokenizer = load_hf(path, allow_pickle=allow_pickle,
-                                       dtype=INFERENCE_DTYPES[dtype] if for_inference else None)
+                                       dtype=INFERENCE_DTYPES[dtype] if for_inference else None,
+                                       assign=for_inference and quantize is not None)
         except InteropError as e:
             raise InteropError(f"{path / CONFIG} has model_type {model_type!r}, so {path} is read as a Hugging "
                                f"Face model directory, and: {e}") from None
@@ -460,13 +441,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     except LmlabError as e:
         raise CheckpointError(f"checkpoint {path}: {e}") from None
     check_model_vocab(tokenizer, model.config.vocab_size, path)
-    model = _ready(model, device, for_inference, dtype, quantize, rows)
-    if for_inference and quantize is not None:
-        with torch.no_grad():  # the float tensors left (norms, biases...) get memory of their own: the file is let go
-            for t in [*model.parameters(), *model.buffers()]:
-                if t.is_floating_point() and t.device.type == "cpu":
-                    t.data = t.data.clone()
-    return model, tokenizer
+    return _ready(model, device, for_inference, dtype, quantize, rows), tokenizer
 
 
 INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -480,7 +455,13 @@ def _ready(model: torch.nn.Module, device: str | torch.device, for_inference: bo
     if dtype == "bf16" and torch.device(device).type == "cpu" and has_native_bf16() is False:
         logger.warning("bf16 weights on a CPU without bf16 instructions (AVX-512 BF16 or AMX): bf16 is emulated "
                        "here, slower than fp32")
-    return model.for_inference(INFERENCE_DTYPES[dtype], quantize, rows)
+    model.for_inference(INFERENCE_DTYPES[dtype], quantize, rows)
+    if quantize is not None:  # its float tensors were the file's (load_weights(assign=True)): let the file go
+        with torch.no_grad():
+            for t in [*model.parameters(), *model.buffers()]:
+                if t.is_floating_point() and t.device.type == "cpu":
+                    t.data = t.data.clone()
+    return model
 
 
 def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -119,19 +119,28 @@ def test_quantized_weights_are_not_trained():
         build_model(model_preset("gpt2-tiny", vocab_size=V)).for_inference(quantize="int4")
 
 
+@pytest.mark.parametrize("source", ["lmlab", "hf"])
 @pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny"])
-def test_a_checkpoint_loaded_quantized_is_the_model_quantized(tmp_path, tokenizer, name):
+def test_a_checkpoint_loaded_quantized_is_the_model_quantized(tmp_path, tokenizer, name, source):
     """load_model(quantize="int8") builds the model on the meta device and gives it the file's tensors (a tied
-    head tied again, the rotary frequencies recomputed): its logits are exactly those of the model loaded as
-    usual, then quantized."""
+    head tied again, the rotary frequencies recomputed; from a Hugging Face directory, its fused and transposed
+    tensors too): its logits are exactly those of the model loaded as usual, then quantized."""
+    from lmlab.interop import load_hf, save_hf
     from lmlab.train.checkpoint import load_model, load_weights, read_model_config, save_model_dir
 
     torch.manual_seed(0)
-    save_model_dir(tmp_path, build_model(model_preset(name, vocab_size=tokenizer.vocab_size)), tokenizer)
-    reference = build_model(read_model_config(tmp_path))
-    load_weights(reference, tmp_path)
+    model = build_model(model_preset(name, vocab_size=tokenizer.vocab_size))
+    if source == "hf":
+        save_hf(model, tokenizer, tmp_path / "hf")
+        reference, _ = load_hf(tmp_path / "hf")
+        path = tmp_path / "hf"
+    else:
+        save_model_dir(tmp_path, model, tokenizer)
+        reference = build_model(read_model_config(tmp_path))
+        load_weights(reference, tmp_path)
+        path = tmp_path
     reference.for_inference(quantize="int8")
-    quant, _ = load_model(tmp_path, for_inference=True, quantize="int8")
+    quant, _ = load_model(path, for_inference=True, quantize="int8")
     if name == "gpt2-tiny":
         assert quant.head.proj.weight is quant.embed.weight
     ids = torch.randint(1, tokenizer.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
