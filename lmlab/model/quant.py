@@ -132,5 +132,6 @@ def quantize_int8(model: nn.Module, dynamic: bool = False) -> int:
             layer.weight, scale = quantized(layer.weight)
             layer.register_buffer("scale", scale)
             layer.decode_weight = layer.decode_bias = None
+            return_freed_memory()  # the rounding's temporaries: freed heap memory would pile up between matrices
         model.embed = Int8Embedding(*quantized(model.embed.weight), dtype)
     return len(done)

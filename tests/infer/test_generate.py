@@ -527,5 +527,4 @@ def test_a_model_loaded_to_run_holds_its_weights_once(tmp_path, tokenizer, sourc
     r = json.loads(out.splitlines()[-1])
 
     assert dtype == "int8" or r["weights"] == n * {"fp32": 4, "bf16": 2}[dtype]
-    peak = 2.0 if dtype == "int8" else 1.5  # (int8: 1.15x in most runs, up to 1.85x in some)
-    assert r["loaded"] <= 1.1 * r["weights"] and r["peak"] <= peak * r["weights"], r
+    assert r["loaded"] <= 1.1 * r["weights"] and r["peak"] <= 1.5 * r["weights"], r
