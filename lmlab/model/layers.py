@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
-from lmlab.model.quant import int8_linear
+from lmlab.model.quant import FBGEMM, int8_linear
 
 GATED = ("swiglu", "geglu")
 DECODE_ROWS = 64  # inputs of at most this many rows take the decode layout (measured faster up to 64 on 2 cores)
@@ -119,7 +119,6 @@ def inference_layout(*modules: nn.Module | None, shared: tuple[Tensor, ...] = ()
     return len(layers) + packed
 
 
-FP16_KERNEL = "fbgemm" in torch.backends.quantized.supported_engines  # fbgemm's float16-weight GEMM (x86 CPUs)
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 # float32 decoding steps of at least this many rows take oneDNN's packed layout, fewer the chunked one (1B-class
 # decoder, 2 cores, AVX-512: one row 11 against 9 tokens/s, eight rows 34 against 65; beam search 4 x 32 of the
@@ -136,7 +135,7 @@ def bf16_kernel() -> str | None:
 
     if ONEDNN and has_native_bf16():
         return "onednn"
-    return "fp16" if FP16_KERNEL else None
+    return "fp16" if FBGEMM else None
 
 
 def _onednn_product(x: Tensor, packed: tuple[Tensor, Tensor | None, torch.dtype]) -> Tensor:
@@ -152,9 +151,19 @@ def pack_onednn(layer: Linear, rows: int = 1, keep_weight: bool = False) -> None
     weight cannot pass unnoticed."""
     weight = layer.weight.detach()
     bias = None if layer.bias is None else layer.bias.detach()
-    layer.packed = (_onednn_product, (torch.ops.mkldnn._reorder_linear_weight(weight, rows), bias, weight.dtype))
-    if not keep_weight:
-        layer.weight = nn.Parameter(weight.new_full((), float("nan")).expand(weight.shape), requires_grad=False)
+    packed = (torch.ops.mkldnn._reorder_linear_weight(weight, rows), bias, weight.dtype)
+    hold_packed(layer, _onednn_product, packed, like=None if keep_weight else weight)
+
+
+def hold_packed(layer: Linear, product, packed: object, like: Tensor | None) -> None:
+    """Give ``layer`` its ``packed`` weight and the ``product`` that multiplies by it; unless ``like`` is None,
+    the weight parameter becomes ``like``'s shape and dtype (``num_params``, ``device``, the bytes a step reads)
+    holding a single value broadcast to it, NaN where it is a float, so that a product which missed the packed
+    weight cannot pass unnoticed."""
+    layer.packed = (product, packed)
+    if like is not None:
+        fill = float("nan") if like.is_floating_point() else 0
+        layer.weight = nn.Parameter(like.new_full((), fill).expand(like.shape), requires_grad=False)
 
 
 def _fp16_product(x: Tensor, packed: object) -> Tensor:
@@ -185,8 +194,7 @@ def pack_bf16(layer: Linear, kernel: str, rows: int = 1) -> bool:
     if kernel != "fp16" or weight.abs().max() > FP16_MAX:
         return False
     bias = None if layer.bias is None else layer.bias.detach().float()
-    layer.packed = (_fp16_product, torch.ops.quantized.linear_prepack_fp16(weight.float(), bias))
-    layer.weight = nn.Parameter(weight.new_full((), float("nan")).expand(weight.shape), requires_grad=False)
+    hold_packed(layer, _fp16_product, torch.ops.quantized.linear_prepack_fp16(weight.float(), bias), like=weight)
     return True
 
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 QUANTIZE = ("int8", "int8-dynamic")  # the weight formats for_inference takes
 KERNEL_ROWS = 64  # products of at most this many rows use the int8 kernel (faster than dequantizing up to ~64)
 SCALE_DTYPE = torch.bfloat16  # the kernel's activation and scale type
+FBGEMM = "fbgemm" in torch.backends.quantized.supported_engines  # int8-dynamic's and bf16's float16 GEMMs (x86)
 QUANTIZE_BLOCK = 1024  # rows quantized at a time
 
 
@@ -80,9 +81,6 @@ class Int8Embedding(nn.Module):
         return rows.to(self.dtype)
 
 
-DYNAMIC_KERNEL = "fbgemm" in torch.backends.quantized.supported_engines  # int8-dynamic's GEMM (x86 CPUs)
-
-
 def int8_dynamic(x: Tensor, packed: object) -> Tensor:
     """``x @ w.T + bias`` through fbgemm's dynamically quantized GEMM (float32 out, 7-bit activations as
     ``torch.ao`` takes them on fbgemm, so that its 16-bit intermediate sums cannot overflow)."""
@@ -100,9 +98,9 @@ def quantize_int8(model: nn.Module, dynamic: bool = False) -> int:
     Raises:
         ValueError: ``dynamic`` where fbgemm is missing (not an x86 CPU) or the model is not on a CPU.
     """
-    from lmlab.model.layers import Linear, return_freed_memory
+    from lmlab.model.layers import Linear, hold_packed, return_freed_memory
 
-    if dynamic and (not DYNAMIC_KERNEL or model.embed.weight.device.type != "cpu"):
+    if dynamic and (not FBGEMM or model.embed.weight.device.type != "cpu"):
         raise ValueError("int8-dynamic runs on x86 CPUs only (fbgemm's int8 GEMM); use int8 (weight-only) here")
     dtype = model.embed.weight.dtype
     done: dict[int, tuple[nn.Parameter, Tensor]] = {}  # id of a float weight -> its int8 parameter and scales
@@ -123,15 +121,12 @@ def quantize_int8(model: nn.Module, dynamic: bool = False) -> int:
                     warnings.simplefilter("ignore", UserWarning)
                     channels = torch._make_per_channel_quantized_tensor(q, scale.double(), zeros, 0)
                 bias = None if layer.bias is None else layer.bias.float()
-                layer.packed = (int8_dynamic, torch.ops.quantized.linear_prepack(channels, bias))
-                # the parameter keeps its shape and int8 dtype (the bytes the model reads), holding one zero
-                layer.weight = nn.Parameter(q.new_zeros(()).expand(q.shape), requires_grad=False)
+                hold_packed(layer, int8_dynamic, torch.ops.quantized.linear_prepack(channels, bias), like=q)
                 done[id(layer)] = (layer.weight, scale)
-                return_freed_memory()
-                continue
-            layer.weight, scale = quantized(layer.weight)
-            layer.register_buffer("scale", scale)
-            layer.decode_weight = layer.decode_bias = None
+            else:
+                layer.weight, scale = quantized(layer.weight)
+                layer.register_buffer("scale", scale)
+                layer.decode_weight = layer.decode_bias = None
             return_freed_memory()  # the rounding's temporaries: freed heap memory would pile up between matrices
         model.embed = Int8Embedding(*quantized(model.embed.weight), dtype)
     return len(done)

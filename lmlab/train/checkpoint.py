@@ -35,7 +35,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 
 from lmlab.config import ModelConfig, _build
 from lmlab.errors import CheckpointError, ConfigError, LmlabError
-from lmlab.model.quant import DYNAMIC_KERNEL, QUANTIZE
+from lmlab.model.quant import FBGEMM, QUANTIZE
 from lmlab.train.precision import has_native_bf16
 
 logger = logging.getLogger(__name__)
@@ -396,11 +396,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
                           "precision with train.precision")
     if quantize not in (None, *QUANTIZE):
         raise ConfigError(f"quantize must be one of {', '.join(QUANTIZE)} or None, got {quantize!r}")
-    if quantize == "int8-dynamic" and not (DYNAMIC_KERNEL and torch.device(device).type == "cpu"):
+    if quantize == "int8-dynamic" and not (FBGEMM and torch.device(device).type == "cpu"):
         raise ConfigError("int8-dynamic runs on x86 CPUs only (fbgemm's int8 GEMM); use int8 (weight-only) here")
     if quantize and not for_inference:
         raise ConfigError(f"{quantize} weights are for a model loaded to run only (for_inference): lmlab does not "
                           "train quantized weights (LoRA adapters on int8 weights are not supported either)")
+    assign = for_inference and quantize is not None  # the file's tensors given to the model, then quantized
     path = resolve_model_dir(path)
     raw = read_json(path / CONFIG)
     model_type = raw.get("model_type")
@@ -409,8 +410,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
 
         try:
             model, tokenizer = load_hf(path, allow_pickle=allow_pickle,
-                                       dtype=INFERENCE_DTYPES[dtype] if for_inference else None,
-                                       assign=for_inference and quantize is not None)
+                                       dtype=INFERENCE_DTYPES[dtype] if for_inference else None, assign=assign)
         except InteropError as e:
             raise InteropError(f"{path / CONFIG} has model_type {model_type!r}, so {path} is read as a Hugging "
                                f"Face model directory, and: {e}") from None
@@ -418,7 +418,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
         return _ready(model, device, for_inference, dtype, quantize, rows), tokenizer
     lora = raw.get("lora")
     if for_inference and not isinstance(lora, dict):  # built empty; to be quantized: on the meta device
-        model = build_empty(read_model_config(path), INFERENCE_DTYPES[dtype], device="meta" if quantize else "cpu")
+        model = build_empty(read_model_config(path), INFERENCE_DTYPES[dtype], device="meta" if assign else "cpu")
     else:
         model = build_model(read_model_config(path))
     if isinstance(lora, dict):
@@ -428,7 +428,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
         if not keep_adapters:
             merged(model)
     else:
-        load_weights(model, path, assign=for_inference and quantize is not None)
+        load_weights(model, path, assign=assign)
     if isinstance(hf_config := raw.get("hf_config"), dict):
         model.hf_config = hf_config  # imported from Hugging Face: see save_model_dir
     if "id2label" in raw:  # a classifier's label names

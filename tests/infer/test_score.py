@@ -272,7 +272,7 @@ def test_int8_weights_for_inference(models, tokenizer, tmp_path, capsys):
     import lmlab
     from lmlab.cli import main
     from lmlab.errors import ConfigError
-    from lmlab.model.quant import DYNAMIC_KERNEL
+    from lmlab.model.quant import FBGEMM
     from lmlab.train.checkpoint import load_model
 
     path = _saved_decoder(models, tokenizer, tmp_path)
@@ -294,7 +294,7 @@ def test_int8_weights_for_inference(models, tokenizer, tmp_path, capsys):
     assert scorer(TEXTS[0])["log_prob"] == pytest.approx(score(full, tok.lmlab_tokenizer, TEXTS[0]).log_prob, rel=0.02)
     with pytest.raises(ConfigError, match="for_inference"):
         load_model(path, quantize="int8")
-    if DYNAMIC_KERNEL:  # int8-dynamic: activations quantized too, the perplexity still within 2%
+    if FBGEMM:  # int8-dynamic: activations quantized too, the perplexity still within 2%
         dynamic, _ = lmlab.load(path, for_inference=True, quantize="int8-dynamic")
         assert dynamic.decoder.layers[0].mlp.up.packed is not None
         assert file_perplexity(dynamic, tok.lmlab_tokenizer, tmp_path / "held_out.txt").perplexity == \

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import lmlab.model.layers as layers
 from lmlab.model.layers import (
     DECODE_ROWS,
-    FP16_KERNEL,
+    FBGEMM,
     MLP,
     Linear,
     activation_fn,
@@ -73,7 +73,7 @@ def _kernel_available(kernel: str) -> bool:
     from lmlab.train.precision import has_native_bf16
 
     if kernel == "fp16":
-        return FP16_KERNEL
+        return FBGEMM
     return layers.ONEDNN and bool(has_native_bf16())
 
 

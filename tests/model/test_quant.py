@@ -11,7 +11,7 @@ from lmlab.config import model_preset
 from lmlab.infer import generate
 from lmlab.model import build_model
 from lmlab.model.layers import Linear
-from lmlab.model.quant import DYNAMIC_KERNEL, KERNEL_ROWS, Int8Embedding, int8_linear, quantize_int8, quantize_rows
+from lmlab.model.quant import FBGEMM, KERNEL_ROWS, Int8Embedding, int8_linear, quantize_int8, quantize_rows
 
 V = 96
 
@@ -40,7 +40,7 @@ def test_the_product_matches_float64_on_both_paths(rows, width):
     torch.testing.assert_close(y.double(), reference, rtol=2e-2, atol=2e-2 * float(reference.abs().max()))
 
 
-@pytest.mark.skipif(not DYNAMIC_KERNEL, reason="fbgemm's int8 GEMM is built for x86 CPUs only")
+@pytest.mark.skipif(not FBGEMM, reason="fbgemm's int8 GEMM is built for x86 CPUs only")
 @pytest.mark.parametrize("rows", [1, 5, 100])
 def test_the_dynamic_product_matches_float64(rows):
     """int8-dynamic's product (fbgemm, as torch.ao's dynamic quantization): the float64 product of the
@@ -69,7 +69,7 @@ def test_a_quantized_model(name, quantize):
     """Every Linear weight and the token embedding become int8 (a tied head and embedding still one matrix),
     each about a quarter of its float32 bytes; the logits stay near float32's, and cached greedy decoding equals the
     quantized model's own uncached loop. int8-dynamic packs the Linear weights for fbgemm (but a tied head)."""
-    if quantize == "int8-dynamic" and not DYNAMIC_KERNEL:
+    if quantize == "int8-dynamic" and not FBGEMM:
         pytest.skip("fbgemm's int8 GEMM is built for x86 CPUs only")
     torch.manual_seed(0)
     full = build_model(model_preset(name, vocab_size=V)).eval()
