@@ -126,18 +126,24 @@ def anonymous_peak(fn):
     return out, max(peak[0], memory("RssAnon"))
 
 
+def load_ours(path: str, dtype: str, rows: int = 1) -> torch.nn.Module:
+    """lmlab's model of ``path`` loaded to run in the weight type ``dtype`` (of :data:`OURS`), as the CLI loads it."""
+    weights, quantize = OURS[dtype]
+    model, _ = lmlab.load(path, for_inference=True, dtype=weights, quantize=quantize, rows=rows)
+    return model
+
+
 def memory_child(path: str, dtype: str, warm_up: str, new: int) -> None:
     """(In a fresh process) load the model of ``path`` to run in ``dtype`` and print its memory as JSON, each
     beyond the memory before loading: resident after loading, the peak of anonymous memory while loading, and
     the peak of a ``generate`` call. A tiny model (``warm_up``) is loaded and run first, so that what any first
     load costs once (lazy imports, torch's thread pool) is not counted as the model's."""
-    tiny, _ = lmlab.load(warm_up, for_inference=True, dtype=OURS[dtype][0], quantize=OURS[dtype][1])
+    tiny = load_ours(warm_up, dtype)
     generate(tiny, torch.ones(1, 8, dtype=torch.long), max_new_tokens=new)
     del tiny
     return_freed_memory()
     base, base_anon = memory("VmRSS"), memory("RssAnon")
-    (model, _), peak_anon = anonymous_peak(
-        lambda: lmlab.load(path, for_inference=True, dtype=OURS[dtype][0], quantize=OURS[dtype][1]))
+    model, peak_anon = anonymous_peak(lambda: load_ours(path, dtype))
     weights = sum(t.numel() * t.element_size() for t in {*model.parameters(), *model.buffers()})
     loaded, peak_load = memory("VmRSS") - base, peak_anon - base_anon
     reset_peak()
@@ -205,7 +211,7 @@ def main() -> None:
         for dtype in args.dtypes:
             hf = load_hf(tmp, dtype)
             for B in args.batches:  # lmlab's model laid out for the rows of its steps, as the CLI loads it
-                ours, _ = lmlab.load(tmp, for_inference=True, dtype=OURS[dtype][0], quantize=OURS[dtype][1], rows=B)
+                ours = load_ours(tmp, dtype, rows=B)
                 step_bytes = bytes_per_step(ours)
                 x = torch.randint(0, spec["vocab"], (B, args.prompt), generator=torch.Generator().manual_seed(B))
                 run_ours = lambda x=x, m=ours: generate(m, x, max_new_tokens=args.new)  # noqa: E731
