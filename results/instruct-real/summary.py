@@ -1,14 +1,18 @@
-"""The table of results/instruct-real.md from the runs of run.sh: held-out SFT loss before and after, DPO's
-held-out reward accuracy and margin before (the step-0 evaluation) and after, the log-prob preference accuracy of
-every model (pairs.json), trainable parameters, and wall time.
+"""The tables of results/instruct-real.md from the runs of run.sh: SFT's held-out completion loss before and after,
+DPO's held-out loss, reward accuracy and margin before (the step-0 evaluation of train.eval_at_start) and after,
+its test scores (lmlab evaluate), every model's log-prob preference accuracy (pairs.json), trainable parameters,
+and each run's wall time when run.sh's log is given.
 
-    python results/instruct-real/summary.py runs/instruct
+    python results/instruct-real/summary.py runs/instruct [runs/instruct.log]
 """
 import json
+import re
 import sys
 from pathlib import Path
 
 exp = Path(sys.argv[1])
+log = Path(sys.argv[2]).read_text().splitlines() if len(sys.argv) > 2 else []
+pairs = json.loads((exp / "pairs.json").read_text())
 
 
 def records(run):
@@ -19,20 +23,43 @@ def evals(run):
     return [r for r in records(run) if "val_loss" in r]
 
 
-pairs = json.loads((exp / "pairs.json").read_text())
-print("| run | trainable parameters | held-out loss, start → end | reward accuracy / margin (test) "
-      "| log-prob preference accuracy (test) |")
-print("|---|---|---|---|---|")
-for run in ("sft", "sft-lora", "dpo", "dpo-lora"):
-    start = records(run)[0]
+def seconds(run):
+    """The wall time run.sh's `step` logged for the command that wrote ``run``, or None."""
+    for i, line in enumerate(log):
+        if line.startswith("== ") and re.search(rf"--train\.out_dir \S*{exp.name}/{run}(\s|$)", line):
+            return next(float(w.split()[1]) for w in log[i + 1:] if w.strip().startswith("wall "))
+    return None
+
+
+def cells(run, *columns):
+    trainable = records(run)[0].get("trainable_params", records(run)[0].get("params"))
+    took = seconds(run)
+    acc = pairs[str(exp / run)]["accuracy"]
+    return [run, f"{trainable:,}", *columns, f"{acc:.1%}"] + ([f"{took:.0f} s"] if log else [])
+
+
+def table(head, rows):
+    time = ["time"] if log else []
+    print("| " + " | ".join(head + ["log-prob preference accuracy (test)"] + time) + " |")
+    print("|" + "---|" * (len(head) + 1 + len(time)))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print()
+
+
+base = pairs[str(exp / "clm")]["accuracy"]
+table(["run", "trainable parameters", "held-out completion loss, start → end"],
+      [["pretrained decoder", "—", "—", f"{base:.1%}"] + ([f"{seconds('clm'):.0f} s"] if log else [])]
+      + [cells(run, f"{evals(run)[0]['val_loss']:.3f} → {evals(run)[-1]['val_loss']:.3f}")
+         for run in ("sft", "sft-lora")])
+rows = []
+for run in ("dpo", "dpo-lora"):
     first, last = evals(run)[0], evals(run)[-1]
-    trainable = start.get("trainable_params", start.get("params"))
-    test = json.loads((exp / run / "test.json").read_text())["scores"] if (exp / run / "test.json").exists() else {}
-    reward = (f"{test['rewards/accuracies']:.1%} / {test['rewards/margins']:.2f}" if "rewards/accuracies" in test
-              else "—")
-    acc = pairs.get(str(exp / run), {}).get("accuracy")
-    print(f"| {run} | {trainable:,} | {first['val_loss']:.3f} → {last['val_loss']:.3f} | {reward} | "
-          + (f"{acc:.1%}" if acc is not None else "—") + " |")
-for base in ("clm",):
-    acc = pairs.get(str(exp / base), {}).get("accuracy")
-    print(f"| {base} (pretrained only) | — | — | — | {acc:.1%} |")
+    test = json.loads((exp / run / "test.json").read_text())["scores"]
+    rows.append(cells(
+        run, f"{first['val_loss']:.3f} → {last['val_loss']:.3f}",
+        f"{first['val_rewards/accuracies']:.1%} → {last['val_rewards/accuracies']:.1%}",
+        f"{first['val_rewards/margins']:.3f} → {last['val_rewards/margins']:.3f}".replace("-0.000", "0.000"),
+        f"{test['rewards/accuracies']:.1%} / {test['rewards/margins']:.3f}"))
+table(["run", "trainable parameters", "held-out DPO loss, start → end", "held-out reward accuracy, start → end",
+       "held-out reward margin, start → end", "test reward accuracy / margin"], rows)
