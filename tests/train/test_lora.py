@@ -195,3 +195,34 @@ def test_cli_finetune_merge_generate(tmp_path, gpt2_base, sft_data, capsys):
     assert main(["generate", str(merged), "1 2 3", "--max-new-tokens", "3", "--temperature", "0"]) == 0
     first, second = capsys.readouterr().out.strip().splitlines()[-2:]
     assert first == second
+
+
+def test_seq2seq_adapters_on_an_encoder_decoder(tmp_path, task_tokenizer, reversal_data):
+    """LoRA on T5 with seq2seq, self- and cross-attention targeted: the checkpoint holds only the adapters in PEFT's
+    seq2seq layout, they moved, merging keeps the logits, and PEFT loads them onto the export with our logits."""
+    peft = pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    from lmlab.interop import convert_to_hf
+
+    base = _base(tmp_path, task_tokenizer, "t5-tiny", "seq2seq")
+    finetune(_cfg(base, reversal_data, tmp_path / "run", name="seq2seq",
+                  finetune={"lora": {"r": "4", "alpha": "8", "targets": "q,k,v,o"}}))
+    step = tmp_path / "run" / "step-000006"
+    assert not (step / "model.safetensors").exists()
+    config = json.loads((step / "adapter_config.json").read_text())
+    assert config["task_type"] == "SEQ_2_SEQ_LM"
+    tensors = load_file(str(step / "adapter_model.safetensors"))
+    assert "base_model.model.decoder.block.0.layer.1.EncDecAttention.q.lora_A.weight" in tensors
+    assert all(".lora_A." in k or ".lora_B." in k for k in tensors)
+    assert all(t.abs().sum() > 0 for k, t in tensors.items() if ".lora_B." in k)  # trained from B = 0
+    ours, _ = load_model(tmp_path / "run", keep_adapters=True)
+    merged, _ = load_model(tmp_path / "run")
+    assert adapted(ours) and not adapted(merged)
+    ids, labels = _ids(ours), _ids(ours, 6)
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(convert_to_hf(base, tmp_path / "hf")).eval()
+    theirs = peft.PeftModel.from_pretrained(hf, step).eval()
+    with torch.no_grad():
+        expected = ours(ids, decoder_input_ids=labels).logits
+        torch.testing.assert_close(merged(ids, decoder_input_ids=labels).logits, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(theirs(input_ids=ids, decoder_input_ids=labels).logits, expected,
+                                   atol=1e-5, rtol=1e-4)
