@@ -782,15 +782,40 @@ def lora_unknown_target(w, tmp, mp):
                      "--finetune.lora.targets", "q,v,w"), "finetune.lora.targets"
 
 
-@case
-def lora_adapters_on_another_base(w, tmp, mp):
+def _lora_on_a_changed_base(w: World, tmp: Path) -> tuple[Path, Path]:
+    """A LoRA run whose base moved on (a weight changed) since the adapters were trained."""
     from safetensors.torch import load_file, save_file
 
     base, lora = _lora_run(w, tmp)
     weights = base / "step-000002" / "model.safetensors"
     tensors = load_file(str(weights))
-    tensors["decoder.final_norm.weight"] += 0.01  # the base moved on since the adapters were trained
+    tensors["decoder.final_norm.weight"] += 0.01
     save_file(tensors, str(weights), metadata={"format": "pt"})
+    return base, lora
+
+
+@case
+def lora_adapters_on_another_base(w, tmp, mp):
+    base, lora = _lora_on_a_changed_base(w, tmp)
+    return ["generate", str(lora), "1 2", "--max-new-tokens", "2"], str(base)
+
+
+@case
+def lora_merge_onto_another_base(w, tmp, mp):
+    base, lora = _lora_on_a_changed_base(w, tmp)
+    return ["lora", "merge", str(lora), str(tmp / "merged")], str(base)
+
+
+@case
+def lora_resume_on_another_base(w, tmp, mp):
+    base, lora = _lora_on_a_changed_base(w, tmp)
+    return ["finetune", "--resume", str(lora), "--train.max_steps", "2", "--train.progress", "false"], str(base)
+
+
+@case
+def lora_adapters_whose_base_is_gone(w, tmp, mp):
+    base, lora = _lora_run(w, tmp)
+    base.rename(tmp / "moved")
     return ["generate", str(lora), "1 2", "--max-new-tokens", "2"], str(base)
 
 
@@ -832,15 +857,31 @@ for _name, _line in SFT_LINES.items():
     CASES[_name] = lambda w, tmp, mp, line=_line: _sft(w, tmp, line)
 
 
-@case
-def sft_chat_template_that_does_not_render(w, tmp, mp):
+def _tokenizer_refusing_system_turns(w: World, tmp: Path) -> Path:
+    """A copy of the task tokenizer whose chat template raises on a system message."""
     shutil.copytree(w.task_tok, tmp / "tok")
     cfg = json.loads((tmp / "tok" / "tokenizer_config.json").read_text())
     cfg["chat_template"] = ("{% for m in messages %}{% if m['role'] == 'system' %}"
                             "{{ raise_exception('no system turns') }}{% endif %}{{ m['content'] }}{% endfor %}")
     (tmp / "tok" / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return tmp / "tok"
+
+
+@case
+def sft_chat_template_that_does_not_render(w, tmp, mp):
     return _sft(w, tmp, '{"messages": [{"role": "system", "content": "1"}, {"role": "user", "content": "1 2"}, '
-                '{"role": "assistant", "content": "2 1"}]}', "--finetune.tokenizer", str(tmp / "tok"))
+                '{"role": "assistant", "content": "2 1"}]}',
+                "--finetune.tokenizer", str(_tokenizer_refusing_system_turns(w, tmp)))
+
+
+@case
+def dpo_chat_template_that_does_not_render(w, tmp, mp):
+    line = ('{"prompt": [{"role": "system", "content": "1"}, {"role": "user", "content": "1 2"}], '
+            '"chosen": [{"role": "assistant", "content": "2 1"}], '
+            '"rejected": [{"role": "assistant", "content": "1 2"}]}')
+    tok = _tokenizer_refusing_system_turns(w, tmp)
+    return _finetune(w, tmp, _examples(tmp, _preferences(), line), "--finetune.tokenizer", str(tok), name="dpo"), \
+        f"{tmp / 'train.jsonl'}:3"
 
 
 @case
