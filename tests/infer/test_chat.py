@@ -108,6 +108,16 @@ def test_chat_repl_and_generate_chat(chat_run, sft_data, monkeypatch, capsys):
     results = json.loads(capsys.readouterr().out)
     assert [r["generated_text"] for r in results] == replies
 
+    def sampled(command, seed):  # sampling options as generate's: a seed draws the same reply again
+        monkeypatch.setattr("sys.stdin", io.StringIO(asked[0] + "\n"))
+        assert main([command, str(chat_run), *([asked[0], "--chat"] if command == "generate" else []),
+                     "--temperature", "4", "--top-k", "20", "--max-new-tokens", "6", "--seed", str(seed)]) == 0
+        return capsys.readouterr().out
+
+    for command in ("chat", "generate"):
+        draws = [sampled(command, seed) for seed in (1, 1, 2, 3)]
+        assert draws[0] == draws[1] and len(set(draws)) > 1, draws
+
 
 def test_chat_needs_a_template_and_a_decoder(chat_run, task_tokenizer, tmp_path, capsys):
     from lmlab.model import build_model

@@ -194,6 +194,11 @@ def test_options_are_checked_naming_the_key(task_tokenizer):
         objective_tokenizer(load_config(None, {"preset": "bert-tiny", "objective": {"name": "dpo"}}),
                             Tokenizer.load(task_tokenizer))
     assert isinstance(build_objective(_cfg(), objective_tokenizer(_cfg(), Tokenizer.load(task_tokenizer))), DPO)
+    cfg = _cfg(beta="0.3", label_smoothing="0.2")  # the options reach the loss
+    objective = build_objective(cfg, objective_tokenizer(cfg, Tokenizer.load(task_tokenizer)))
+    assert (objective.beta, objective.loss_type, objective.label_smoothing) == (0.3, "sigmoid", 0.2)
+    cfg = _cfg(loss_type="hinge")
+    assert build_objective(cfg, objective_tokenizer(cfg, Tokenizer.load(task_tokenizer))).loss_type == "hinge"
 
 
 # ------------------------------------------------------------------------------------------------ training

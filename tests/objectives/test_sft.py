@@ -111,6 +111,26 @@ def test_conversation_scores_assistant_turns_and_eos(task_tokenizer, pad_is_eos)
     assert row[:len(prompt)] == prompt and row[len(prompt):] == turn("5 4") and prompt.count(start) == 5
 
 
+def test_loss_and_token_accuracy_are_over_the_scored_tokens(task_tokenizer):
+    """The loss is the cross-entropy summed over the scored tokens (float64 reference on the full logits), and the
+    logged accuracy the share of them the model's argmax predicts."""
+    tok, model, objective = _setup(task_tokenizer)
+    batch = objective.make_batch(_examples(objective, [("1 2 3", "3 2 1"), ("4 5 6 7 8 9", "9 8")]), None)
+    scored = batch.targets != IGNORE
+    with torch.no_grad():
+        logits = model(batch.input_ids, attention_mask=batch.attention_mask).logits.double()
+        where = scored.nonzero()[::2].T  # every other scored token made what the model predicts there
+        batch.targets[tuple(where)] = logits[tuple(where)].argmax(-1)
+        loss, count, metrics = objective.loss(model, batch)
+    expected = F.cross_entropy(logits[scored], batch.targets[scored], reduction="sum")
+    assert int(count) == int(scored.sum()) == len(tok.encode("3 2 1 9 8")) + 2
+    torch.testing.assert_close(loss.double(), expected, atol=1e-4, rtol=1e-5)
+    right = (logits[scored].argmax(-1) == batch.targets[scored]).sum()
+    assert right >= where.shape[1]
+    report = objective.report({"correct": float(metrics["correct"])}, float(count))
+    assert int(metrics["correct"]) == int(right) and report["accuracy"] == int(right) / int(count)
+
+
 def test_rows_longer_than_seq_len_are_cut_at_the_end(task_tokenizer):
     tok, _, objective = _setup(task_tokenizer)
     objective.max_len = 6
