@@ -359,6 +359,32 @@ def test_eval_at_fine_tunes_from_part_of_the_budget_end_to_end(sentinel_shards, 
     assert "- finetune/classes/clm-decoder@0.25/seed-0" in (out / "report.md").read_text()
 
 
+def test_task_configs_are_found_from_any_working_directory(tmp_path, monkeypatch, capsys):
+    """A task's config: in the working directory, else beside the compare config, else in its directory's parent
+    (the shipped configs name each other from the repository's root); found nowhere, every place tried is named."""
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    shipped = root / "configs" / "compare-small.toml"
+    assert [t.config for t in load_compare_config(shipped).tasks] == [
+        str(root / "configs" / "classify-sections.toml"), str(root / "configs" / "summarize-debian.toml")]
+    assert main(["compare", "--config", str(shipped), "--out", "out", "--plan"]) == 0
+    assert "lmlab finetune --config " + str(root / "configs" / "classify-sections.toml") in capsys.readouterr().out
+
+    raw = _raw(tmp_path / "shards", tmp_path, tmp_path / "data")
+    raw["task"]["classes"]["config"] = "classify.toml"  # beside the compare config: found
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    (tmp_path / "compare.toml").write_text(_toml(raw))
+    assert load_compare_config(tmp_path / "compare.toml").tasks[0].config == str(tmp_path / "classify.toml")
+    raw["task"]["classes"]["config"] = "nope.toml"
+    (tmp_path / "sub" / "compare.toml").write_text(_toml(raw))
+    with pytest.raises(ConfigError) as e:
+        load_compare_config(tmp_path / "sub" / "compare.toml")
+    assert "task.classes.config: nope.toml does not exist; looked for " in str(e.value)
+    for tried in (tmp_path / "sub" / "nope.toml", tmp_path / "nope.toml"):  # the working directory, the config's,
+        assert str(tried) in str(e.value)                                   # and its parent
+
+
 def test_the_command_reports_a_bad_config_and_exits_2(tmp_path, capsys):
     (tmp_path / "compare.toml").write_text('shards = "s"\nobjectives = ["clm/decoder"]\nseeds = [0]\n')
     assert main(["compare", "--config", str(tmp_path / "compare.toml"), "--out", str(tmp_path / "out")]) == 2

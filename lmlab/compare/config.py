@@ -26,7 +26,7 @@ each section (``train.*``, ``model.*``...) are checked by :mod:`lmlab.config` as
     model = { lm_head = false, mlm_transform = false }
 
     [task.sections]                         # a downstream task: a fine-tuning config, its data, overrides
-    config = "configs/classify-sections.toml"
+    config = "configs/classify-sections.toml"  # found in the working directory, beside this file or in its parent
     data = "data/debian-sections"
     metrics = ["accuracy", "macro_f1"]      # the main metric, then the secondary one
     overrides = { train = { max_steps = 300 } }
@@ -174,7 +174,24 @@ def _row(text: Any, where: str) -> Row:
     return Row(name, arch)
 
 
-def _task(name: str, value: Any, root: Path) -> TaskSpec:
+def _config_path(config: str, root: Path | None, where: str) -> Path:
+    """A task's config file: as given (absolute, or relative to the working directory), else relative to the
+    compare config's directory ``root``, else to that directory's parent, so a shipped config that names another
+    from the repository's root (``configs/classify-sections.toml``) is found from any working directory.
+
+    Raises:
+        ConfigError: found nowhere, naming each place looked.
+    """
+    path = Path(config)
+    tried = [path] if path.is_absolute() or root is None else [path, root / path, root.parent / path]
+    for p in tried:
+        if p.is_file():
+            return p
+    looked = dict.fromkeys(str(p.absolute()) for p in tried)
+    raise _fail(f"{where}.config", f"{config} does not exist; looked for {', '.join(looked)}")
+
+
+def _task(name: str, value: Any, root: Path | None) -> TaskSpec:
     from lmlab.config import load_config
     from lmlab.objectives import TASKS
 
@@ -185,7 +202,7 @@ def _task(name: str, value: Any, root: Path) -> TaskSpec:
     _unknown(table, _TASK_KEYS, where)
     config = _string(table, "config", where)
     data = _string(table, "data", where)
-    path = Path(config) if Path(config).is_absolute() or Path(config).is_file() else root / config
+    path = _config_path(config, root, where)
     overrides = _overrides(table.get("overrides", {}), f"{where}.overrides")
     try:
         kind = load_config(path, overrides).objective.name
@@ -204,8 +221,9 @@ def _task(name: str, value: Any, root: Path) -> TaskSpec:
     return TaskSpec(name, str(path), data, tuple(metrics), overrides, beams)
 
 
-def parse_compare_config(raw: dict[str, Any], source: str = "<dict>", root: Path = Path(".")) -> CompareConfig:
-    """Check a parsed comparison config; ``root`` is where relative task config paths are also looked for.
+def parse_compare_config(raw: dict[str, Any], source: str = "<dict>", root: Path | None = None) -> CompareConfig:
+    """Check a parsed comparison config; ``root``, the directory of the file it was read from, is where (and in
+    its parent) a task's config is looked for when the working directory has no such file.
 
     Raises:
         ConfigError: naming the key that is missing, unknown or wrong.
