@@ -1,16 +1,19 @@
-"""The metrics log (JSON lines) and the loss-curve plot."""
+"""The metrics log (JSON lines), the lmlab commit a run starts from, and the loss-curve plot."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 from lmlab.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]  # lmlab's checkout, when it runs from one
 
 
 def _records(text: str) -> tuple[list[dict[str, Any]], int]:
@@ -64,6 +67,25 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The records of a run's ``metrics.jsonl`` (none if it is missing), without lines a kill cut short."""
     path = Path(path)
     return _records(path.read_text(encoding="utf-8", errors="replace"))[0] if path.is_file() else []
+
+
+@functools.cache
+def source_commit(repo: Path = REPO) -> dict[str, Any]:
+    """lmlab's git commit and whether its tracked files differ from it, ``{"lmlab_commit": sha, "lmlab_dirty":
+    bool}``, for a run's start record, so that each run names the code it ran; ``{}`` when lmlab is not run from
+    a git checkout, or git is missing, fails or takes over 5 s. Read once a process: the code that runs is what
+    was imported."""
+    if not (repo / ".git").exists():
+        return {}
+    git = ["git", "-C", str(repo)]
+    try:
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                                timeout=5).stdout.strip()
+        changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                 text=True, check=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"lmlab_commit": commit, "lmlab_dirty": bool(changed)}
 
 
 def plot_losses(records: list[dict[str, Any]], path: str | Path, title: str = "", metric: str | None = None) -> None:

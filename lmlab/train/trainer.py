@@ -39,7 +39,7 @@ from lmlab.tokenizer import Tokenizer
 from lmlab.train import checkpoint as ckpt
 from lmlab.train.distributed import Dist, all_reduce_sum, setup
 from lmlab.train.flops import measure_peak_flops
-from lmlab.train.log import MetricsLog, plot_losses
+from lmlab.train.log import MetricsLog, plot_losses, source_commit
 from lmlab.train.optim import build_optimizer, lr_at
 from lmlab.train.precision import (
     autocast,
@@ -390,7 +390,7 @@ def train_loop(cfg: Config, d: Dist, tokenizer: Tokenizer, objective: Objective,
     state_common = {"config": cfg.to_dict(), "world_size": d.world_size}
     if log is not None and resume_path is None:
         log.write({"step": 0, "event": "start", "params": n_params, "peak_flops": peak,
-                   "world_size": d.world_size, **(start_info or {})})
+                   "world_size": d.world_size, **source_commit(), **(start_info or {})})
 
     def validate() -> dict[str, float]:
         """The validation loss (and perplexity...) and, fine-tuning, the task's scores of the model now."""

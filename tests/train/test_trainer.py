@@ -79,6 +79,15 @@ def test_training_lowers_loss_and_writes_artifacts(shards, tmp_path):
     assert config_from_checkpoint(run).train.max_steps == 30
 
 
+def test_the_start_record_names_the_lmlab_commit_it_ran_from(shards, tmp_path):
+    from lmlab.train.log import source_commit
+
+    pretrain(_cfg(shards, tmp_path / "run", max_steps=1))
+    start = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["event"] == "start" and source_commit()  # the tests run from a git checkout
+    assert {k: start[k] for k in ("lmlab_commit", "lmlab_dirty")} == source_commit()
+
+
 def test_accumulation_equals_a_larger_batch(shards, tmp_path):
     """2 micro-batches of 4 take the same step as 1 batch of 8: the loss is divided by the global target count."""
     a = pretrain(_cfg(shards, tmp_path / "a", dropout=0.0, grad_accum=2, batch_size=4, max_steps=2))
