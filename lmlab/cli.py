@@ -357,11 +357,14 @@ def _data_get(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from lmlab.compare import load_compare_config, plan, run_compare
+    from lmlab.compare.cells import check_cells
     from lmlab.compare.report import render_plan
 
     cfg = load_compare_config(args.config)
     if args.plan:
-        print(render_plan(cfg, plan(cfg, args.out)), end="")
+        cells = plan(cfg, args.out)
+        check_cells(cells)  # a run of another configuration would be listed as done
+        print(render_plan(cfg, cells), end="")
         return
     run_compare(cfg, args.out)
 

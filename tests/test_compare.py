@@ -273,8 +273,9 @@ def _check_html(out: Path, figures: list[str]) -> str:
     return page
 
 
-def test_a_tiny_comparison_runs_skips_what_is_done_and_resumes(sentinel_shards, class_data, tmp_path):
+def test_a_tiny_comparison_runs_skips_what_is_done_and_resumes(sentinel_shards, class_data, tmp_path, capsys):
     from lmlab.compare.cells import TIMINGS, run_status
+    from lmlab.train import checkpoint as ckpt
     from lmlab.train import pretrain
 
     raw = _raw(sentinel_shards, tmp_path, class_data)
@@ -323,6 +324,27 @@ def test_a_tiny_comparison_runs_skips_what_is_done_and_resumes(sentinel_shards, 
     assert main(["compare", "--config", str(tmp_path / "compare.toml"), "--out", str(out)]) == 0  # the command too
     after = _files(out)
     assert _runs(after) == _runs(before)
+
+    # a changed config refuses to report the old cells as its own: nothing runs, nothing is deleted or rewritten
+    (tmp_path / "bigger.toml").write_text(_toml({**raw, "max_flops": 6e8}))
+    capsys.readouterr()
+    assert main(["compare", "--config", str(tmp_path / "bigger.toml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmlab: error: ") and str(out / "pretrain" / "clm-decoder" / "seed-0") in err
+    assert "train.max_flops: 3e+08 -> 6e+08" in err and "give a new --out" in err and "3 more cells" in err
+    assert main(["compare", "--config", str(tmp_path / "bigger.toml"), "--out", str(out), "--plan"]) == 2
+    task = {**raw["task"]["classes"], "overrides": {"train": {"lr": 5e-4}}}
+    with pytest.raises(ConfigError, match=r"finetune/classes/clm-decoder/seed-0 .*train\.lr: 0\.001 -> 0\.0005"):
+        run_compare(_cfg({**raw, "task": {"classes": task}}), out, log=lambda _: None)
+    assert _files(out) == after
+
+    # a run saved before lmlab had some keys: they take their defaults
+    run = cells["pretrain/mlm-encoder/seed-0"].out_dir
+    state_file = ckpt.list_checkpoints(run)[-1] / ckpt.STATE
+    state = json.loads(state_file.read_text())
+    del state["config"]["train"]["eval_at_start"], state["config"]["finetune"]["lora"]
+    state_file.write_text(json.dumps(state))
+    assert set(run_compare(cfg, out, log=lambda _: None).values()) == {"skipped"}
 
 
 def test_eval_at_fine_tunes_from_part_of_the_budget_end_to_end(sentinel_shards, class_data, tmp_path):

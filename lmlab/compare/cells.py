@@ -28,6 +28,14 @@ Kind = Literal["pretrain", "finetune", "evaluate"]
 Status = Literal["new", "partial", "done", "n/a"]
 TIMINGS = "timings.json"  # OUT/timings.json: each cell's wall seconds, summed over the calls that ran it
 SCORES = Path("eval-test") / "scores.json"  # a fine-tuning run's test scores, as `lmlab evaluate` writes them
+# Keys of a run's config that leave what its cell computes as it was: where the run is and how it reports, the
+# models it also keeps (eval_at's: missing_init says when one is missing), the machine and how it is used.
+_HARMLESS = frozenset({"train.out_dir", "train.progress", "train.log_every", "train.save_every", "train.keep_last",
+                       "train.save_at_flops", "train.peak_flops", "train.device", "train.parallel", "train.compile",
+                       "train.activation_checkpointing", "train.max_bad_steps"})
+# What fine-tuning for classify sets on the model itself: a classifier in place of the token head
+_CLASSIFIER = ("model.lm_head", "model.mlm_transform", "model.head_bias", "model.head_rescale", "model.num_labels",
+               "model.pooler")
 _SET_BY_COMPARE = {"train": ("out_dir", "seed", "max_flops", "save_at_flops"), "data": ("path", "train"),
                    "objective": ("name",),
                    "finetune": ("init", "scratch", "tokenizer")}
@@ -223,6 +231,77 @@ def run_status(run_dir: str | Path) -> Status:
     return "partial"
 
 
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1e-3}}`` as ``{"train.lr": 1e-3}``."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def changes(cell: Cell, saved: dict[str, Any]) -> list[str]:
+    """What differs between the config ``saved`` in a cell's run (its checkpoint's) and the one the cell is built
+    with now, as ``"train.max_flops: 1e+13 -> 2e+13"``; empty when the run is the cell's. Left out: the harmless
+    keys, and those a run works out itself: ``train.max_steps`` under a FLOP budget (the steps it affords),
+    ``model.vocab_size`` when 0 (the tokenizer's), a fine-tuning run's model (its init's, or for ``none`` the
+    architecture's with a classifier for classify). A key the saved config lacks (added to lmlab since) is taken
+    at its default. ``finetune.init`` is compared within the comparison's directory, which may have moved.
+
+    Raises:
+        ConfigError: the saved config cannot be read by this lmlab.
+    """
+    from lmlab.config import config_from_dict
+
+    try:
+        old = _flat(config_from_dict(saved).to_dict())
+    except ConfigError as e:
+        raise ConfigError(f"{cell.out_dir}: its saved configuration cannot be read: {e}") from None
+    new = _flat(cell.config().to_dict())
+    skip = set(_HARMLESS)
+    if new["train.max_flops"]:
+        skip.add("train.max_steps")
+    if not new["model.vocab_size"]:
+        skip.add("model.vocab_size")
+    if cell.kind == "finetune":
+        if new["finetune.init"] != "none":
+            skip |= {k for k in new if k.startswith("model.")} | {"preset"}
+            for flat in (old, new):  # OUT/pretrain/<row>/seed-<s> seen from OUT/finetune/<task>/<row>/seed-<s>
+                out, init = Path(flat["train.out_dir"]).parents[3], Path(flat["finetune.init"])
+                flat["finetune.init"] = str(init.relative_to(out)) if init.is_relative_to(out) else str(init)
+        elif new["objective.name"] == "classify":
+            skip |= set(_CLASSIFIER)
+    return [f"{k}: {_text(old.get(k))} -> {_text(new.get(k))}" for k in sorted(old.keys() | new.keys())
+            if k not in skip and old.get(k) != new.get(k)]
+
+
+def check_cells(cells: list[Cell]) -> None:
+    """Refuse to take a run for its cell when the cell's configuration has changed since it ran (a new budget, a
+    task's overrides...): its results would be reported as the new configuration's. Reads each run's newest
+    checkpoint; changes nothing.
+
+    Raises:
+        ConfigError: naming the first such run's directory and what changed (old -> new), and how many more.
+    """
+    from lmlab.train import checkpoint as ckpt
+
+    changed: list[tuple[Cell, list[str]]] = []
+    for cell in cells:
+        if cell.kind == "evaluate" or cell.na or not (found := ckpt.list_checkpoints(cell.out_dir)):
+            continue
+        if diff := changes(cell, ckpt.read_json(found[-1] / ckpt.STATE).get("config", {})):
+            changed.append((cell, diff))
+    if not changed:
+        return
+    cell, diff = changed[0]
+    more = f" ({len(changed) - 1} more cells differ too)" if len(changed) > 1 else ""
+    tuned = cell.out_dir.parents[2] / "finetune" / "*"  # OUT/finetune/*: every task's runs from this one
+    again = (f"it and the fine-tuning runs from it ({tuned / cell.slug / f'seed-{cell.seed}'} and "
+             f"{tuned / f'{cell.slug}@*' / f'seed-{cell.seed}'})" if cell.kind == "pretrain" else "that run")
+    raise ConfigError(f"{cell.out_dir} ({cell.id}) ran with another configuration than the cell has now: "
+                      f"{'; '.join(diff)}{more}. Its results would be reported as the new configuration's: give a "
+                      f"new --out for the new configuration, or delete {again} to run it again. Nothing was run.")
+
+
 def missing_init(cell: Cell) -> str:
     """Why a fine-tuning cell from part of the budget (``eval_at``) cannot start yet, or '': its pretraining run
     has not kept the model it starts from (``flops-<count>/``)."""
@@ -275,7 +354,8 @@ def run_cell(cell: Cell, status: Status) -> None:
 
 
 def run_compare(cfg: CompareConfig, out: str | Path, log: Callable[[str], None] = print) -> dict[str, str]:
-    """Run every cell of the comparison that is not done (resuming the partial ones), then write the report.
+    """Run every cell of the comparison that is not done (resuming the partial ones), then write the report;
+    first, refuse runs made with another configuration than their cells have now (:func:`check_cells`).
     Returns what happened to each cell by id: ``ran``, ``resumed``, ``skipped`` (done before), ``n/a``, or
     ``blocked``: a cell from part of the budget whose pretraining run did not keep that model (logged with why;
     the report lists it as missing), and its evaluation."""
@@ -283,6 +363,7 @@ def run_compare(cfg: CompareConfig, out: str | Path, log: Callable[[str], None] 
 
     out = Path(out)
     cells = plan(cfg, out)
+    check_cells(cells)
     out.mkdir(parents=True, exist_ok=True)
     actions: dict[str, str] = {}
     blocked: set[Path] = set()
