@@ -3,7 +3,9 @@ over seeds, and a tiny comparison runs end to end, skips what is done and resume
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -258,14 +260,29 @@ def _runs(files: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in files.items() if k not in ("report.md", "report.html", *FIGURES.values())}
 
 
+def _html(text: str) -> str:
+    """A line of report.md as report.html should show it: escaped, `code` and **bold** (the best of a column)."""
+    text = re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+
+
 def _check_html(out: Path, figures: list[str]) -> str:
-    """report.html: every heading and table row of report.md, the figures inside it as data, nothing from outside."""
+    """report.html: every heading, table row (each cell, the best of a column marked too), list item (the cells
+    that cannot run, the missing ones, what was run where) and the config of report.md, the figures inside it as
+    data, nothing from outside."""
     page, report = (out / "report.html").read_text(), (out / "report.md").read_text()
-    for line in report.splitlines():
+    lines = report.splitlines()
+    for i, line in enumerate(lines):
         if line.startswith("## "):
             assert f"<h2>{line[3:]}</h2>" in page
-        if line.startswith("| ") and "**" not in line and "`" not in line:
-            assert ">" + line.strip("| ").split(" | ")[0] + "</t" in page  # (a <th> or a <td>)
+        if line.startswith("| "):
+            tag = "td" if lines[i - 1].startswith("|") else "th"  # a table's first line is its head
+            assert "<tr>" + "".join(f"<{tag}>{_html(c)}</{tag}>" for c in line.strip("| ").split(" | ")) + \
+                "</tr>" in page, line
+        if line.startswith("- "):
+            assert f"<li>{_html(line[2:])}</li>" in page, line
+    config = report.split("\n```toml\n")[1].split("\n```\n")[0]
+    assert f"<pre><code>{html.escape(config)}</code></pre>" in page
     for name in figures:
         assert f"]({name})" in report and (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert page.count('<img alt="') == page.count('src="data:image/png;base64,') == len(figures)
@@ -277,6 +294,7 @@ def test_a_tiny_comparison_runs_skips_what_is_done_and_resumes(sentinel_shards, 
     from lmlab.compare.cells import TIMINGS, run_status
     from lmlab.train import checkpoint as ckpt
     from lmlab.train import pretrain
+    from lmlab.train.log import source_commit
 
     raw = _raw(sentinel_shards, tmp_path, class_data)
     cfg = _cfg(raw)
@@ -302,10 +320,20 @@ def test_a_tiny_comparison_runs_skips_what_is_done_and_resumes(sentinel_shards, 
     assert all(3e8 <= f < 3e8 * 1.5 for f in flops)  # each stopped at the budget (a step is well under 1e8)
 
     report = (out / "report.md").read_text()
-    for section in ("## Downstream scores", "## Pretraining runs", "## Parameters", "## Missing cells",
-                    "## What was run", "lmlab commit", "torch", "CPU"):
+    for section in ("## Downstream scores", "## Downstream scores against pretraining FLOPs", "## Pretraining runs",
+                    "## Parameters", "## Missing cells", "## What was run", "lmlab commit", "torch", "CPU"):
         assert section in report
     assert "None: every cell has run." in report
+    commit = source_commit()
+    ran_from = commit["lmlab_commit"] + (" with uncommitted changes" if commit["lmlab_dirty"] else "")
+    assert f"- runs started from lmlab commit: {ran_from} (12 runs)\n" in report  # 4 pretraining, 8 fine-tuning
+    # no eval_at: the section says it was not run, how to run it and what that costs (2 rows x 1 task x 2 seeds)
+    assert "Not run: this comparison sets no `eval_at`" in report and "`eval_at = [0.25, 0.5]`" in report
+    assert "4 more fine-tuning runs per fraction" in report
+    costs = report.split("## Pretraining runs")[1].split("\n## ")[0]
+    for row in ("clm/decoder", "mlm/encoder"):
+        cost = next(t for t in costs.splitlines() if t.startswith(f"| {row} |")).strip("| ").split(" | ")
+        assert float(cost[5].replace(",", "")) > 0 and float(cost[7]) > 0  # tokens/s and wall time measured
     table = [line for line in report.splitlines() if line.startswith("| ")]
     for row in ("clm/decoder", "mlm/encoder", "none/decoder", "none/encoder"):
         line = next(t for t in table if t.startswith(f"| {row} |"))
@@ -313,7 +341,7 @@ def test_a_tiny_comparison_runs_skips_what_is_done_and_resumes(sentinel_shards, 
     assert sum(t.count("**") for t in table[:6]) == 2 * 2  # the best of each of the two columns is marked
     page = _check_html(out, ["scores.png", "pretraining-curves.png", "pretraining-cost.png"])
     assert "NOT comparable across objectives" not in report and "Not comparable across objectives" in page
-    assert not (out / "scores-vs-flops.png").exists() and "against pretraining FLOPs" not in report
+    assert not (out / "scores-vs-flops.png").exists() and "<code>eval_at = [0.25, 0.5]</code>" in page
     timings = json.loads((out / TIMINGS).read_text())
     assert len(timings) == 4 * 2 * 2 + 4
 
@@ -324,6 +352,7 @@ def test_a_tiny_comparison_runs_skips_what_is_done_and_resumes(sentinel_shards, 
     assert main(["compare", "--config", str(tmp_path / "compare.toml"), "--out", str(out)]) == 0  # the command too
     after = _files(out)
     assert _runs(after) == _runs(before)
+    assert "<pre><code>shards = " in (out / "report.html").read_text()  # the config file, as written
 
     # a changed config refuses to report the old cells as its own: nothing runs, nothing is deleted or rewritten
     (tmp_path / "bigger.toml").write_text(_toml({**raw, "max_flops": 6e8}))
@@ -338,13 +367,18 @@ def test_a_tiny_comparison_runs_skips_what_is_done_and_resumes(sentinel_shards, 
         run_compare(_cfg({**raw, "task": {"classes": task}}), out, log=lambda _: None)
     assert _files(out) == after
 
-    # a run saved before lmlab had some keys: they take their defaults
+    # a run saved before lmlab had some keys: they take their defaults; a start record without a commit: unknown
     run = cells["pretrain/mlm-encoder/seed-0"].out_dir
     state_file = ckpt.list_checkpoints(run)[-1] / ckpt.STATE
     state = json.loads(state_file.read_text())
     del state["config"]["train"]["eval_at_start"], state["config"]["finetune"]["lora"]
     state_file.write_text(json.dumps(state))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    del records[0]["lmlab_commit"], records[0]["lmlab_dirty"]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert set(run_compare(cfg, out, log=lambda _: None).values()) == {"skipped"}
+    assert f"- runs started from lmlab commit: {ran_from} (11 runs), unknown (1 run: " in \
+        (out / "report.md").read_text()
 
 
 def test_eval_at_fine_tunes_from_part_of_the_budget_end_to_end(sentinel_shards, class_data, tmp_path):

@@ -13,15 +13,15 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lmlab.compare.cells import SCORES, TIMINGS, Cell, cell_status
 from lmlab.compare.config import CompareConfig
-from lmlab.train.log import read_metrics
+from lmlab.train.log import read_metrics, source_commit
 
 REPORT = "report.md"
 HTML = "report.html"
@@ -88,6 +88,7 @@ class ReportData:
     scores: dict[str, dict[tuple[str, str], list[float]]] = field(default_factory=dict)  # the table's seeds' values
     # eval_at: row -> fraction of the budget -> column -> scores over seeds of the fine-tuning from there
     sweep: dict[str, dict[float, dict[tuple[str, str], Stat | None]]] = field(default_factory=dict)
+    finetune_s: float | None = None  # the mean wall seconds of a fine-tuning run and its evaluation
 
 
 def _cost(rows: list[dict[str, Any]]) -> tuple[float, float, float, float]:
@@ -133,24 +134,29 @@ def param_counts(cells: list[Cell], shards: str) -> dict[str, tuple[int, int] | 
     return out
 
 
-def provenance(cfg: CompareConfig) -> dict[str, str]:
-    """What was run and where: the config file, lmlab's commit, the machine, torch."""
+def _commit(start: dict[str, Any]) -> str:
+    """The lmlab commit a run's start record (the first line of its ``metrics.jsonl``) names, or ``unknown``."""
+    if "lmlab_commit" not in start:
+        return "unknown"
+    return start["lmlab_commit"] + (" with uncommitted changes" if start.get("lmlab_dirty") else "")
+
+
+def provenance(cfg: CompareConfig, ran_from: Counter[str]) -> dict[str, str]:
+    """What was run and where: the config file, the lmlab commits the runs started from (``ran_from``: how many
+    runs each) and the one writing the report, the machine, torch."""
     import torch
 
     from lmlab.train.flops import cpu_name
 
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        commit += " (with uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown (not a git checkout)"
+    why = {"unknown": ": started before runs recorded their commit"}
+    runs = [f"{commit} ({n} {'run' if n == 1 else 'runs'}{why.get(commit, '')})" for commit, n in
+            ran_from.most_common()]
+    here = source_commit()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"config": cfg.source, "lmlab commit": commit, "CPU": f"{cpu_name()}, {cores} cores usable",
-            "torch": torch.__version__, "threads": str(torch.get_num_threads()), "Python": platform.python_version(),
+    return {"config": cfg.source, "runs started from lmlab commit": ", ".join(runs) or "none run yet",
+            "report written at lmlab commit": _commit(here) if here else "unknown (not a git checkout)",
+            "CPU": f"{cpu_name()}, {cores} cores usable", "torch": torch.__version__,
+            "threads": str(torch.get_num_threads()), "Python": platform.python_version(),
             "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
@@ -167,6 +173,8 @@ def collect(cfg: CompareConfig, out: str | Path, cells: list[Cell]) -> ReportDat
     timings = json.loads((out / TIMINGS).read_text(encoding="utf-8")) if (out / TIMINGS).is_file() else {}
     per_row: dict[str, list[tuple[float, float, float, float, float | None]]] = {r.name: [] for r in cfg.rows}
     curves: dict[str, dict[int, list[dict[str, Any]]]] = {r.name: {} for r in cfg.rows}
+    ran_from: Counter[str] = Counter()  # the lmlab commit of each pretraining and fine-tuning run done
+    pairs: list[float] = []  # the wall seconds of each fine-tuning run and its evaluation
     for cell in cells:
         status = cell_status(cell)
         if status == "n/a":
@@ -176,13 +184,19 @@ def collect(cfg: CompareConfig, out: str | Path, cells: list[Cell]) -> ReportDat
         if status != "done":
             missing.append(cell.id)
             continue
+        if cell.kind != "evaluate":
+            records = read_metrics(cell.out_dir / "metrics.jsonl")
+            ran_from[_commit(records[0] if records else {})] += 1
         if cell.kind == "pretrain":
-            records = curves[cell.row.name][cell.seed] = read_metrics(cell.out_dir / "metrics.jsonl")
+            curves[cell.row.name][cell.seed] = records
             per_row[cell.row.name].append((*_cost(records), timings.get(cell.id)))
         elif cell.kind == "evaluate":
             assert cell.task is not None
             scores = json.loads((cell.out_dir / SCORES).read_text(encoding="utf-8"))["scores"]
             into = values[cell.row.name] if cell.at is None else at_values[cell.row.name][cell.at]
+            tuned = "finetune" + cell.id.removeprefix("evaluate")  # the run it evaluated
+            if cell.at is None and cell.id in timings and tuned in timings:
+                pairs.append(timings[tuned] + timings[cell.id])
             for metric in cell.task.metrics:
                 if metric in scores:
                     into[(cell.task.name, metric)].append(float(scores[metric]))
@@ -200,7 +214,7 @@ def collect(cfg: CompareConfig, out: str | Path, cells: list[Cell]) -> ReportDat
     sweep = {r: {f: {c: aggregate(v) for c, v in cols.items()} for f, cols in by.items()} for r, by in
              at_values.items()}
     return ReportData(cfg, rows, columns, table, na, costs, param_counts(cells, cfg.shards), missing,
-                      provenance(cfg), curves, values, sweep)
+                      provenance(cfg, ran_from), curves, values, sweep, statistics.fmean(pairs) if pairs else None)
 
 
 def sweep_points(data: ReportData, row: str, column: tuple[str, str]) -> list[tuple[float, Stat]]:
@@ -247,15 +261,32 @@ def _sweep_tables(data: ReportData) -> list[str]:
     return lines
 
 
+def _no_sweep(data: ReportData) -> list[str]:
+    """Without ``eval_at``: the section says it was not run, how to run it and about what that costs."""
+    cfg = data.cfg
+    runs = len(cfg.seeds) * sum((r.name, t.name) not in data.na for r in cfg.rows for t in cfg.tasks)
+    cost = (f", about {runs * data.finetune_s / 60:.0f} min a fraction at this comparison's mean of "
+            f"{data.finetune_s:.0f} s for a fine-tuning run and its evaluation" if data.finetune_s else "")
+    return ["## Downstream scores against pretraining FLOPs", "",
+            "Not run: this comparison sets no `eval_at`, so each pretrained row is scored at its whole budget only "
+            "(its architecture's `none` row is the score at 0). To score the rows along the way, set `eval_at = "
+            "[0.25, 0.5]` (fractions of `max_flops`) in the config: each pretraining run then also keeps its model "
+            "at those FLOPs, at no extra training, and every task is also fine-tuned and evaluated from each kept "
+            f"model: {runs} more fine-tuning runs per fraction (the rows, tasks and seeds that can run){cost}. A "
+            "pretraining run keeps those models only if `eval_at` is set before it runs, so for a comparison that "
+            "has run, use a new `--out`: everything runs again.", ""]
+
+
 def _figure(figures: dict[str, str], key: str, caption: str) -> list[str]:
     return [f"![{caption}]({figures[key]})", ""] if key in figures else []
 
 
 def render_markdown(data: ReportData, figures: dict[str, str] | None = None) -> str:
     """The report as Markdown: the main table (best of each column in bold, ties with it marked ≈) and its
-    figure, with ``eval_at`` the scores against pretraining FLOPs, the pretraining costs and loss curves, the
-    parameters, what is missing, and what was run where. ``figures``: the PNG file of each figure drawn
-    (:func:`lmlab.compare.plots.draw`), by key; those not given are left out."""
+    figure, the scores against pretraining FLOPs (without ``eval_at``: how to get them), the pretraining costs
+    and loss curves, the parameters, what is missing, and what was run where (the commits of the runs too).
+    ``figures``: the PNG file of each figure drawn (:func:`lmlab.compare.plots.draw`), by key; those not given are
+    left out."""
     cfg = data.cfg
     figures = figures or {}
     lines = ["# Pretraining objectives compared downstream", "",
@@ -290,6 +321,8 @@ def render_markdown(data: ReportData, figures: dict[str, str] | None = None) -> 
         lines += _sweep_tables(data)
         lines += _figure(figures, "sweep", "Each task's main metric against the pretraining FLOPs its model had: "
                          "0 is the architecture's none row")
+    else:
+        lines += _no_sweep(data)
     lines += ["## Pretraining runs", "",
               "Means over the seeds run. tokens/s and training time count training steps only (from "
               "`metrics.jsonl`); wall time is the whole run as `lmlab compare` timed it. Each objective's own loss "
