@@ -93,7 +93,7 @@ class Attention(nn.Module):
                 S = context.shape[1]
                 k, v = self.kv(context).view(B, S, 2, kvh, hs).permute(2, 0, 3, 1, 4)  # (B, kvh, S, hs) each
                 if cache is not None:
-                    cache.cross.append((k, v))
+                    k, v = cache.add_cross(k, v)
         else:
             heads = self.qkv(x).view(B, T, nh + 2 * kvh, hs).transpose(1, 2)  # (B, nh + 2 kvh, T, hs)
             q, k, v = heads.split([nh, kvh, kvh], dim=1)  # (B, nh, T, hs), (B, kvh, T, hs) x 2
@@ -101,10 +101,10 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
                 k, v = cache.update(layer, k, v)  # (B, kvh, length + T, hs)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+        y = F.scaled_dot_product_attention(  # in the cache's dtype (float32 for bfloat16 on a CPU)
+            q.to(k.dtype), k, v, attn_mask=_like(mask, k), dropout_p=self.dropout if self.training else 0.0,
             is_causal=is_causal and mask is None, scale=self.scale, enable_gqa=kvh != nh)  # (B, nh, T, hs)
-        return self.o(y.transpose(1, 2).reshape(B, T, nh * hs))
+        return self.o(y.to(x.dtype).transpose(1, 2).reshape(B, T, nh * hs))
 
     def _grouped(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, g: int) -> Tensor:
         """Cross-attention of ``q`` (B * g, nh, T, hs) where each ``g`` adjacent rows share one row of ``k``,
@@ -112,6 +112,11 @@ class Attention(nn.Module):
         Bg, nh, T, hs = q.shape
         B = Bg // g
         q = q.reshape(B, g, nh, T, hs).transpose(1, 2).reshape(B, nh, g * T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
+        y = F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=_like(mask, k), scale=self.scale,
                                            enable_gqa=self.kv_heads != nh)  # (B, nh, g * T, hs)
-        return self.o(y.view(B, nh, g, T, hs).permute(0, 2, 3, 1, 4).reshape(Bg, T, nh * hs))
+        return self.o(y.to(q.dtype).view(B, nh, g, T, hs).permute(0, 2, 3, 1, 4).reshape(Bg, T, nh * hs))
+
+
+def _like(mask: Tensor | None, keys: Tensor) -> Tensor | None:
+    """An additive float ``mask`` in the dtype attention runs in (that of ``keys``); a boolean one as it is."""
+    return mask.to(keys.dtype) if mask is not None and mask.is_floating_point() else mask

@@ -18,7 +18,11 @@ class KVCache:
     After :meth:`repeat` (beams, several samples per input), ``group`` decoder rows share one input's cross
     keys and values: they are neither copied nor moved, and cross-attention reads them once per group.
 
-    Buffers are allocated on first use with the batch size, heads, dtype and device of the keys.
+    Buffers are allocated on first use with the batch size, heads and device of the keys, in the keys' dtype
+    but on a CPU (:func:`cache_dtype`), where bfloat16 and float16 keys are held in float32: attention then runs
+    in float32 (``F.scaled_dot_product_attention`` of one query over cached keys ran 3-9x as fast in float32 as
+    in bfloat16 on the development CPU, torch 2.13), at twice the cache's bytes. The keys' values are kept
+    exactly (a bfloat16 or float16 number is a float32 one).
     """
 
     def __init__(self, max_len: int) -> None:
@@ -40,11 +44,17 @@ class KVCache:
             raise ValueError(f"KVCache is full: {end} positions needed, max_len is {self.max_len}")
         if layer == len(self.k):
             shape = (k.shape[0], k.shape[1], self.max_len, k.shape[3])
-            self.k.append(torch.zeros(shape, dtype=k.dtype, device=k.device))
-            self.v.append(torch.zeros(shape, dtype=v.dtype, device=v.device))
+            self.k.append(torch.zeros(shape, dtype=cache_dtype(k), device=k.device))
+            self.v.append(torch.zeros(shape, dtype=cache_dtype(v), device=v.device))
         self.k[layer][:, :, self.length:end] = k
         self.v[layer][:, :, self.length:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, kvh, length + T, hs)
+
+    def add_cross(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Keep the next layer's cross-attention keys and values (B, kvh, S, hs), in the cache's dtype; return
+        them as kept."""
+        self.cross.append((k.to(cache_dtype(k)), v.to(cache_dtype(v))))
+        return self.cross[-1]
 
     def advance(self, n: int) -> None:
         """Mark ``n`` more positions as cached (the model calls this once per forward)."""
@@ -82,3 +92,10 @@ class KVCache:
         torch.index_select(t.view(t.shape[0], -1), 0, index, out=out.view(t.shape[0], -1))  # 2-D: a fast copy
         self._spare = t
         return out
+
+
+def cache_dtype(keys: Tensor) -> torch.dtype:
+    """The dtype a :class:`KVCache` holds ``keys`` in: float32 for bfloat16 and float16 keys on a CPU (see the
+    class), else their own."""
+    reduced = keys.dtype in (torch.bfloat16, torch.float16) and keys.device.type == "cpu"
+    return torch.float32 if reduced else keys.dtype

@@ -31,6 +31,37 @@ def test_incremental_decoding_matches_full_forward(name):
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny", "t5-tiny"])
+def test_bfloat16_keys_are_cached_in_float32_on_a_cpu(name, monkeypatch):
+    """A bfloat16 model's cache holds its keys and values (cross-attention's too) in float32, their values
+    unchanged, and cached attention runs in float32; the steps give the bfloat16 forward's logits."""
+    import torch.nn.functional as F
+
+    model = tiny(name).to(torch.bfloat16)
+    x, src = ids(2, 12), ids(2, 9, seed=1)
+    extra = {"decoder_input_ids": x} if model.arch == "encoder-decoder" else {}
+    attention, dtypes = F.scaled_dot_product_attention, []
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda q, *a, **k: dtypes.append(q.dtype) or attention(q, *a, **k))
+    cache = KVCache(max_len=16)
+    with torch.no_grad():
+        if extra:
+            full = model(src, **extra).logits
+            steps = [model(src, decoder_input_ids=x[:, :5], kv_cache=cache).logits]
+            steps += [model(None, decoder_input_ids=x[:, t:t + 1], kv_cache=cache).logits for t in range(5, 12)]
+        else:
+            full = model(x).logits
+            steps = [model(x[:, :5], kv_cache=cache).logits]
+            steps += [model(x[:, t:t + 1], kv_cache=cache).logits for t in range(5, 12)]
+    layers = len(cache.k)
+    assert set(dtypes[:-len(steps) * layers * (2 if extra else 1)]) == {torch.bfloat16}  # the full forward
+    assert set(dtypes[-len(steps) * layers * (2 if extra else 1):]) == {torch.float32}  # every cached step
+    kept = [*cache.k, *cache.v, *(t for kv in cache.cross for t in kv)]
+    assert {t.dtype for t in kept} == {torch.float32} and len(kept) == layers * (4 if extra else 2)
+    assert all(torch.equal(t, t.bfloat16().float()) for t in kept)  # bfloat16 values, kept exactly
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=0.03, rtol=0.02)
+
+
 def test_cache_with_padding_mask_covers_cached_keys():
     model = tiny("gpt2-tiny")
     x = ids(2, 8)
