@@ -148,7 +148,7 @@ def provenance(cfg: CompareConfig, ran_from: Counter[str]) -> dict[str, str]:
 
     from lmlab.train.flops import cpu_name
 
-    why = {"unknown": ": started before runs recorded their commit"}
+    why = {"unknown": ": not recorded, by an lmlab from before runs recorded it or not run from a git checkout"}
     runs = [f"{commit} ({n} {'run' if n == 1 else 'runs'}{why.get(commit, '')})" for commit, n in
             ran_from.most_common()]
     here = source_commit()
