@@ -96,20 +96,22 @@ def test_a_tiny_model_trained_with_fim_fills_the_middle(fim_run):
     out = fill([p for p, _ in cases], [s for _, s in cases])
     wrong = [(o["filled_text"], o["middle"]) for o in out if o["filled_text"] != DOC]
     assert len(wrong) <= 0.05 * len(cases), wrong  # all 135 right here; a margin for another CPU's rounding
-    assert fill("abc", "hijklmnop") == {"middle": "defg", "filled_text": DOC}
     model, tokenizer = lmlab.load(fim_run)
-    assert lmlab.infill(model, tokenizer, "abc", "hijklmnop") == "defg"
+    middle = lmlab.infill(model, tokenizer, "abc", "hijklmnop")  # "defg" here
+    assert fill("abc", "hijklmnop") == {"middle": middle, "filled_text": "abc" + middle + "hijklmnop"}
 
 
 def test_cli_infill(fim_run, tmp_path, tokenizer, models, capsys):
     from lmlab.cli import main
     from lmlab.train import save_model_dir
 
+    model, tok = lmlab.load(fim_run)  # the CLI prints what lmlab.infill gives ("fghij" and "defg" here)
     assert main(["infill", str(fim_run), "--prefix", "abcde", "--suffix", "klmnop"]) == 0
-    assert capsys.readouterr().out == "fghij\n"
+    assert capsys.readouterr().out == lmlab.infill(model, tok, "abcde", "klmnop") + "\n"
     assert main(["infill", str(fim_run), "--prefix", "abc", "--suffix", "hijklmnop", "--json"]) == 0
+    middle = lmlab.infill(model, tok, "abc", "hijklmnop")
     assert json.loads(capsys.readouterr().out) == {"prefix": "abc", "suffix": "hijklmnop", "mode": "psm",
-                                                   "middle": "defg", "filled_text": DOC}
+                                                   "middle": middle, "filled_text": "abc" + middle + "hijklmnop"}
     plain = tmp_path / "clm"  # a decoder whose tokenizer has no FIM tokens
     plain.mkdir()
     save_model_dir(plain, models["decoder"], tokenizer)

@@ -36,14 +36,21 @@ def _rows(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("preset, steps", [("t5-tiny", 700), ("gpt2-tiny", 500)])
-def test_seq2seq_learns_to_reverse_digits(task_tokenizer, reversal_data, tmp_path, preset, steps):
-    finetune(_cfg(task_tokenizer, reversal_data, tmp_path / "run", preset, "seq2seq", steps))
+# Bars for what tiny models learn in CI time, below what they reach here: a model trained on another CPU (or
+# with another thread count, which rounds differently) lands elsewhere. Measured over 8-11 runs of seeds and
+# thread counts: seq2seq 0.95-1.0 (t5-tiny) and 0.91-1.0 (gpt2-tiny; at lr 5e-3 and 500 steps it sometimes
+# stalled on the last digit, 0.66), sft 0.98-1.0.
+LEARNT = 0.85
+
+
+@pytest.mark.parametrize("preset, steps, lr", [("t5-tiny", 700, "5e-3"), ("gpt2-tiny", 700, "3e-3")])
+def test_seq2seq_learns_to_reverse_digits(task_tokenizer, reversal_data, tmp_path, preset, steps, lr):
+    finetune(_cfg(task_tokenizer, reversal_data, tmp_path / "run", preset, "seq2seq", steps, train={"lr": lr}))
     model, objective, _ = load_task(tmp_path / "run")
     valid = _rows(reversal_data / "valid.jsonl")
     predictions = predict(model, objective, [r["source"] for r in valid], max_new_tokens=8)
     exact = sum(p == r["target"] for p, r in zip(predictions, valid, strict=True)) / len(valid)
-    assert exact >= 0.95, (exact, predictions[:5])
+    assert exact >= LEARNT, (exact, predictions[:5])
 
 
 @pytest.mark.parametrize("preset", ["bert-tiny", "gpt2-tiny"])
@@ -249,7 +256,7 @@ def test_sft_learns_to_reverse_digits(task_tokenizer, reversal_data, sft_data, t
     valid = _rows(reversal_data / "valid.jsonl")
     predictions = predict(model, objective, [r["source"] for r in valid], max_new_tokens=8)
     exact = sum(p == r["target"] for p, r in zip(predictions, valid, strict=True)) / len(valid)
-    assert exact >= 0.95, (exact, predictions[:5])
+    assert exact >= LEARNT, (exact, predictions[:5])
     records = _rows(tmp_path / "run" / "metrics.jsonl")
     steps = [r for r in records if "loss" in r]
     assert steps and all({"accuracy", "tokens_per_s"} <= set(r) for r in steps)  # token accuracy on scored ones

@@ -25,7 +25,9 @@ def _losses(shards, out_dir, precision, objective="clm", steps=30, **train):
     return torch.tensor([r["loss"] for r in rows if "loss" in r]), result
 
 
-@pytest.mark.parametrize("precision, tolerance", [("fp32-fast", 1e-3), ("bf16", 0.05)])
+# fp32-fast's "medium" matmul precision lets oneDNN multiply in bf16 where the CPU has it (AMX): then its curve is
+# bf16's (1.8e-3 from fp32's here), not fp32's (7e-7 on this AVX-512 CPU, which does not)
+@pytest.mark.parametrize("precision, tolerance", [("fp32-fast", 1e-2), ("bf16", 0.05)])
 @pytest.mark.parametrize("objective", ["clm", "mlm"])
 def test_loss_curve_stays_with_fp32(shards, tmp_path, precision, tolerance, objective):
     before = torch.get_float32_matmul_precision()
