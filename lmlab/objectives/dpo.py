@@ -1,9 +1,11 @@
-"""Direct preference optimisation (DPO) of a decoder on preference pairs: a prompt, a chosen and a rejected answer.
+"""Direct preference optimisation (DPO) of a decoder or an encoder-decoder on preference pairs: a prompt, a chosen
+and a rejected answer.
 
 Each answer makes a row as an sft example does: ``prompt [SEP] answer [EOS]``, or, in TRL's conversational form
 (the prompt a list of messages, chosen and rejected lists holding the assistant's turn), the chat template's text
 of the prompt with the generation prompt followed by what the answer's turns add to it. The completion's tokens
-and EOS are scored. With π the model and π_ref the reference (the model before training), a pair's loss is a
+and EOS are scored. An encoder-decoder reads the row's prompt part with its encoder and predicts the answer and
+EOS from its decoder's start token, as TRL's DPO does for encoder-decoders. With π the model and π_ref the reference (the model before training), a pair's loss is a
 function of its un-scaled margin
 
     h = (log π(y⁺|x) − log π_ref(y⁺|x)) − (log π(y⁻|x) − log π_ref(y⁻|x)),   z = β h,
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -32,7 +35,7 @@ from lmlab.chat_template import render
 from lmlab.data.examples import Examples, Text
 from lmlab.errors import TokenizerError
 from lmlab.model.attention import Attention
-from lmlab.objectives.base import IGNORE, Batch
+from lmlab.objectives.base import IGNORE, Batch, pad_batch
 from lmlab.objectives.sft import SFT
 from lmlab.objectives.task import causal_rows
 
@@ -70,7 +73,7 @@ def preference_loss(policy: Tensor, reference: Tensor, beta: float, loss_type: s
 
 class DPO(SFT):
     name = "dpo"
-    archs = ("decoder",)
+    archs = ("decoder", "encoder-decoder")
     perplexity = False  # a loss over preference pairs, not a cross-entropy per token
 
     def __init__(self, tokenizer: Tokenizer, max_source: int, prefix: str = "", label_smoothing: float = 0.0, *,
@@ -90,6 +93,9 @@ class DPO(SFT):
             elif isinstance(m, Attention):
                 m.dropout = 0.0  # (its dropout_p)
 
+    def input_tail(self) -> list[int]:
+        return [self.sep]  # prompt [SEP] answer on either architecture: the rows the example shards hold
+
     def row(self, prompt: Text, completion: Text) -> tuple[list[int], list[int]]:
         """The row of one answer without its EOS, and 1 for each token of the answer (what example shards store).
 
@@ -108,6 +114,8 @@ class DPO(SFT):
         return enc.ids, [int(end > len(head)) for _, end in enc.offsets]
 
     def make_batch(self, examples: Examples, generator: torch.Generator) -> Batch:
+        if self.arch == "encoder-decoder":
+            return self._encoder_decoder_batch(examples)
         rows, scored = [], []
         pairs = zip(examples.sources, examples.scored, examples.rejected, examples.rejected_scored, strict=True)
         for chosen, chosen_flags, rejected, rejected_flags in pairs:
@@ -119,13 +127,32 @@ class DPO(SFT):
         return Batch(input_ids=pair(flat.input_ids), targets=pair(flat.targets),
                      attention_mask=pair(flat.attention_mask), reference=examples.reference)
 
+    def _encoder_decoder_batch(self, examples: Examples) -> Batch:
+        """Each answer's row split where its scored tokens start: the prompt part (``prompt [SEP]``, or the
+        template's prompt with the generation prompt) to the encoder, the answer and EOS to predict after the
+        decoder's start token."""
+        sources, answers = [], []
+        pairs = zip(examples.sources, examples.scored, examples.rejected, examples.rejected_scored, strict=True)
+        for chosen, chosen_flags, rejected, rejected_flags in pairs:
+            for ids, flags in ((chosen, chosen_flags), (rejected, rejected_flags)):
+                first = int(np.argmax(flags)) if flags.any() else len(ids)  # the answer's first token
+                sources.append(ids[:first].tolist()[:self.max_len])
+                answers.append([*ids[first:].tolist()[:self.max_len - 1], self.eos])
+        ids, mask = pad_batch(sources, pad=self.pad)  # (2B, S)
+        decoder_ids, decoder_mask = pad_batch([[self.start, *a[:-1]] for a in answers], pad=self.pad)  # (2B, T)
+        targets, _ = pad_batch(answers, pad=IGNORE)  # (2B, T)
+        pair = lambda t: t.view(len(examples), 2, -1)  # (B, 2, ...)
+        return Batch(input_ids=pair(ids), targets=pair(targets), attention_mask=pair(mask),
+                     decoder_input_ids=pair(decoder_ids), decoder_attention_mask=pair(decoder_mask),
+                     reference=examples.reference)
+
     def logps(self, model: torch.nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
         """(B, 2) float64 log-probs of the chosen and rejected answers under ``model``, summed over their scored
         tokens, and (B, 2) the number of those tokens; one forward pass of the 2B rows. What the reference pass
         stores, and what the loss compares with it."""
         B = batch.input_ids.shape[0]
         targets = batch.targets.flatten(0, 1)  # (2B, T)
-        hidden = model.hidden(batch.input_ids.flatten(0, 1), attention_mask=batch.attention_mask.flatten(0, 1))
+        hidden = model.hidden(**{k: t.flatten(0, 1) for k, t in batch.model_inputs().items()})  # (2B, T, D)
         scored = targets != IGNORE  # (2B, T)
         logits = model.logits(hidden[scored]).float()  # (N, V): the head at the scored positions only
         token = -F.cross_entropy(logits, targets[scored], reduction="none")  # (N,) log-prob of each scored token

@@ -29,13 +29,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = {"warmup_steps": "5", "log_every": "1", "progress": "false", "weight_decay": "0.0", "peak_flops": "1e11"}
 
 
-def _cfg(**objective):
-    return load_config(None, {"preset": "gpt2-tiny", "objective": {"name": "dpo", **objective},
+def _cfg(preset="gpt2-tiny", **objective):
+    return load_config(None, {"preset": preset, "objective": {"name": "dpo", **objective},
                               "data": {"seq_len": "32"}})
 
 
-def _setup(task_tokenizer, **objective):
-    cfg = _cfg(**objective)
+def _setup(task_tokenizer, preset="gpt2-tiny", **objective):
+    cfg = _cfg(preset, **objective)
     tok = objective_tokenizer(cfg, Tokenizer.load(task_tokenizer))
     torch.manual_seed(0)
     model = build_model(dataclasses.replace(cfg.model, vocab_size=tok.vocab_size, dropout=0.1))
@@ -163,6 +163,35 @@ def test_ipo_averages_the_logps_over_the_answer(task_tokenizer):
     assert metrics["logps/chosen"].item() == pytest.approx((logps[:, 0] / counts[:, 0]).sum().item(), rel=1e-6)
 
 
+def test_an_encoder_decoder_reads_the_prompt_and_predicts_the_answer(task_tokenizer):
+    """On an encoder-decoder (as TRL's DPO on one): the encoder reads ``prompt [SEP]`` (a conversation's prompt
+    with the generation prompt), the decoder predicts the answer and EOS after its start token; an answer's
+    log-prob is the model's log-softmax summed over them; the untrained model loses ln 2."""
+    tok, model, objective = _setup(task_tokenizer, preset="t5-tiny")
+    batch = objective.make_batch(_examples(objective, [*PAIRS, CONVERSATION]), None)
+    end = tok.token_to_id(CHATML_TOKENS[1])
+    for i, (prompt, chosen, rejected) in enumerate([*PAIRS, CONVERSATION]):
+        for j, answer in enumerate((chosen, rejected)):
+            text = answer if isinstance(answer, str) else answer[0]["content"]
+            expected = tok.encode(text) + ([] if isinstance(answer, str) else [end]) + [tok.eos_id]
+            n, t = int(batch.attention_mask[i, j].sum()), batch.targets[i, j]
+            source = tok.encode(prompt) + [tok.sep_id] if isinstance(prompt, str) else objective.encode(prompt)
+            assert batch.input_ids[i, j, :n].tolist() == source
+            assert t[t != IGNORE].tolist() == expected
+            assert batch.decoder_input_ids[i, j, :len(expected)].tolist() == [objective.start, *expected[:-1]]
+    logps, counts = objective.logps(model, batch)
+    logits = model(batch.input_ids.flatten(0, 1), attention_mask=batch.attention_mask.flatten(0, 1),
+                   decoder_input_ids=batch.decoder_input_ids.flatten(0, 1),
+                   decoder_attention_mask=batch.decoder_attention_mask.flatten(0, 1)).logits
+    tokens = torch.log_softmax(logits.double(), -1)  # (2B, T, V)
+    targets = batch.targets.flatten(0, 1)
+    by_hand = (tokens.gather(-1, targets.clamp(min=0)[..., None])[..., 0] * (targets != IGNORE)).sum(1).view(4, 2)
+    torch.testing.assert_close(logps, by_hand, rtol=1e-5, atol=1e-4)
+    batch.reference = logps.detach()
+    loss, n, _ = objective.loss(model.train(), batch)
+    assert n == 4 and loss.item() / 4 == pytest.approx(math.log(2), abs=1e-7)
+
+
 def test_conversational_pairs_go_through_the_chat_template(task_tokenizer, tmp_path):
     """TRL's conversational form: the prompt's messages with the generation prompt, then the answer's turn and its
     end marker, scored; read from JSON lines as lists of messages."""
@@ -209,9 +238,9 @@ def preferences(preference_data):  # conftest's: the chosen answer reverses the 
     return preference_data
 
 
-def _run_cfg(task_tokenizer, data, out, steps, **train):
+def _run_cfg(task_tokenizer, data, out, steps, preset="gpt2-tiny", **train):
     return load_config(None, {
-        "preset": "gpt2-tiny", "objective": {"name": "dpo", "beta": "0.5"},
+        "preset": preset, "objective": {"name": "dpo", "beta": "0.5"},
         "data": {"train": str(data), "seq_len": "24"}, "finetune": {"init": "none", "tokenizer": str(task_tokenizer)},
         "train": {"out_dir": str(out), "max_steps": str(steps), "batch_size": "16", "lr": "3e-3",
                   "eval_every": str(steps), "eval_batches": "10", "save_every": str(steps), **FAST, **train}})
@@ -221,21 +250,30 @@ def _records(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_tiny_model_learns_a_preference(task_tokenizer, preferences, tmp_path):
-    """120 steps of 16 pairs: at least 95% held-out reward accuracy with a positive margin; the first step's loss
-    is ln 2 (the model is its reference), every step logs TRL's metrics."""
+# the encoder-decoder's bar is lower: 0.95-0.98 over 7 runs of seeds and thread counts (the decoder's 0.97-1.0)
+@pytest.mark.parametrize("preset, bar", [("gpt2-tiny", 0.95), ("t5-tiny", 0.85)])
+def test_a_tiny_model_learns_a_preference(task_tokenizer, preferences, tmp_path, capsys, preset, bar):
+    """120 steps of 16 pairs, a decoder or an encoder-decoder: at least 95% held-out reward accuracy (the decoder)
+    with a positive margin; the first step's loss is ln 2 (the model is its reference), every step logs TRL's
+    metrics."""
     t0 = time.perf_counter()
-    result = finetune(_run_cfg(task_tokenizer, preferences, tmp_path / "run", 120))
+    result = finetune(_run_cfg(task_tokenizer, preferences, tmp_path / "run", 120, preset))
     seconds = time.perf_counter() - t0
-    assert result.last_eval["val_rewards/accuracies"] >= 0.95, result.last_eval
+    assert result.last_eval["val_rewards/accuracies"] >= bar, result.last_eval
     assert result.last_eval["val_rewards/margins"] > 0.5 and "val_ppl" not in result.last_eval
     records = _records(tmp_path / "run")
     start, steps = records[0], [r for r in records if "loss" in r]
     assert start["reference_pass"] == {"pairs": 500, "computed": 500, "kept": 0} and start["pairs_cut"] == 0
     assert steps[0]["step"] == 1 and steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
-    assert steps[0]["rewards/accuracies"] == 0 and steps[0]["rewards/chosen"] == pytest.approx(0, abs=1e-5)
+    # the model is its reference: rewards and margins 0 (up to the rounding of another batching than the
+    # reference pass's, which can make rewards/accuracies, a count of chosen > rejected, anything)
+    assert steps[0]["rewards/chosen"] == pytest.approx(0, abs=1e-5)
+    assert steps[0]["rewards/margins"] == pytest.approx(0, abs=1e-5)
     assert all({"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
                 "logps/rejected"} <= set(r) for r in steps)
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(preferences), "--split", "test", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scores"]["rewards/accuracies"] > 0.5  # the test pairs too
     print(f"held-out reward accuracy {result.last_eval['val_rewards/accuracies']:.2f}, margin "
           f"{result.last_eval['val_rewards/margins']:.2f}, in {seconds:.1f} s")
 
