@@ -5,8 +5,8 @@ Each answer makes a row as an sft example does: ``prompt [SEP] answer [EOS]``, o
 (the prompt a list of messages, chosen and rejected lists holding the assistant's turn), the chat template's text
 of the prompt with the generation prompt followed by what the answer's turns add to it. The completion's tokens
 and EOS are scored. An encoder-decoder reads the row's prompt part with its encoder and predicts the answer and
-EOS from its decoder's start token, as TRL's DPO does for encoder-decoders. With π the model and π_ref the reference (the model before training), a pair's loss is a
-function of its un-scaled margin
+EOS from its decoder's start token, as TRL's DPO does for encoder-decoders. With π the model and π_ref the
+reference (the model before training), a pair's loss is a function of its un-scaled margin
 
     h = (log π(y⁺|x) − log π_ref(y⁺|x)) − (log π(y⁻|x) − log π_ref(y⁻|x)),   z = β h,
 
