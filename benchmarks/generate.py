@@ -19,8 +19,14 @@ which share of the limit it reaches. ``--memory`` also loads each dtype in a fre
 resident memory after loading and at the peak of a ``generate`` call, beside the bytes of its weights; it loads
 the model as an lmlab checkpoint (``convert_from_hf`` of the directory: what ``lmlab convert from-hf`` writes).
 
+``--device cuda`` runs both sides on the GPU (the prepared check of issue 16's CUDA paths; not yet run on one):
+the limit is the GPU's streaming read, int8 has no ``transformers`` row (``torch.ao``'s dynamic quantization is
+CPU-only), int8-dynamic is left out (lmlab refuses it off x86 CPUs), and ``--memory`` reports CUDA memory
+allocated after loading and at the peak of a ``generate`` call, in this process.
+
     .venv/bin/python benchmarks/generate.py [--model gpt2|llama-1b] [--dtypes fp32 bf16 int8 int8-dynamic]
         [--batches 1 8] [--new 128] [--prompt 32] [--runs 3] [--quick] [--memory] [--threads N] [--json PATH]
+        [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ MODELS = {  # random-weight decoders: the GPT-2-like benchmark model, and a Llam
 HF_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32, "int8-dynamic": torch.float32}
 OURS = {"fp32": ("fp32", None), "bf16": ("bf16", None), "int8": ("fp32", "int8"),  # lmlab.load's dtype, quantize
         "int8-dynamic": ("fp32", "int8-dynamic")}
+CPU = torch.device("cpu")
 
 
 def hf_model(spec: dict, max_len: int) -> transformers.PreTrainedModel:
@@ -69,9 +76,12 @@ def hf_model(spec: dict, max_len: int) -> transformers.PreTrainedModel:
         tie_word_embeddings=False, attn_implementation="sdpa"))
 
 
-def load_hf(path: str, dtype: str) -> torch.nn.Module:
+def load_hf(path: str, dtype: str, device: torch.device = CPU) -> torch.nn.Module | None:
+    """Hugging Face's model of ``path`` in ``dtype`` on ``device``; None for int8 off the CPU (no ``torch.ao``)."""
+    if dtype.startswith("int8") and device.type != "cpu":
+        return None
     model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=HF_DTYPES[dtype],
-                                                              attn_implementation="sdpa").eval()
+                                                              attn_implementation="sdpa").eval().to(device)
     if dtype.startswith("int8"):
         with warnings.catch_warnings():  # deprecated in favour of torchao, which is not a dependency here
             warnings.simplefilter("ignore")
@@ -86,13 +96,27 @@ def bytes_per_step(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def bandwidth(gib: float = 1.0, runs: int = 7) -> float:
-    """Bytes/s of a streaming read: the best of ``runs`` sums over a ``gib`` GiB float32 tensor."""
-    x = torch.ones(int(gib * 2**30) // 4)
+def synced(fn, device: torch.device):
+    """``fn`` that returns only once ``device`` has finished its work (a CUDA call returns before)."""
+    if device.type != "cuda":
+        return fn
+
+    def call():
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+    return call
+
+
+def bandwidth(gib: float = 1.0, runs: int = 7, device: torch.device = CPU) -> float:
+    """Bytes/s of a streaming read: the best of ``runs`` sums over a ``gib`` GiB float32 tensor on ``device``."""
+    x = torch.ones(int(gib * 2**30) // 4, device=device)
+    read = synced(x.sum, device)
+    read()
     best = float("inf")
     for _ in range(runs):
         t = time.perf_counter()
-        x.sum()
+        read()
         best = min(best, time.perf_counter() - t)
     return x.numel() * 4 / best
 
@@ -126,10 +150,10 @@ def anonymous_peak(fn):
     return out, max(peak[0], memory("RssAnon"))
 
 
-def load_ours(path: str, dtype: str, rows: int = 1) -> torch.nn.Module:
+def load_ours(path: str, dtype: str, rows: int = 1, device: torch.device = CPU) -> torch.nn.Module:
     """lmlab's model of ``path`` loaded to run in the weight type ``dtype`` (of :data:`OURS`), as the CLI loads it."""
     weights, quantize = OURS[dtype]
-    model, _ = lmlab.load(path, for_inference=True, dtype=weights, quantize=quantize, rows=rows)
+    model, _ = lmlab.load(path, device=device, for_inference=True, dtype=weights, quantize=quantize, rows=rows)
     return model
 
 
@@ -160,6 +184,31 @@ def lmlab_checkpoint(hf_dir: str | Path, vocab: int, out: Path) -> Path:
     return convert_from_hf(hf_dir, out)
 
 
+def cuda_memory_rows(path: str, dtypes: list[str], new: int, device: torch.device) -> list[dict]:
+    """On a GPU, in this process: CUDA memory allocated by loading each dtype (and its peak while loading) and
+    at the peak of a ``generate`` call, beyond what was allocated before, against the weights' bytes."""
+    rows = []
+    print("\nCUDA memory of a model loaded to run (this process; beyond what was allocated before loading)")
+    print(f"{'dtype':>12}{'weights MB':>12}{'loaded':>9}{'peak, load':>12}{'peak, generate':>16}")
+    for dtype in dtypes:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        model = load_ours(path, dtype, device=device)
+        weights = sum(t.numel() * t.element_size() for t in {*model.parameters(), *model.buffers()})
+        loaded, peak_load = (torch.cuda.memory_allocated(device) - base,
+                             torch.cuda.max_memory_allocated(device) - base)
+        torch.cuda.reset_peak_memory_stats(device)
+        synced(lambda m=model: generate(m, torch.ones(1, 8, dtype=torch.long, device=device), max_new_tokens=new),
+               device)()
+        peak = torch.cuda.max_memory_allocated(device) - base
+        print(f"{dtype:>12}{weights / 1e6:>12.1f}{loaded / weights:>8.2f}x{peak_load / weights:>11.2f}x"
+              f"{peak / weights:>15.2f}x", flush=True)
+        rows.append(dict(kind="memory", dtype=dtype, weights=weights, loaded=loaded, peak_load=peak_load, peak=peak))
+        model = None
+    return rows
+
+
 def memory_rows(path: str, warm_up: str, dtypes: list[str], new: int) -> list[dict]:
     rows = []
     print("\nmemory of a model loaded to run (fresh process each; beyond the process's memory before loading)")
@@ -187,6 +236,7 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="also measure each dtype's memory (fresh processes)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON (benchmarks/run_all.py)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both sides run")
     parser.add_argument("--memory-child", nargs=3, metavar=("PATH", "DTYPE", "WARM_UP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -195,9 +245,14 @@ def main() -> None:
     if args.memory_child:
         memory_child(*args.memory_child, args.new)
         return
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here")
+    dtypes = [d for d in args.dtypes if device.type == "cpu" or d != "int8-dynamic"]  # (x86 CPUs only)
     spec = MODELS["quick" if args.quick else args.model]
-    bw = bandwidth(0.25 if args.quick else 1.0)
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, "
+    bw = bandwidth(0.25 if args.quick else 1.0, device=device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {where}, "
           f"greedy, KV cache; streaming read {bw / 1e9:.1f} GB/s")
     print(f"model: {args.model if not args.quick else 'quick'} ({spec['layers']} layers, d {spec['d']}, vocab "
           f"{spec['vocab']}), random weights; prompt {args.prompt}, {args.new} new tokens; 1 warm-up + median of "
@@ -208,37 +263,47 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
         hf_model(spec, args.prompt + args.new).save_pretrained(tmp)
-        for dtype in args.dtypes:
-            hf = load_hf(tmp, dtype)
+        for dtype in dtypes:
+            hf = load_hf(tmp, dtype, device)
             for B in args.batches:  # lmlab's model laid out for the rows of its steps, as the CLI loads it
-                ours = load_ours(tmp, dtype, rows=B)
+                ours = load_ours(tmp, dtype, rows=B, device=device)
                 step_bytes = bytes_per_step(ours)
                 x = torch.randint(0, spec["vocab"], (B, args.prompt), generator=torch.Generator().manual_seed(B))
-                run_ours = lambda x=x, m=ours: generate(m, x, max_new_tokens=args.new)  # noqa: E731
-                run_hf = lambda x=x, m=hf: m.generate(  # noqa: E731
+                x = x.to(device)
+                run_ours = synced(lambda x=x, m=ours: generate(m, x, max_new_tokens=args.new), device)
+                run_hf = synced(lambda x=x, m=hf: m.generate(
                     x, attention_mask=torch.ones_like(x), max_new_tokens=args.new, do_sample=False, num_beams=1,
-                    pad_token_id=0, eos_token_id=None)
+                    pad_token_id=0, eos_token_id=None), device)
                 with torch.no_grad():
-                    (ours_s, ours_out), (hf_s, hf_out) = alternating_medians([run_ours, run_hf], args.runs)
-                assert ours_out.shape == hf_out.shape == (B, args.prompt + args.new), (ours_out.shape, hf_out.shape)
-                new = ours_out[:, args.prompt:] == hf_out[:, args.prompt:]
-                same = "identical" if bool(new.all()) else \
-                    f"first difference at new token {int(new.all(0).logical_not().nonzero()[0])}"
+                    (ours_s, ours_out), *theirs = alternating_medians([run_ours, run_hf][:2 if hf is not None else 1], args.runs)
                 n = B * args.new
                 limit = B * bw / step_bytes
-                print(f"{dtype:>12}{B:>6}{n / ours_s:>13.0f}{limit:>8.0f}{n / ours_s / limit:>10.0%}{n / hf_s:>10.0f}"
-                      f"{hf_s / ours_s:>8.2f}  {same}", flush=True)
-                records.append(dict(kind="speed", dtype=dtype, batch=B, threads=torch.get_num_threads(),
-                                    lmlab=n / ours_s, hf=n / hf_s, ratio=hf_s / ours_s, limit=limit,
-                                    of_limit=n / ours_s / limit, same=bool(new.all()), bandwidth=bw,
-                                    step_bytes=step_bytes, model=args.model))
+                row = dict(kind="speed", dtype=dtype, batch=B, threads=torch.get_num_threads(), lmlab=n / ours_s,
+                           limit=limit, of_limit=n / ours_s / limit, bandwidth=bw, step_bytes=step_bytes,
+                           model=args.model, device=device.type)
+                assert ours_out.shape == (B, args.prompt + args.new), ours_out.shape
+                if theirs:
+                    (hf_s, hf_out), = theirs
+                    assert hf_out.shape == ours_out.shape, hf_out.shape
+                    new = ours_out[:, args.prompt:] == hf_out[:, args.prompt:]
+                    same = "identical" if bool(new.all()) else \
+                        f"first difference at new token {int(new.all(0).logical_not().nonzero()[0])}"
+                    row.update(hf=n / hf_s, ratio=hf_s / ours_s, same=bool(new.all()))
+                    hf_cells = f"{n / hf_s:>10.0f}{hf_s / ours_s:>8.2f}  {same}"
+                else:
+                    hf_cells = f"{'—':>10}{'—':>8}  (no transformers int8 on {device.type})"
+                print(f"{dtype:>12}{B:>6}{n / ours_s:>13.0f}{limit:>8.0f}{n / ours_s / limit:>10.0%}{hf_cells}",
+                      flush=True)
+                records.append(row)
             ours = hf = None  # freed before the next dtype loads
-        if args.memory:
+        if args.memory and device.type == "cuda":
+            records += cuda_memory_rows(tmp, dtypes, min(args.new, 32), device)
+        elif args.memory:
             ours = lmlab_checkpoint(tmp, spec["vocab"], Path(tmp) / "lmlab")
             (Path(tmp) / "tiny").mkdir()
             hf_model(MODELS["quick"], args.prompt + args.new).save_pretrained(Path(tmp) / "tiny")
             warm_up = lmlab_checkpoint(Path(tmp) / "tiny", MODELS["quick"]["vocab"], Path(tmp) / "tiny-lmlab")
-            records += memory_rows(str(ours), str(warm_up), args.dtypes, min(args.new, 32))
+            records += memory_rows(str(ours), str(warm_up), dtypes, min(args.new, 32))
     if args.json:
         Path(args.json).write_text(json.dumps(records))
 
