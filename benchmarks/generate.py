@@ -274,8 +274,9 @@ def main() -> None:
                 run_hf = synced(lambda x=x, m=hf: m.generate(
                     x, attention_mask=torch.ones_like(x), max_new_tokens=args.new, do_sample=False, num_beams=1,
                     pad_token_id=0, eos_token_id=None), device)
+                sides = [run_ours] if hf is None else [run_ours, run_hf]
                 with torch.no_grad():
-                    (ours_s, ours_out), *theirs = alternating_medians([run_ours, run_hf][:2 if hf is not None else 1], args.runs)
+                    (ours_s, ours_out), *theirs = alternating_medians(sides, args.runs)
                 n = B * args.new
                 limit = B * bw / step_bytes
                 row = dict(kind="speed", dtype=dtype, batch=B, threads=torch.get_num_threads(), lmlab=n / ours_s,
