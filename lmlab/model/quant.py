@@ -28,6 +28,12 @@ KERNEL_ROWS = 64  # products of at most this many rows use the int8 kernel (fast
 SCALE_DTYPE = torch.bfloat16  # the kernel's activation and scale type
 FBGEMM = "fbgemm" in torch.backends.quantized.supported_engines  # int8-dynamic's and bf16's float16 GEMMs (x86)
 QUANTIZE_BLOCK = 1024  # rows quantized at a time
+DYNAMIC_REFUSED = "int8-dynamic runs on x86 CPUs only (fbgemm's int8 GEMM); use int8 (weight-only) here"
+
+
+def dynamic_runs_on(device: str | torch.device) -> bool:
+    """Whether ``int8-dynamic`` weights can run on ``device``: a CPU where fbgemm is built (x86)."""
+    return FBGEMM and torch.device(device).type == "cpu"
 
 
 def quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,8 +106,8 @@ def quantize_int8(model: nn.Module, dynamic: bool = False) -> int:
     """
     from lmlab.model.layers import Linear, hold_packed, return_freed_memory
 
-    if dynamic and (not FBGEMM or model.embed.weight.device.type != "cpu"):
-        raise ValueError("int8-dynamic runs on x86 CPUs only (fbgemm's int8 GEMM); use int8 (weight-only) here")
+    if dynamic and not dynamic_runs_on(model.embed.weight.device):
+        raise ValueError(DYNAMIC_REFUSED)
     dtype = model.embed.weight.dtype
     done: dict[int, tuple[nn.Parameter, Tensor]] = {}  # id of a float weight -> its int8 parameter and scales
 

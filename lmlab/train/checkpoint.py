@@ -35,7 +35,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 
 from lmlab.config import ModelConfig, _build
 from lmlab.errors import CheckpointError, ConfigError, LmlabError
-from lmlab.model.quant import FBGEMM, QUANTIZE
+from lmlab.model.quant import DYNAMIC_REFUSED, QUANTIZE, dynamic_runs_on
 from lmlab.train.precision import has_native_bf16
 
 logger = logging.getLogger(__name__)
@@ -396,8 +396,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
                           "precision with train.precision")
     if quantize not in (None, *QUANTIZE):
         raise ConfigError(f"quantize must be one of {', '.join(QUANTIZE)} or None, got {quantize!r}")
-    if quantize == "int8-dynamic" and not (FBGEMM and torch.device(device).type == "cpu"):
-        raise ConfigError("int8-dynamic runs on x86 CPUs only (fbgemm's int8 GEMM); use int8 (weight-only) here")
+    if quantize == "int8-dynamic" and not dynamic_runs_on(device):
+        raise ConfigError(DYNAMIC_REFUSED)
     if quantize and not for_inference:
         raise ConfigError(f"{quantize} weights are for a model loaded to run only (for_inference): lmlab does not "
                           "train quantized weights (LoRA adapters on int8 weights are not supported either)")
