@@ -23,19 +23,20 @@ def evals(run):
     return [r for r in records(run) if "val_loss" in r]
 
 
-def seconds(run):
-    """The wall time run.sh's `step` logged for the command that wrote ``run``, or None."""
+def time_cell(run):
+    """The wall time run.sh's `step` logged for the command that wrote ``run``, as the table's last cell; no cell
+    without the log."""
     for i, line in enumerate(log):
         if line.startswith("== ") and re.search(rf"--train\.out_dir \S*{exp.name}/{run}(\s|$)", line):
-            return next(float(w.split()[1]) for w in log[i + 1:] if w.strip().startswith("wall "))
-    return None
+            return [f"{next(float(w.split()[1]) for w in log[i + 1:] if w.strip().startswith('wall ')):.0f} s"]
+    return []
 
 
 def cells(run, *columns):
-    trainable = records(run)[0].get("trainable_params", records(run)[0].get("params"))
-    took = seconds(run)
+    start = records(run)[0]
+    trainable = start.get("trainable_params", start.get("params"))
     acc = pairs[str(exp / run)]["accuracy"]
-    return [run, f"{trainable:,}", *columns, f"{acc:.1%}"] + ([f"{took:.0f} s"] if log else [])
+    return [run, f"{trainable:,}", *columns, f"{acc:.1%}", *time_cell(run)]
 
 
 def table(head, rows):
@@ -49,7 +50,7 @@ def table(head, rows):
 
 base = pairs[str(exp / "clm")]["accuracy"]
 table(["run", "trainable parameters", "held-out completion loss, start → end"],
-      [["pretrained decoder", "—", "—", f"{base:.1%}"] + ([f"{seconds('clm'):.0f} s"] if log else [])]
+      [["pretrained decoder", "—", "—", f"{base:.1%}", *time_cell("clm")]]
       + [cells(run, f"{evals(run)[0]['val_loss']:.3f} → {evals(run)[-1]['val_loss']:.3f}")
          for run in ("sft", "sft-lora")])
 rows = []
